@@ -1,0 +1,71 @@
+"""moe_lora: LoRA seen as a softmax-gated mixture of experts, and the sample complexity of its estimators.
+
+The specification is MODEL.md (a reconstruction of RepLoRA, arXiv 2502.03044, from its abstract,
+Figure 1 and sibling papers of the same group, not the paper's equations word for word).
+The library never changes global JAX configuration; enable float64 in your script when rates are
+measured: ``jax.config.update("jax_enable_x64", True)``.
+"""
+
+from .attention import AttentionWeights as AttentionWeights
+from .attention import LoRA as LoRA
+from .attention import MixtureRow as MixtureRow
+from .attention import attention as attention
+from .attention import attention_row_as_mixture as attention_row_as_mixture
+from .fit import FitConfig as FitConfig
+from .fit import FitResult as FitResult
+from .fit import InitConfig as InitConfig
+from .fit import empirical_risk as empirical_risk
+from .fit import fit_least_squares as fit_least_squares
+from .fit import initial_params as initial_params
+from .fit import split_truth as split_truth
+from .fit import truth_in as truth_in
+from .losses import D_EXPONENTS as D_EXPONENTS
+from .losses import Scores as Scores
+from .losses import align_gate_shift as align_gate_shift
+from .losses import l2_error as l2_error
+from .losses import lora_voronoi_loss as lora_voronoi_loss
+from .losses import score as score
+from .model import GATINGS as GATINGS
+from .model import Atoms as Atoms
+from .model import Base as Base
+from .model import ModelSpec as ModelSpec
+from .model import default_base as default_base
+from .model import gate_strength as gate_strength
+from .model import gates as gates
+from .model import mixture_weights as mixture_weights
+from .model import regression_function as regression_function
+from .optimize import STOP_REASONS as STOP_REASONS
+from .optimize import LevenbergMarquardt as LevenbergMarquardt
+from .optimize import OptaxFinisher as OptaxFinisher
+from .optimize import Stats as Stats
+from .optimize import relative_gradient as relative_gradient
+from .parameterization import ACTIVATIONS as ACTIVATIONS
+from .parameterization import LoRAFactors as LoRAFactors
+from .parameterization import Model as Model
+from .parameterization import Shared as Shared
+from .parameterization import SharedMaps as SharedMaps
+from .parameterization import SharedParams as SharedParams
+from .parameterization import Vanilla as Vanilla
+from .parameterization import atoms as atoms
+from .parameterization import factors as factors
+from .parameterization import init_params as init_params
+from .parameterization import linear as linear
+from .parameterization import make_model as make_model
+from .parameterization import nonlinear as nonlinear
+from .simulate import Record as Record
+from .simulate import replicate_keys as replicate_keys
+from .simulate import simulate_replicate as simulate_replicate
+from .simulate import simulate_replicates as simulate_replicates
+from .truth import Dataset as Dataset
+from .truth import Design as Design
+from .truth import Truth as Truth
+from .truth import draw_truth as draw_truth
+from .truth import make_truth as make_truth
+from .truth import sample_dataset as sample_dataset
+from .truth import sample_inputs as sample_inputs
+from .voronoi import Exponents as Exponents
+from .voronoi import VoronoiLoss as VoronoiLoss
+from .voronoi import voronoi_cells as voronoi_cells
+from .voronoi import voronoi_loss as voronoi_loss
+
+__version__ = "0.1.0"

@@ -1,0 +1,185 @@
+"""Least-squares fits of a LoRA mixture: initialisation, multi-start, the certified fit record.
+
+The estimator of MODEL.md section 4, G_n in argmin_G (1/n) sum_i ||Y_i - f_G(X_i)||^2, over the
+raw parameters of a parameterization with L fitted components. One fit is written for one
+data set; restarts are vmapped inside, replicates outside (``moe_lora.simulate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from .model import regression_function
+from .optimize import CONVERGED, Finisher, LevenbergMarquardt, Stats, warm_up
+from .parameterization import Model, Vanilla, atoms, canonicalize, init_params, to_vanilla_params
+from .truth import Dataset, Truth
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+    """Restarts of one fit: ``near_truth`` split-truth starts and ``random`` random starts.
+
+    Args:
+        near_truth: starts near the truth: the L* true atoms, the L - L* extra components
+            assigned round-robin to true atoms 0, 1, ..., each true atom split into copies
+            whose weights sum to its weight, every raw parameter but the bias perturbed by
+            N(0, near_truth_scale^2).
+        random: starts with i.i.d. N(0, random_scale^2) raw parameters.
+    """
+
+    near_truth: int = 1
+    random: int = 0
+    near_truth_scale: float = 0.1
+    random_scale: float = 1.0
+
+    def __post_init__(self):
+        for name in ("near_truth", "random"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"InitConfig.{name} must be a non-negative integer, got {value!r}")
+        if self.near_truth + self.random < 1:
+            raise ValueError("InitConfig needs at least one restart (near_truth + random >= 1)")
+        for name in ("near_truth_scale", "random_scale"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"InitConfig.{name} must be finite and non-negative, got {value!r}")
+
+    @property
+    def n_restarts(self) -> int:
+        return self.near_truth + self.random
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Everything static about a fit; a static argument of the jitted unit.
+
+    Args:
+        n_components: L, the number of fitted components (L >= L*).
+        finisher: ``LevenbergMarquardt(...)`` or ``OptaxFinisher(...)``.
+        warmup: optional optax transformation run for ``warmup_steps`` before the finisher.
+        warmup_steps: number of warm-up steps.
+        init: the restarts.
+        canonicalize: move iterates along exact symmetries to a canonical point
+            (``moe_lora.parameterization.canonicalize``); the fitted function is unchanged.
+    """
+
+    n_components: int
+    finisher: Finisher = LevenbergMarquardt()
+    warmup: optax.GradientTransformation | None = None
+    warmup_steps: int = 0
+    init: InitConfig = InitConfig()
+    canonicalize: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
+        if not isinstance(self.warmup_steps, (int, np.integer)) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+        if self.warmup_steps > 0 and self.warmup is None:
+            raise ValueError(f"warmup_steps={self.warmup_steps} but no warm-up optimizer was given")
+
+
+def empirical_risk(model: Model, params, data: Dataset) -> Float[Array, ""]:
+    """R_n(G) = (1/n) sum_i ||Y_i - f_G(X_i)||^2."""
+    f = regression_function(model.spec, model.base, atoms(model, params), data.X)
+    return jnp.mean(jnp.sum((data.Y - f) ** 2, axis=-1))
+
+
+def truth_in(estimator: Model, truth: Truth):
+    """The truth's raw parameters in the estimator's parameterization (host-side, not jittable).
+
+    Same parameterization and maps: the truth's own parameters. Vanilla estimator: the raw
+    vanilla parameters with the truth's factors. Otherwise ``ValueError``: the estimator's family
+    need not contain the truth.
+    """
+    if estimator.spec != truth.model.spec:
+        raise ValueError(f"Estimator spec {estimator.spec} differs from the truth's {truth.model.spec}")
+    if isinstance(estimator.parameterization, Vanilla):
+        return to_vanilla_params(truth.model, truth.params, estimator.parameterization)
+    same_maps = truth.model.maps is not None and all(
+        np.array_equal(a, b) for a, b in zip(estimator.maps, truth.model.maps)
+    )
+    if estimator.parameterization != truth.model.parameterization or not same_maps:
+        raise ValueError(
+            f"A {estimator.parameterization.name} estimator does not contain a truth drawn through "
+            f"{truth.model.parameterization.name} with other maps; draw the truth through the estimator's model"
+        )
+    return truth.params
+
+
+def split_truth(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, scale: float):
+    """A start near the truth: each true atom split into perturbed copies (see ``InitConfig``)."""
+    L_star = true_params.c.shape[0]
+    parent = np.arange(n_components) % L_star
+    copies = np.bincount(parent, minlength=L_star)
+    bias_bound = estimator.parameterization.bias_bound
+    c = bias_bound * jnp.tanh(true_params.c / bias_bound)
+    # exp(c_j - log k) summed over k copies is exp(c_j): the normaliser and the weights are kept.
+    c = jnp.clip(c[parent] - jnp.log(copies[parent]), -bias_bound * (1 - 1e-9), bias_bound * (1 - 1e-9))
+    noise_keys = jax.random.split(key, len(true_params) - 1)
+    perturbed = [x[parent] + scale * jax.random.normal(k, x[parent].shape, x.dtype) for k, x in zip(noise_keys, true_params[:-1])]
+    return type(true_params)(*perturbed, bias_bound * jnp.arctanh(c / bias_bound))
+
+
+def initial_params(key: PRNGKeyArray, estimator: Model, true_params, config: FitConfig):
+    """All restarts of one fit, stacked on a leading axis: near-truth starts first, then random."""
+    init = config.init
+    k_near, k_rand = jax.random.split(key)
+    starts = [split_truth(k, estimator, true_params, config.n_components, init.near_truth_scale)
+              for k in jax.random.split(k_near, init.near_truth)] if init.near_truth else []
+    starts += [init_params(k, estimator, config.n_components, init.random_scale)
+               for k in jax.random.split(k_rand, init.random)] if init.random else []
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
+
+
+class FitResult(NamedTuple):
+    """The best restart of one least-squares fit, by final empirical risk."""
+
+    params: object
+    stats: Stats
+    converged: Bool[Array, ""]
+    restart: Int[Array, ""]
+    restart_risks: Float[Array, " restarts"]
+
+
+def fit_least_squares(estimator: Model, data: Dataset, starts, config: FitConfig) -> FitResult:
+    """Fit every start (leading axis of ``starts``) and keep the one of least empirical risk.
+
+    Each start runs ``config.warmup`` for ``config.warmup_steps`` steps, then
+    ``config.finisher`` to its convergence test. Not jitted here: jit the caller (one unit).
+    """
+    n = data.X.shape[0]
+    template = jax.tree.map(lambda x: x[0], starts)
+    _, unravel = ravel_pytree(template)
+
+    def residual(theta):
+        f = regression_function(estimator.spec, estimator.base, atoms(estimator, unravel(theta)), data.X)
+        return ((f - data.Y) / jnp.sqrt(n)).ravel()
+
+    risk = lambda theta: jnp.sum(residual(theta) ** 2)
+    canonical = lambda theta: ravel_pytree(canonicalize(estimator, unravel(theta)))[0]
+
+    def one(theta0):
+        if config.warmup is not None:
+            theta0 = warm_up(config.warmup, config.warmup_steps, risk, theta0)
+        return config.finisher.run(residual, theta0, canonical if config.canonicalize else None)
+
+    thetas, stats = jax.vmap(one)(jax.vmap(lambda s: ravel_pytree(s)[0])(starts))
+    best = jnp.argmin(jnp.where(jnp.isfinite(stats.risk), stats.risk, jnp.inf))
+    pick = lambda x: x[best]
+    return FitResult(
+        params=unravel(thetas[best]),
+        stats=jax.tree.map(pick, stats),
+        converged=stats.stop_reason[best] == CONVERGED,
+        restart=best,
+        restart_risks=stats.risk,
+    )

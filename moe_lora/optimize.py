@@ -1,0 +1,191 @@
+"""Minimisers for a least-squares objective R(theta) = ||r(theta)||^2 on a flat parameter vector.
+
+Two finishers share one interface, ``finisher.run(residual_fn, theta0) -> (theta, Stats)``,
+written for one problem (vmap it for many) and looping inside ``lax.while_loop``:
+
+* ``LevenbergMarquardt``: damped Gauss-Newton with Nielsen's damping update. Levenberg's
+  damping mu * I (rather than Marquardt's diag(J^T J)) is deliberate: the LoRA Jacobians have
+  exact null directions (gate shift, B A = (B t)(A / t) rescalings, bias shift; MODEL.md
+  section 2), and mu * I keeps the step finite and small along them.
+* ``OptaxFinisher``: any optax transformation (e.g. ``optax.lbfgs()``) run to the same
+  convergence test, for comparison.
+
+Convergence is a relative-gradient test, scale-free in both theta and R:
+
+    rel_grad = max_k |dR/dtheta_k| * max(|theta_k|, 1) / max(R, tiny) <= gtol
+
+Stop reasons: 0 converged (rel_grad <= gtol), 1 step below xtol (stalled), 2 iteration cap,
+3 non-finite objective. Only reason 0 counts as converged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int
+
+CONVERGED, STALLED, MAX_ITER, NONFINITE = 0, 1, 2, 3
+STOP_REASONS = {CONVERGED: "converged", STALLED: "stalled", MAX_ITER: "max_iter", NONFINITE: "non-finite"}
+_RUNNING = -1
+
+
+class Stats(NamedTuple):
+    """What a finisher reports about its run."""
+
+    risk: Float[Array, ""]
+    grad_norm: Float[Array, ""]
+    rel_grad: Float[Array, ""]
+    iterations: Int[Array, ""]
+    stop_reason: Int[Array, ""]
+
+
+def relative_gradient(theta, risk, grad):
+    """max_k |grad_k| max(|theta_k|, 1) / max(R, tiny): the convergence measure of every finisher."""
+    tiny = jnp.finfo(theta.dtype).tiny
+    return jnp.max(jnp.abs(grad) * jnp.maximum(jnp.abs(theta), 1.0)) / jnp.maximum(risk, tiny)
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LevenbergMarquardt:
+    """Levenberg-Marquardt with Nielsen's damping update (Madsen, Nielsen, Tingleff 2004, alg. 3.16).
+
+    Args:
+        max_iter: iteration cap (one Jacobian evaluation per iteration).
+        gtol: relative-gradient tolerance for convergence.
+        xtol: stop as stalled when ||h|| <= xtol (||theta|| + xtol).
+        tau: initial damping mu0 = tau * max diag(J^T J).
+    """
+
+    max_iter: int = 2000
+    gtol: float = 1e-6
+    xtol: float = 1e-14
+    tau: float = 1e-3
+
+    def __post_init__(self):
+        _check_positive(max_iter=self.max_iter, gtol=self.gtol, xtol=self.xtol, tau=self.tau)
+
+    def run(
+        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None
+    ) -> tuple[Float[Array, " P"], Stats]:
+        """Minimise ||residual_fn(theta)||^2 from theta0.
+
+        ``canonicalize`` (optional) maps a point to an equivalent one with the same residuals
+        (a move along exact symmetries); each trial point theta + h is canonicalized before it
+        is evaluated, so the iterates cannot drift along flat directions.
+        """
+        canonicalize = canonicalize or (lambda t: t)
+
+        def evaluate(theta):
+            J, r = jax.jacfwd(lambda t: (residual_fn(t),) * 2, has_aux=True)(theta)
+            return r @ r, J.T @ J, J.T @ r
+
+        def status(theta, R, g, k, small_step):
+            rel = relative_gradient(theta, R, 2 * g)
+            reason = jnp.where(rel <= self.gtol, CONVERGED, _RUNNING)
+            reason = jnp.where((reason == _RUNNING) & small_step, STALLED, reason)
+            reason = jnp.where((reason == _RUNNING) & (k >= self.max_iter), MAX_ITER, reason)
+            return jnp.where(jnp.isfinite(R), reason, NONFINITE)
+
+        def body(state):
+            theta, R, A, g, mu, nu, k, _ = state
+            P = theta.shape[0]
+            h = jnp.linalg.solve(A + mu * jnp.eye(P, dtype=A.dtype), -g)
+            small_step = jnp.linalg.norm(h) <= self.xtol * (jnp.linalg.norm(theta) + self.xtol)
+            trial = canonicalize(theta + h)
+            R_new, A_new, g_new = evaluate(trial)
+            predicted = h @ (mu * h - g)  # = 2 (L(0) - L(h)) for F = R / 2
+            rho = (R - R_new) / predicted
+            accept = jnp.isfinite(R_new) & (rho > 0)
+            pick = lambda new, old: jnp.where(accept, new, old)
+            theta, R, A, g = pick(trial, theta), pick(R_new, R), pick(A_new, A), pick(g_new, g)
+            mu = jnp.where(accept, mu * jnp.maximum(1 / 3, 1 - (2 * rho - 1) ** 3), mu * nu)
+            nu = jnp.where(accept, 2.0, 2 * nu)
+            k = k + 1
+            return theta, R, A, g, mu, nu, k, status(theta, R, g, k, small_step)
+
+        theta0 = canonicalize(theta0)
+        R, A, g = evaluate(theta0)
+        mu0 = self.tau * jnp.max(jnp.diag(A))
+        zero = jnp.zeros((), jnp.int32)
+        state = (theta0, R, A, g, mu0, jnp.asarray(2.0, R.dtype), zero, status(theta0, R, g, zero, False))
+        theta, R, A, g, _, _, k, reason = jax.lax.while_loop(lambda s: s[-1] == _RUNNING, body, state)
+        return theta, Stats(R, 2 * jnp.linalg.norm(g), relative_gradient(theta, R, 2 * g), k, reason)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptaxFinisher:
+    """Run an optax transformation on R = ||r||^2 until the relative-gradient test or the cap.
+
+    ``optimizer.update`` receives ``value``, ``grad`` and ``value_fn`` as extra arguments, so
+    line-search transformations such as ``optax.lbfgs()`` work; others ignore them.
+    Create the optimizer once and reuse it: it is a static argument of the jitted unit.
+    """
+
+    optimizer: optax.GradientTransformation
+    max_iter: int = 2000
+    gtol: float = 1e-6
+
+    def __post_init__(self):
+        _check_positive(max_iter=self.max_iter, gtol=self.gtol)
+
+    def run(
+        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None
+    ) -> tuple[Float[Array, " P"], Stats]:
+        """Minimise ||residual_fn(theta)||^2 from theta0; ``canonicalize`` is applied to theta0 only
+        (moving a quasi-Newton method's iterate would invalidate its curvature history)."""
+        if canonicalize is not None:
+            theta0 = canonicalize(theta0)
+        opt = optax.with_extra_args_support(self.optimizer)
+        risk_fn = lambda t: jnp.sum(residual_fn(t) ** 2)
+        value_and_grad = jax.value_and_grad(risk_fn)
+
+        def status(theta, R, grad, k):
+            rel = relative_gradient(theta, R, grad)
+            reason = jnp.where(rel <= self.gtol, CONVERGED, jnp.where(k >= self.max_iter, MAX_ITER, _RUNNING))
+            return jnp.where(jnp.isfinite(R), reason, NONFINITE)
+
+        def body(state):
+            theta, opt_state, R, grad, k, _ = state
+            updates, opt_state = opt.update(grad, opt_state, theta, value=R, grad=grad, value_fn=risk_fn)
+            theta = optax.apply_updates(theta, updates)
+            R, grad = value_and_grad(theta)
+            return theta, opt_state, R, grad, k + 1, status(theta, R, grad, k + 1)
+
+        R, grad = value_and_grad(theta0)
+        zero = jnp.zeros((), jnp.int32)
+        state = (theta0, opt.init(theta0), R, grad, zero, status(theta0, R, grad, zero))
+        theta, _, R, grad, k, reason = jax.lax.while_loop(lambda s: s[-1] == _RUNNING, body, state)
+        return theta, Stats(R, jnp.linalg.norm(grad), relative_gradient(theta, R, grad), k, reason)
+
+
+Finisher = LevenbergMarquardt | OptaxFinisher
+
+
+def warm_up(optimizer: optax.GradientTransformation, steps: int, risk_fn: Callable, theta0: Float[Array, " P"]):
+    """``steps`` plain optax steps on ``risk_fn`` inside a ``lax.scan`` (no convergence test)."""
+    if steps == 0:
+        return theta0
+    opt = optax.with_extra_args_support(optimizer)
+    value_and_grad = jax.value_and_grad(risk_fn)
+
+    def step(carry, _):
+        theta, opt_state = carry
+        R, grad = value_and_grad(theta)
+        updates, opt_state = opt.update(grad, opt_state, theta, value=R, grad=grad, value_fn=risk_fn)
+        candidate = optax.apply_updates(theta, updates)
+        # A warm-up step that produced non-finite parameters is dropped rather than propagated.
+        theta = jnp.where(jnp.all(jnp.isfinite(candidate)), candidate, theta)
+        return (theta, opt_state), None
+
+    (theta, _), _ = jax.lax.scan(step, (theta0, opt.init(theta0)), None, length=steps)
+    return theta

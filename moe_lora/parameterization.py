@@ -1,0 +1,323 @@
+"""The three parameterizations of the LoRA factors (MODEL.md section 3) behind one interface.
+
+Every parameterization maps free, unconstrained *raw* parameters of L components to the LoRA
+factors (B_Q, A_Q, B_V, A_V, c) and from there to the identifiable atoms (S, V, c):
+
+* ``Vanilla()``: every factor entry is free.
+* ``Shared(activation="identity")`` (``linear``): per component latents a_j, b_j and fixed maps,
+  A_Q = W_AQ a, A_V = W_AV a, B_Q = W_BQ b, B_V = W_BV b (reshaped).
+* ``Shared(activation="tanh")`` etc. (``nonlinear``, RepLoRA): the same through an activation,
+  A_Q = act(W_AQ a), ... (a one-layer MLP). Activations: tanh, sigmoid, gelu, relu, identity.
+
+Compact parameter space: a raw value x enters as ``R * tanh(x / R)``, so factors (vanilla) or
+latents (shared) lie in [-R, R] and gate biases c in [-R_c, R_c] (closed: tanh rounds to 1 in
+floating point for large x). The theory assumes such a
+compact space; without it over-specified vanilla fits slide off along the pi -> 0,
+||V|| -> inf valley and every number depends on the iteration budget (MODEL.md section 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .model import Atoms, Base, ModelSpec, check_base, default_base, sym
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "gelu": jax.nn.gelu,
+    "relu": jax.nn.relu,
+    "identity": lambda x: x,
+}
+
+
+class LoRAFactors(NamedTuple):
+    """LoRA factors of L components; vanilla raw parameters have this layout too."""
+
+    B_Q: Float[Array, "L d r"]
+    A_Q: Float[Array, "L r d_k"]
+    B_V: Float[Array, "L d r"]
+    A_V: Float[Array, "L r d_out"]
+    c: Float[Array, " L"]
+
+
+class SharedParams(NamedTuple):
+    """Raw latents of the shared parameterizations: a_j feeds the A factors, b_j the B factors."""
+
+    a: Float[Array, "L p"]
+    b: Float[Array, "L p"]
+    c: Float[Array, " L"]
+
+
+class SharedMaps(NamedTuple):
+    """Fixed, known maps from latents to flattened factors (MODEL.md section 3)."""
+
+    W_AQ: Float[Array, "r*d_k p"]
+    W_AV: Float[Array, "r*d_out p"]
+    W_BQ: Float[Array, "d*r p"]
+    W_BV: Float[Array, "d*r p"]
+
+
+def _check_bounds(bound, bias_bound):
+    for name, value in (("bound", bound), ("bias_bound", bias_bound)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Vanilla:
+    """Vanilla LoRA: B_Q, A_Q, B_V, A_V and c free and independent per component.
+
+    Args:
+        bound: R, every factor entry lies in (-R, R).
+        bias_bound: R_c, every gate bias lies in (-R_c, R_c).
+    """
+
+    bound: float = 5.0
+    bias_bound: float = 10.0
+
+    def __post_init__(self):
+        _check_bounds(self.bound, self.bias_bound)
+
+    @property
+    def name(self) -> str:
+        return "vanilla"
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """Shared (reparameterized) LoRA: factors are (activated) fixed linear maps of latents.
+
+    Args:
+        activation: one of ``ACTIVATIONS``; ``"identity"`` is the linear reparameterization.
+        latent_dim: p, the dimension of each latent a_j and b_j.
+        bound: R, every latent entry lies in (-R, R).
+        bias_bound: R_c, every gate bias lies in (-R_c, R_c).
+    """
+
+    activation: str = "tanh"
+    latent_dim: int = 2
+    bound: float = 5.0
+    bias_bound: float = 10.0
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {self.activation!r}; expected one of {tuple(ACTIVATIONS)}")
+        if not isinstance(self.latent_dim, (int, np.integer)) or self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim!r}")
+        _check_bounds(self.bound, self.bias_bound)
+
+    @property
+    def name(self) -> str:
+        return "linear" if self.activation == "identity" else f"mlp-{self.activation}"
+
+
+Parameterization = Union[Vanilla, Shared]
+
+
+def linear(latent_dim: int = 2, **kwargs) -> Shared:
+    """The linear reparameterization: ``Shared(activation="identity")``."""
+    return Shared(activation="identity", latent_dim=latent_dim, **kwargs)
+
+
+def nonlinear(activation: str = "tanh", latent_dim: int = 2, **kwargs) -> Shared:
+    """The non-linear reparameterization (RepLoRA) with the given activation."""
+    return Shared(activation=activation, latent_dim=latent_dim, **kwargs)
+
+
+class Model(NamedTuple):
+    """Everything that maps raw parameters to a regression function, as one pytree.
+
+    ``spec`` and ``parameterization`` are static; ``base`` and ``maps`` are arrays (``maps`` is
+    ``None`` for vanilla). Build it with ``make_model``.
+    """
+
+    spec: ModelSpec
+    parameterization: Parameterization
+    base: Base
+    maps: SharedMaps | None
+
+
+def draw_maps(key: PRNGKeyArray, spec: ModelSpec, latent_dim: int, dtype=None) -> SharedMaps:
+    """Fixed maps with i.i.d. N(0, 1/p) entries, so W a has O(1) entries for O(1) latents."""
+    dtype = dtype or jnp.result_type(float)
+    shapes = SharedMaps(
+        W_AQ=(spec.r * spec.d_k, latent_dim),
+        W_AV=(spec.r * spec.d_out, latent_dim),
+        W_BQ=(spec.d * spec.r, latent_dim),
+        W_BV=(spec.d * spec.r, latent_dim),
+    )
+    keys = jax.random.split(key, 4)
+    return SharedMaps(*(jax.random.normal(k, s, dtype) / math.sqrt(latent_dim) for k, s in zip(keys, shapes)))
+
+
+def make_model(
+    spec: ModelSpec,
+    parameterization: Parameterization,
+    *,
+    key: PRNGKeyArray | None = None,
+    base: Base | None = None,
+    maps: SharedMaps | None = None,
+) -> Model:
+    """Assemble and validate a ``Model``; shared parameterizations draw their maps from ``key``.
+
+    Example:
+        >>> spec = ModelSpec(d=2, d_out=1, r=1)
+        >>> model = make_model(spec, nonlinear("tanh"), key=jax.random.key(0))
+        >>> model.maps.W_AQ.shape
+        (2, 2)
+    """
+    if not isinstance(parameterization, (Vanilla, Shared)):
+        raise ValueError(f"Unknown parameterization {parameterization!r}; expected Vanilla() or Shared(...)")
+    base = default_base(spec) if base is None else Base(*(jnp.asarray(w) for w in base))
+    check_base(spec, base)
+    if isinstance(parameterization, Vanilla):
+        if maps is not None:
+            raise ValueError("Vanilla LoRA takes no shared maps; got maps")
+        return Model(spec, parameterization, base, None)
+    if maps is None:
+        if key is None:
+            raise ValueError(f"The {parameterization.name} parameterization needs a key to draw its maps")
+        maps = draw_maps(key, spec, parameterization.latent_dim)
+    expected = draw_maps(jax.random.key(0), spec, parameterization.latent_dim)
+    for name, got, want in zip(SharedMaps._fields, maps, expected):
+        if np.shape(got) != np.shape(want):
+            raise ValueError(f"Shape mismatch for map {name}: got {np.shape(got)}, expected {np.shape(want)}")
+    return Model(spec, parameterization, base, SharedMaps(*(jnp.asarray(w) for w in maps)))
+
+
+def param_shapes(model: Model, n_components: int):
+    """Shapes of the raw parameters of ``n_components`` components, as the params pytree."""
+    s, L = model.spec, n_components
+    if isinstance(model.parameterization, Vanilla):
+        return LoRAFactors((L, s.d, s.r), (L, s.r, s.d_k), (L, s.d, s.r), (L, s.r, s.d_out), (L,))
+    p = model.parameterization.latent_dim
+    return SharedParams((L, p), (L, p), (L,))
+
+
+def init_params(key: PRNGKeyArray, model: Model, n_components: int, scale: float):
+    """Raw parameters with i.i.d. N(0, scale^2) entries (gate biases included)."""
+    shapes = param_shapes(model, n_components)
+    keys = jax.random.split(key, len(shapes))
+    dtype = model.base.M0.dtype
+    return type(shapes)(*(scale * jax.random.normal(k, sh, dtype) for k, sh in zip(keys, shapes)))
+
+
+def _squash(raw, bound):
+    return bound * jnp.tanh(raw / bound)
+
+
+def factors(model: Model, params) -> LoRAFactors:
+    """The LoRA factors of each component, inside the compact parameter space."""
+    s, p = model.spec, model.parameterization
+    c = _squash(params.c, p.bias_bound)
+    if isinstance(p, Vanilla):
+        return LoRAFactors(*(_squash(x, p.bound) for x in params[:4]), c)
+    act = ACTIVATIONS[p.activation]
+    a, b = _squash(params.a, p.bound), _squash(params.b, p.bound)
+    L = a.shape[0]
+    W = model.maps
+    return LoRAFactors(
+        B_Q=act(b @ W.W_BQ.T).reshape(L, s.d, s.r),
+        A_Q=act(a @ W.W_AQ.T).reshape(L, s.r, s.d_k),
+        B_V=act(b @ W.W_BV.T).reshape(L, s.d, s.r),
+        A_V=act(a @ W.W_AV.T).reshape(L, s.r, s.d_out),
+        c=c,
+    )
+
+
+def atoms_from_factors(model: Model, f: LoRAFactors) -> Atoms:
+    """S_j = gate_scale sym(B_Qj A_Qj K0^T) / sqrt(d_k), V_j = B_Vj A_Vj, c_j = c_j."""
+    s = model.spec
+    S = s.gate_scale * sym(f.B_Q @ f.A_Q @ model.base.K0.T) / math.sqrt(s.d_k)
+    return Atoms(S=S, V=f.B_V @ f.A_V, c=f.c)
+
+
+def atoms(model: Model, params) -> Atoms:
+    """The identifiable atoms (S_j, V_j, c_j) of raw parameters ``params``."""
+    return atoms_from_factors(model, factors(model, params))
+
+
+def to_vanilla_params(model: Model, params, vanilla: Vanilla) -> LoRAFactors:
+    """Raw vanilla parameters with exactly the factors of ``params`` under ``model``.
+
+    Vanilla's family contains every shared one, provided the factors fit in its compact space.
+    Raises ``ValueError`` when a factor or bias lies outside the vanilla bounds.
+    """
+    f = factors(model, params)
+    for name, x in zip(LoRAFactors._fields, f):
+        bound = vanilla.bias_bound if name == "c" else vanilla.bound
+        largest = float(jnp.max(jnp.abs(x)))
+        if largest >= bound:
+            raise ValueError(
+                f"Factor {name} has an entry of size {largest:.4g}, outside the vanilla compact space "
+                f"(-{bound}, {bound}); raise Vanilla(bound=...) or bias_bound"
+            )
+    return LoRAFactors(*(b * jnp.arctanh(x / b) for x, b in zip(f, [vanilla.bound] * 4 + [vanilla.bias_bound])))
+
+
+def check_finite_params(params, what: str = "parameters") -> None:
+    """Raise ``ValueError`` naming the first leaf of ``params`` that has a non-finite entry."""
+    for name, leaf in zip(getattr(params, "_fields", range(len(params))), params):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(f"Non-finite entries in {what} field {name!r}")
+
+
+def _balance(B, A, B_ref):
+    """Balanced factors with the same product: B = U sqrt(s), A = sqrt(s) V^T (top r), signs kept near B_ref."""
+    r = B.shape[-1]
+    U, s, Vt = jnp.linalg.svd(B @ A, full_matrices=False)
+    root = jnp.sqrt(s[..., :r])
+    B_new, A_new = U[..., :r] * root[..., None, :], root[..., :, None] * Vt[..., :r, :]
+    # An SVD's signs are arbitrary; flipping a column of B and the row of A keeps the product.
+    flip = jnp.where(jnp.sum(B_new * B_ref, axis=-2) < 0, -1.0, 1.0)
+    return B_new * flip[..., None, :], A_new * flip[..., :, None]
+
+
+def canonicalize(model: Model, params):
+    """Move raw parameters along the exact symmetries of f to a canonical point; f is unchanged.
+
+    The fitted function is invariant under B A = (B R)(R^-1 A) (vanilla; a -> t a, b -> b / t
+    for the linear and ReLU reparameterizations) and, under softmax gating, c -> c + const.
+    These directions are exactly flat, and an optimizer drifts along them towards the bound of
+    the compact space, where the tanh saturates and progress stalls. Canonical points: balanced
+    factors (equal singular values in B and A; ||a|| = ||b||) and mean-zero biases. A move is
+    skipped for a component whose canonical point would leave the compact space, so the set of
+    reachable atoms is unchanged.
+    """
+    p = model.parameterization
+    squash = lambda raw, bound: bound * jnp.tanh(raw / bound)
+    unsquash = lambda x, bound: bound * jnp.arctanh(jnp.clip(x / bound, -1.0, 1.0))
+    inside = lambda x, bound: jnp.all(jnp.abs(x) < bound * (1 - 1e-6), axis=tuple(range(1, x.ndim)))
+
+    c = params.c
+    if model.spec.gating == "softmax":
+        c_b = squash(c, p.bias_bound)
+        c_new = c_b - jnp.mean(c_b)
+        c = jnp.where(jnp.all(jnp.abs(c_new) < p.bias_bound * (1 - 1e-6)), unsquash(c_new, p.bias_bound), c)
+    if isinstance(p, Vanilla):
+        out = []
+        for B_raw, A_raw in ((params.B_Q, params.A_Q), (params.B_V, params.A_V)):
+            B, A = squash(B_raw, p.bound), squash(A_raw, p.bound)
+            B_new, A_new = _balance(B, A, B)
+            ok = inside(B_new, p.bound) & inside(A_new, p.bound)
+            pick = lambda new, old: jnp.where(ok[:, None, None], unsquash(new, p.bound), old)
+            out += [pick(B_new, B_raw), pick(A_new, A_raw)]
+        return LoRAFactors(out[0], out[1], out[2], out[3], c)
+    if p.activation in ("identity", "relu"):
+        a, b = squash(params.a, p.bound), squash(params.b, p.bound)
+        tiny = jnp.finfo(a.dtype).tiny
+        t = jnp.sqrt(jnp.maximum(jnp.linalg.norm(b, axis=-1), tiny) / jnp.maximum(jnp.linalg.norm(a, axis=-1), tiny))
+        a_new, b_new = a * t[:, None], b / t[:, None]
+        ok = (inside(a_new, p.bound) & inside(b_new, p.bound))[:, None]
+        return SharedParams(jnp.where(ok, unsquash(a_new, p.bound), params.a), jnp.where(ok, unsquash(b_new, p.bound), params.b), c)
+    return params._replace(c=c)

@@ -1,0 +1,165 @@
+"""Ground-truth mixing measures and data drawn from them (MODEL.md section 2).
+
+A truth is drawn *through a parameterization*, so every estimator whose family contains that
+parameterization contains the truth. Truths whose atoms are too close together, or whose
+gates are too weak to tell components apart, are rejected and redrawn; the separation and the
+gate strength of the accepted truth are recorded with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .model import Atoms, gate_strength, regression_function
+from .parameterization import Model, atoms, check_finite_params, init_params, param_shapes
+from .voronoi import check_distinct_atoms
+
+DESIGNS = ("uniform", "truncated_normal")
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """Distribution mu of the inputs X on the box [-1, 1]^d.
+
+    Args:
+        kind: ``"uniform"`` (Uniform[-1, 1]^d, default) or ``"truncated_normal"``
+            (N(0, scale^2 I) truncated to the box, coordinate-wise).
+        scale: standard deviation before truncation (``truncated_normal`` only).
+    """
+
+    kind: str = "uniform"
+    scale: float = 0.5
+
+    def __post_init__(self):
+        if self.kind not in DESIGNS:
+            raise ValueError(f"Unknown design {self.kind!r}; expected one of {DESIGNS}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"Design scale must be positive and finite, got {self.scale!r}")
+
+
+def sample_inputs(key: PRNGKeyArray, n: int, d: int, design: Design = Design(), dtype=None) -> Float[Array, "n d"]:
+    """n i.i.d. inputs from the design distribution mu."""
+    dtype = dtype or jnp.result_type(float)
+    if design.kind == "uniform":
+        return jax.random.uniform(key, (n, d), dtype, minval=-1.0, maxval=1.0)
+    bound = 1.0 / design.scale
+    return design.scale * jax.random.truncated_normal(key, -bound, bound, (n, d), dtype)
+
+
+class Truth(NamedTuple):
+    """A ground-truth mixing measure: the model it was drawn through, its raw parameters and atoms.
+
+    ``separation`` is the smallest distance between two true atoms (S, V); ``gate_strength``
+    the smallest standard deviation over mu of a pairwise score difference (see
+    ``moe_lora.model.gate_strength``).
+    """
+
+    model: Model
+    params: object
+    atoms: Atoms
+    separation: float
+    gate_strength: float
+
+
+class Dataset(NamedTuple):
+    """n pairs (X_i, Y_i) with Y = f_{G*}(X) + eps, eps ~ N(0, sigma^2 I)."""
+
+    X: Float[Array, "n d"]
+    Y: Float[Array, "n d_out"]
+
+
+def _separation(a: Atoms) -> float:
+    theta = np.concatenate([np.asarray(a.S).reshape(len(a.c), -1), np.asarray(a.V).reshape(len(a.c), -1)], axis=1)
+    dist = np.linalg.norm(theta[:, None, :] - theta[None, :, :], axis=-1)
+    dist[np.diag_indices_from(dist)] = np.inf
+    return float(dist.min())
+
+
+def make_truth(model: Model, params, *, design: Design = Design(), key: PRNGKeyArray | None = None) -> Truth:
+    """Wrap user-chosen raw parameters as a ``Truth`` after checking them.
+
+    Raises ``ValueError`` for wrong shapes, non-finite entries or coinciding atoms (the Voronoi
+    loss is not relabelling-invariant then). ``key`` draws the Monte Carlo sample used to
+    report the gate strength (a fixed key is used when omitted).
+    """
+    shapes = param_shapes(model, len(params.c))
+    if type(params) is not type(shapes):
+        raise ValueError(f"Expected {type(shapes).__name__} for {model.parameterization.name}, got {type(params).__name__}")
+    for name, got, want in zip(shapes._fields, params, shapes):
+        if np.shape(got) != want:
+            raise ValueError(f"Shape mismatch for truth parameter {name}: got {np.shape(got)}, expected {want}")
+    check_finite_params(params, "truth parameters")
+    a = atoms(model, params)
+    check_distinct_atoms({"S": a.S, "V": a.V})
+    X = sample_inputs(jax.random.key(0) if key is None else key, 4096, model.spec.d, design)
+    return Truth(model, params, a, _separation(a), float(gate_strength(model.spec, model.base, a, X)))
+
+
+def draw_truth(
+    key: PRNGKeyArray,
+    model: Model,
+    n_components: int,
+    *,
+    scale: float = 1.0,
+    min_separation: float = 0.1,
+    min_gate_strength: float = 0.1,
+    design: Design = Design(),
+    max_tries: int = 1000,
+) -> Truth:
+    """Draw a true mixing measure through ``model``'s parameterization, rejecting bad draws.
+
+    Raw parameters are i.i.d. N(0, scale^2). A draw is rejected when two atoms are closer than
+    ``min_separation`` or the gate strength is below ``min_gate_strength``; attempt k uses
+    ``fold_in(key, k)``, so the result is reproducible from ``key``.
+
+    Raises:
+        ValueError: bad arguments, or no acceptable draw in ``max_tries`` attempts (the message
+            reports the best separation and gate strength seen).
+    """
+    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+    for name, value in (("scale", scale), ("min_separation", min_separation), ("min_gate_strength", min_gate_strength)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and non-negative, got {value!r}")
+    best = (0.0, 0.0)
+    for attempt in range(max_tries):
+        k_params, k_gate = jax.random.split(jax.random.fold_in(key, attempt))
+        params = init_params(k_params, model, n_components, scale)
+        a = atoms(model, params)
+        separation = _separation(a) if n_components > 1 else math.inf
+        X = sample_inputs(k_gate, 4096, model.spec.d, design)
+        strength = float(gate_strength(model.spec, model.base, a, X))
+        if separation >= min_separation and strength >= min_gate_strength:
+            return Truth(model, params, a, separation, strength)
+        best = max(best, (min(separation, 1e300), strength))
+    raise ValueError(
+        f"No truth with separation >= {min_separation} and gate strength >= {min_gate_strength} in "
+        f"{max_tries} draws (best: separation {best[0]:.3g}, gate strength {best[1]:.3g}); "
+        "lower the thresholds or raise scale / gate_scale"
+    )
+
+
+def sample_dataset(
+    key: PRNGKeyArray, truth: Truth, n: int, sigma: float, design: Design = Design()
+) -> Dataset:
+    """n pairs from the truth: X ~ mu, Y = f_{G*}(X) + sigma * N(0, I).
+
+    ``n`` and ``sigma`` are validated when they are Python numbers (they are static under jit).
+    """
+    if isinstance(n, (int, np.integer)) and n < 1:
+        raise ValueError(f"Sample size n must be a positive integer, got {n!r}")
+    if isinstance(sigma, (int, float)) and not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"Noise level sigma must be positive and finite, got {sigma!r}")
+    k_x, k_eps = jax.random.split(key)
+    model = truth.model
+    X = sample_inputs(k_x, n, model.spec.d, design, model.base.M0.dtype)
+    f = regression_function(model.spec, model.base, truth.atoms, X)
+    return Dataset(X, f + sigma * jax.random.normal(k_eps, f.shape, f.dtype))
