@@ -34,6 +34,7 @@ from .model import gate_strength as gate_strength
 from .model import gates as gates
 from .model import mixture_weights as mixture_weights
 from .model import regression_function as regression_function
+from .model import sym as sym
 from .optimize import STOP_REASONS as STOP_REASONS
 from .optimize import LevenbergMarquardt as LevenbergMarquardt
 from .optimize import OptaxFinisher as OptaxFinisher

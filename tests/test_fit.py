@@ -1,0 +1,125 @@
+"""Least-squares fits: gradients, the finishers, recovery of the truth, certification."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import moe_lora as ml
+from moe_lora.optimize import CONVERGED
+
+SPEC = ml.ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0)
+TANH = ml.make_model(SPEC, ml.nonlinear("tanh"), key=jax.random.key(1))
+ESTIMATORS = {
+    "vanilla": ml.make_model(SPEC, ml.Vanilla()),
+    "linear": ml.make_model(SPEC, ml.linear(), key=jax.random.key(1)),
+    "mlp-tanh": TANH,
+}
+X_EVAL = ml.sample_inputs(jax.random.key(3), 1000, 2)
+
+
+def _truth_for(estimator):
+    # Vanilla's family contains the tanh truth; a shared estimator fits a truth drawn through itself.
+    through = TANH if isinstance(estimator.parameterization, ml.Vanilla) else estimator
+    return ml.draw_truth(jax.random.key(2), through, 2, min_separation=0.5, min_gate_strength=0.5)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_risk_gradient_matches_central_differences(name):
+    model = ESTIMATORS[name]
+    truth = _truth_for(model)
+    data = ml.sample_dataset(jax.random.key(4), truth, 200, 0.1)
+    params = ml.init_params(jax.random.key(5), model, 3, 0.7)
+    theta, unravel = jax.flatten_util.ravel_pytree(params)
+    risk = lambda t: ml.empirical_risk(model, unravel(t), data)
+    grad = jax.grad(risk)(theta)
+    eps = 1e-6
+    fd = jnp.array([(risk(theta + eps * e) - risk(theta - eps * e)) / (2 * eps) for e in jnp.eye(theta.size)])
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-10)
+
+
+def _rosenbrock(t):
+    return jnp.array([10.0 * (t[1] - t[0] ** 2), 1.0 - t[0]])
+
+
+def test_levenberg_marquardt_solves_rosenbrock():
+    theta, stats = ml.LevenbergMarquardt(max_iter=200, gtol=1e-10).run(_rosenbrock, jnp.array([-1.2, 1.0]))
+    np.testing.assert_allclose(theta, [1.0, 1.0], atol=1e-8)
+    assert int(stats.stop_reason) == CONVERGED and int(stats.iterations) < 50
+
+
+def test_optax_finisher_and_stop_reasons():
+    theta, stats = ml.OptaxFinisher(optax.lbfgs(), max_iter=500, gtol=1e-10).run(_rosenbrock, jnp.array([-1.2, 1.0]))
+    np.testing.assert_allclose(theta, [1.0, 1.0], atol=1e-6)
+    assert int(stats.stop_reason) == CONVERGED
+    _, capped = ml.LevenbergMarquardt(max_iter=2, gtol=1e-14).run(_rosenbrock, jnp.array([-1.2, 1.0]))
+    assert ml.STOP_REASONS[int(capped.stop_reason)] == "max_iter" and int(capped.iterations) == 2
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_exact_specified_fits_recover_the_truth(name):
+    """Recovery at n = 2e4, sigma = 0.01, strong gates: every fit certified, D < 0.1, L2 < 5 sigma / sqrt(n)."""
+    model = ESTIMATORS[name]
+    truth = _truth_for(model)
+    n, sigma = 20_000, 0.01
+    rec = ml.simulate_replicates(jax.random.key(4), truth, model, n, sigma=sigma, replicates=2,
+                                 config=ml.FitConfig(n_components=2), X_eval=X_EVAL)
+    assert bool(jnp.all(rec.certified)), rec
+    assert bool(jnp.all(rec.risk <= rec.risk_truth))
+    assert float(jnp.max(rec.D)) < 0.1
+    assert float(jnp.max(rec.l2_error)) < 5 * sigma / np.sqrt(n)
+    np.testing.assert_array_equal(rec.cell_size, np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("name", ["vanilla", "mlp-tanh"])
+def test_overspecified_fits_never_beat_by_the_truth(name):
+    """With one extra component the least-squares risk is at most the risk at the truth."""
+    model = ESTIMATORS[name]
+    truth = _truth_for(model)
+    config = ml.FitConfig(n_components=3, init=ml.InitConfig(near_truth=2, random=1), finisher=ml.LevenbergMarquardt(max_iter=1000))
+    rec = ml.simulate_replicates(jax.random.key(6), truth, model, 1000, sigma=0.02, replicates=3, config=config, X_eval=X_EVAL)
+    assert bool(jnp.all(rec.risk <= rec.risk_truth * (1 + 1e-10)))
+    assert rec.restart_risks.shape == (3, 3)
+    np.testing.assert_array_equal(rec.risk, rec.restart_risks.min(axis=1))
+    np.testing.assert_array_equal(rec.cell_size.sum(axis=1), 3)
+    # The record flags every fit; certified means converged and no worse than the truth.
+    np.testing.assert_array_equal(rec.converged, rec.stop_reason == CONVERGED)
+    np.testing.assert_array_equal(rec.certified, rec.converged & (rec.risk <= rec.risk_truth * (1 + ml.simulate.RISK_SLACK)))
+
+
+def test_split_truth_keeps_the_mixture_weights():
+    model = ESTIMATORS["vanilla"]
+    truth = _truth_for(model)
+    true_params = ml.truth_in(model, truth)
+    start = ml.split_truth(jax.random.key(0), model, true_params, 5, 0.0)
+    a = ml.atoms(model, start)
+    pi = jax.nn.softmax(a.c)
+    pi_star = jax.nn.softmax(truth.atoms.c)
+    # Components 0, 2, 4 copy true atom 0; 1, 3 copy atom 1.
+    np.testing.assert_allclose([pi[0] + pi[2] + pi[4], pi[1] + pi[3]], pi_star, rtol=1e-10)
+    X = ml.sample_inputs(jax.random.key(1), 50, 2)
+    np.testing.assert_allclose(ml.regression_function(SPEC, model.base, a, X),
+                               ml.regression_function(SPEC, model.base, truth.atoms, X), atol=1e-12)
+
+
+def test_fit_input_checks():
+    model = ESTIMATORS["vanilla"]
+    truth = _truth_for(model)
+    run = lambda **kw: ml.simulate_replicates(jax.random.key(0), truth, model, kw.pop("n", 100), sigma=kw.pop("sigma", 0.1),
+                                              replicates=1, config=kw.pop("config", ml.FitConfig(n_components=2)),
+                                              X_eval=kw.pop("X_eval", X_EVAL))
+    with pytest.raises(ValueError, match=r"n_components=1 is below the true number of components L\*=2"):
+        run(config=ml.FitConfig(n_components=1))
+    with pytest.raises(ValueError, match="sigma must be positive and finite, got -0.1"):
+        run(sigma=-0.1)
+    with pytest.raises(ValueError, match="Sample size n must be a positive integer, got 0"):
+        run(n=0)
+    with pytest.raises(ValueError, match=r"Shape mismatch for X_eval: got \(10, 3\), expected \(m, 2\)"):
+        run(X_eval=jnp.zeros((10, 3)))
+    with pytest.raises(ValueError, match="does not contain a truth"):
+        ml.truth_in(ESTIMATORS["linear"], _truth_for(ESTIMATORS["mlp-tanh"]))
+    with pytest.raises(ValueError, match="warmup_steps=5 but no warm-up optimizer"):
+        ml.FitConfig(n_components=2, warmup_steps=5)
+    with pytest.raises(ValueError, match="InitConfig needs at least one restart"):
+        ml.InitConfig(near_truth=0, random=0)
