@@ -146,11 +146,11 @@ def simulate_replicates(
 
     Example:
         >>> import jax, moe_lora as ml
-        >>> spec = ml.ModelSpec(d=2, d_out=1, r=1)
+        >>> spec = ml.ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0)
         >>> model = ml.make_model(spec, ml.nonlinear("tanh"), key=jax.random.key(1))
-        >>> truth = ml.draw_truth(jax.random.key(2), model, 2)
+        >>> truth = ml.draw_truth(jax.random.key(2), model, 2, min_separation=0.5, min_gate_strength=0.5)
         >>> X_eval = ml.sample_inputs(jax.random.key(3), 1000, 2)
-        >>> rec = ml.simulate_replicates(jax.random.key(4), truth, model, 500, sigma=0.05,
+        >>> rec = ml.simulate_replicates(jax.random.key(4), truth, model, 2000, sigma=0.02,
         ...     replicates=2, config=ml.FitConfig(n_components=2), X_eval=X_eval)
         >>> rec.D.shape, bool(rec.certified.all())
         ((2,), True)
