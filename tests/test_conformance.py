@@ -34,8 +34,10 @@ def test_conformance(par, gating):
     assert TRACE_COUNT[57] == before + 1  # same shapes and config: no new compilation
     for x, y in zip(rec, again):
         np.testing.assert_array_equal(x, y)
-    # A replicate's result does not depend on which other replicates run with it.
+    # A replicate's result does not depend on which other replicates run with it (up to
+    # round-off: a batch of 1 and a batch of 3 compile to different kernels, and 30 damped
+    # Gauss-Newton steps amplify the last-bit differences to ~1e-8).
     single = run(jax.random.key(4), 57, replicates=[2])
-    np.testing.assert_allclose(single.D[0], rec.D[2], rtol=1e-9)
+    np.testing.assert_allclose(single.D[0], rec.D[2], rtol=1e-6)
     other = run(jax.random.key(5), 57)
     assert not np.array_equal(other.D, rec.D)

@@ -43,10 +43,31 @@ def _rosenbrock(t):
     return jnp.array([10.0 * (t[1] - t[0] ** 2), 1.0 - t[0]])
 
 
-def test_levenberg_marquardt_solves_rosenbrock():
-    theta, stats = ml.LevenbergMarquardt(max_iter=200, gtol=1e-10).run(_rosenbrock, jnp.array([-1.2, 1.0]))
+@pytest.mark.parametrize("damping", ["levenberg", "marquardt"])
+def test_levenberg_marquardt_solves_rosenbrock(damping):
+    lm = ml.LevenbergMarquardt(max_iter=200, gtol=1e-10, damping=damping)
+    theta, stats = lm.run(_rosenbrock, jnp.array([-1.2, 1.0]))
     np.testing.assert_allclose(theta, [1.0, 1.0], atol=1e-8)
     assert int(stats.stop_reason) == CONVERGED and int(stats.iterations) < 50
+
+
+def test_marquardt_damping_is_invariant_to_parameter_scaling():
+    # Marquardt's mu diag(J^T J) makes the iterates equivariant under theta = s * u (up to the
+    # floor, set tiny here): the same path in u as in theta. Levenberg's mu I is not.
+    s = jnp.array([10.0, 0.1])
+    scaled = lambda u: _rosenbrock(s * u)
+    t0 = jnp.array([-1.2, 1.0])
+    paths = {}
+    for damping in ("levenberg", "marquardt"):
+        lm = ml.LevenbergMarquardt(max_iter=10, gtol=1e-300, damping=damping, floor=1e-15)
+        paths[damping] = (lm.run(_rosenbrock, t0)[0], s * lm.run(scaled, t0 / s)[0])
+    np.testing.assert_allclose(*paths["marquardt"], rtol=1e-7)
+    assert not np.allclose(*paths["levenberg"], rtol=1e-2)
+
+
+def test_levenberg_marquardt_rejects_unknown_damping():
+    with pytest.raises(ValueError, match="'gauss'.*'levenberg' or 'marquardt'"):
+        ml.LevenbergMarquardt(damping="gauss")
 
 
 def test_optax_finisher_and_stop_reasons():
