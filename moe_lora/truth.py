@@ -57,9 +57,10 @@ def sample_inputs(key: PRNGKeyArray, n: int, d: int, design: Design = Design(), 
 class Truth(NamedTuple):
     """A ground-truth mixing measure: the model it was drawn through, its raw parameters and atoms.
 
-    ``separation`` is the smallest distance between two true atoms (S, V); ``gate_strength``
-    the smallest standard deviation over mu of a pairwise score difference (see
-    ``moe_lora.model.gate_strength``).
+    ``separation`` is the smallest distance between two true atoms (S, V); ``expert_separation``
+    the smallest distance between two experts V_i, V_j (the gates are identified only through
+    differences between the experts they weigh); ``gate_strength`` the smallest standard
+    deviation over mu of a pairwise score difference (see ``moe_lora.model.gate_strength``).
     """
 
     model: Model
@@ -67,6 +68,7 @@ class Truth(NamedTuple):
     atoms: Atoms
     separation: float
     gate_strength: float
+    expert_separation: float = math.inf
 
 
 class Dataset(NamedTuple):
@@ -76,8 +78,9 @@ class Dataset(NamedTuple):
     Y: Float[Array, "n d_out"]
 
 
-def _separation(a: Atoms) -> float:
-    theta = np.concatenate([np.asarray(a.S).reshape(len(a.c), -1), np.asarray(a.V).reshape(len(a.c), -1)], axis=1)
+def _separation(a: Atoms, blocks=("S", "V")) -> float:
+    """Smallest distance between two atoms over the named blocks (inf for one atom)."""
+    theta = np.concatenate([np.asarray(getattr(a, b)).reshape(len(a.c), -1) for b in blocks], axis=1)
     dist = np.linalg.norm(theta[:, None, :] - theta[None, :, :], axis=-1)
     dist[np.diag_indices_from(dist)] = np.inf
     return float(dist.min())
@@ -100,7 +103,7 @@ def make_truth(model: Model, params, *, design: Design = Design(), key: PRNGKeyA
     a = atoms(model, params)
     check_distinct_atoms({"S": a.S, "V": a.V})
     X = sample_inputs(jax.random.key(0) if key is None else key, 4096, model.spec.d, design)
-    return Truth(model, params, a, _separation(a), float(gate_strength(model.spec, model.base, a, X)))
+    return Truth(model, params, a, _separation(a), float(gate_strength(model.spec, model.base, a, X)), _separation(a, ("V",)))
 
 
 def draw_truth(
@@ -111,14 +114,16 @@ def draw_truth(
     scale: float = 1.0,
     min_separation: float = 0.1,
     min_gate_strength: float = 0.1,
+    min_expert_separation: float = 0.0,
     design: Design = Design(),
     max_tries: int = 1000,
 ) -> Truth:
     """Draw a true mixing measure through ``model``'s parameterization, rejecting bad draws.
 
     Raw parameters are i.i.d. N(0, scale^2). A draw is rejected when two atoms are closer than
-    ``min_separation`` or the gate strength is below ``min_gate_strength``; attempt k uses
-    ``fold_in(key, k)``, so the result is reproducible from ``key``.
+    ``min_separation``, two experts V_i, V_j closer than ``min_expert_separation`` or the gate
+    strength is below ``min_gate_strength``; attempt k uses ``fold_in(key, k)``, so the result
+    is reproducible from ``key``.
 
     Raises:
         ValueError: bad arguments, or no acceptable draw in ``max_tries`` attempts (the message
@@ -126,24 +131,25 @@ def draw_truth(
     """
     if not isinstance(n_components, (int, np.integer)) or n_components < 1:
         raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
-    for name, value in (("scale", scale), ("min_separation", min_separation), ("min_gate_strength", min_gate_strength)):
+    for name, value in (("scale", scale), ("min_separation", min_separation), ("min_gate_strength", min_gate_strength),
+                        ("min_expert_separation", min_expert_separation)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be finite and non-negative, got {value!r}")
-    best = (0.0, 0.0)
+    best = (0.0, 0.0, 0.0)
     for attempt in range(max_tries):
         k_params, k_gate = jax.random.split(jax.random.fold_in(key, attempt))
         params = init_params(k_params, model, n_components, scale)
         a = atoms(model, params)
-        separation = _separation(a) if n_components > 1 else math.inf
+        separation, experts = _separation(a), _separation(a, ("V",))
         X = sample_inputs(k_gate, 4096, model.spec.d, design)
         strength = float(gate_strength(model.spec, model.base, a, X))
-        if separation >= min_separation and strength >= min_gate_strength:
-            return Truth(model, params, a, separation, strength)
-        best = max(best, (min(separation, 1e300), strength))
+        if separation >= min_separation and strength >= min_gate_strength and experts >= min_expert_separation:
+            return Truth(model, params, a, separation, strength, experts)
+        best = max(best, (min(separation, 1e300), strength, min(experts, 1e300)))
     raise ValueError(
-        f"No truth with separation >= {min_separation} and gate strength >= {min_gate_strength} in "
-        f"{max_tries} draws (best: separation {best[0]:.3g}, gate strength {best[1]:.3g}); "
-        "lower the thresholds or raise scale / gate_scale"
+        f"No truth with separation >= {min_separation}, gate strength >= {min_gate_strength} and expert "
+        f"separation >= {min_expert_separation} in {max_tries} draws (best: separation {best[0]:.3g}, "
+        f"gate strength {best[1]:.3g}, expert separation {best[2]:.3g}); lower the thresholds or raise scale / gate_scale"
     )
 
 

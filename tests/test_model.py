@@ -142,6 +142,21 @@ def test_draw_truth_is_reproducible_and_respects_thresholds():
     assert t1.separation >= 0.5 and t1.gate_strength >= 0.5
     for x, y in zip(t1.params, t2.params):
         np.testing.assert_array_equal(x, y)
+    V = np.asarray(t1.atoms.V).reshape(3, -1)
+    assert t1.expert_separation == pytest.approx(min(np.linalg.norm(V[i] - V[j]) for i in range(3) for j in range(i)))
+
+
+def test_draw_truth_rejects_close_experts():
+    spec = ml.ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0)
+    model = ml.make_model(spec, ml.nonlinear("tanh"), key=jax.random.key(1))
+    loose = ml.draw_truth(jax.random.key(7), model, 2, min_separation=0.5, min_gate_strength=0.5)
+    strict = ml.draw_truth(jax.random.key(7), model, 2, min_separation=0.5, min_gate_strength=0.5,
+                           min_expert_separation=loose.expert_separation * 1.5)
+    assert strict.expert_separation >= loose.expert_separation * 1.5
+    with pytest.raises(ValueError, match=r"expert separation >= 50\.0 in 3 draws"):
+        ml.draw_truth(jax.random.key(0), model, 2, min_expert_separation=50.0, max_tries=3)
+    with pytest.raises(ValueError, match="min_expert_separation must be finite and non-negative, got -1"):
+        ml.draw_truth(jax.random.key(0), model, 2, min_expert_separation=-1.0)
 
 
 @pytest.mark.parametrize("kind", ["uniform", "truncated_normal"])

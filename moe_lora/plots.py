@@ -1,0 +1,446 @@
+"""Figures of a sweep's tidy results table (one row per truth, estimator, setting, n, replicate).
+
+Every function is a pure function of the table: it draws on a ``matplotlib.figure.Figure`` (no
+pyplot, no global state, nothing shown), writes ``<stem>.pdf`` and ``<stem>.png`` and returns
+their paths. Panels are (truth, setting) with settings ``extra = L - L*`` as columns; each
+estimator has one colour in every figure. NaN and non-positive values are dropped from log plots.
+
+- Figure 1, ``loss_D``: Voronoi loss D against n, log-log, one line per estimator: mean over
+  replicates with a 10-90% quantile band, medians as markers, the fitted slope of the mean with its
+  bootstrap interval in the legend, and reference curves sqrt(log n / n) and 1 / log n.
+- Figure 2, ``loss_l2``: the same for the L2 error ||f_G_n - f_G*||.
+- Figure 3, ``sample_complexity``: n(eps), the smallest n at which the mean loss reaches eps
+  (log-log interpolation of the mean curve, never extrapolated), against 1 / eps.
+- Figure 4, ``minimax``: for a family of truths (``delta`` column), the worst mean loss over the
+  family at each n (thick), each truth's mean curve (thin) and the minimax slope.
+- Supporting figure, ``diagnostics``: certified and converged fractions, median smallest mixture
+  weight, fraction of fits with a multi-atom Voronoi cell and median iterations, against n.
+
+Figures 1-3 use the single truths (``delta`` NaN), figure 4 the families; ``plot_all`` makes
+every figure that applies, with stems prefixed by the experiment name when the table has one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogFormatter, NullFormatter
+from matplotlib.transforms import ScaledTranslation
+
+from . import rates
+
+METRIC_LABELS = {"D": "Voronoi loss D", "l2_error": "L2 error ||f_G_n - f_G*||", "D_unaligned": "unaligned Voronoi loss D"}
+_STEMS = {"D": "loss_D", "l2_error": "loss_l2"}
+_COLORS = {"vanilla": "tab:blue", "linear": "tab:orange", "tanh": "tab:green", "sigmoid": "tab:red",
+           "gelu": "tab:purple", "relu": "tab:brown"}
+_SPARE = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy")
+_MARKERS = "osD^vP*X"
+_DPI = 150
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers: colours, panels, curves, references, legends, files
+
+
+def estimator_color(name: str) -> str:
+    """The colour of estimator ``name``, the same in every figure (fixed for known estimators).
+
+    Args:
+        name: estimator name, e.g. ``"vanilla"``, ``"linear"``, ``"tanh"``.
+
+    Returns:
+        A matplotlib colour.
+    """
+    return _COLORS.get(name) or _SPARE[zlib.crc32(name.encode()) % len(_SPARE)]
+
+
+def _estimators(df: pd.DataFrame) -> list[str]:
+    """Estimators of ``df``: known ones in the canonical order, then the others alphabetically."""
+    known = list(_COLORS)
+    return sorted(df["estimator"].unique(), key=lambda e: (known.index(e) if e in known else len(known), e))
+
+
+def _setting(extra) -> str:
+    extra = int(extra)
+    return "exact (L = L*)" if extra == 0 else f"over-specified (L = L* + {extra})"
+
+
+def _single(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["delta"].isna()] if "delta" in df else df
+
+
+def _family(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the truths in a family: the members with a ``delta`` and the drawn truth (delta = 1)."""
+    if "delta" not in df or df["delta"].isna().all():
+        return df.iloc[:0]
+    fam = df[df["through"].isin(df.loc[df["delta"].notna(), "through"].unique())]
+    return fam.assign(delta=fam["delta"].fillna(1.0))
+
+
+def _grid(nrows: int, ncols: int, *, sharey="row", w: float = 4.4, h: float = 3.4):
+    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
+    return fig, fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+
+
+def _panels(df: pd.DataFrame, key: str, title: str, xlabel: str, ylabel: str):
+    """Figure with one panel per (``key`` value, extra): rows ``key``, columns settings.
+
+    Returns the figure and a list of (axes, key value, extra, rows of that panel); empty panels
+    are switched off. Panels are log-log with titles, x labels and first-column y labels.
+    """
+    rows, cols = sorted(df[key].unique()), sorted(df["extra"].unique())
+    fig, axes = _grid(len(rows), len(cols))
+    panels = []
+    for i, r in enumerate(rows):
+        for j, x in enumerate(cols):
+            ax, sub = axes[i, j], df[(df[key] == r) & (df["extra"] == x)]
+            if sub.empty:
+                ax.set_axis_off()
+                continue
+            ax.set(xscale="log", yscale="log", xlabel=xlabel, title=f"{title} {r}, {_setting(x)}")
+            ax.title.set_fontsize(9)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))  # 3, 20 on short ranges
+            if j == 0:
+                ax.set_ylabel(ylabel)
+            panels.append((ax, r, x, sub))
+    return fig, panels
+
+
+def _curve(sub: pd.DataFrame, metric: str, by=("n",)) -> pd.DataFrame:
+    """Mean, median, 10% and 90% quantiles of the positive values of ``metric`` per ``by``."""
+    v = sub.loc[(sub[metric] > 0) & (sub["n"] > 0), [*by, metric]]
+    g = v.groupby(list(by))[metric]
+    return pd.DataFrame({"mean": g.mean(), "median": g.median(), "lo": g.quantile(0.1), "hi": g.quantile(0.9)})
+
+
+def _references(ax, n, anchors) -> None:
+    """Grey sqrt(log n / n) (dashed) and 1 / log n (dotted) through the highest first point.
+
+    Args:
+        ax: the panel.
+        n: the sizes of the panel.
+        anchors: (n0, y0) first points of the panel's curves; the largest y0 is used.
+    """
+    n = np.asarray(n, float)
+    n = n[n > 1]
+    anchors = [a for a in anchors if a[0] > 1 and a[1] > 0]
+    if not len(n) or not anchors:
+        return
+    n0, y0 = max(anchors, key=lambda a: a[1])
+    grid = np.geomspace(n.min(), n.max(), 60)
+    for f, ls, label in ((lambda m: np.sqrt(np.log(m) / m), "--", "sqrt(log n / n)"), (lambda m: 1 / np.log(m), ":", "1 / log n")):
+        ax.plot(grid, y0 * f(grid) / f(n0), ls=ls, color="0.45", lw=1.2, label=label)
+
+
+def _slope_label(est: str, slopes: pd.DataFrame | None, **where) -> str:
+    """``est`` with the slope and interval of the matching ``slope_table`` row, if any."""
+    if slopes is None or slopes.empty:
+        return est
+    m = np.ones(len(slopes), bool)
+    for k, v in where.items():
+        m &= (slopes[k] == v).to_numpy()
+    row = slopes[m]
+    if row.empty or not np.isfinite(row["slope"].iloc[0]):
+        return est
+    r = row.iloc[0]
+    return f"{est}: slope {r.slope:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]"
+
+
+def _legend(ax, *extra_handles) -> None:
+    """The panel's legend, below the panel so that it never hides a curve."""
+    handles, labels = ax.get_legend_handles_labels()
+    handles += list(extra_handles)
+    labels += [h.get_label() for h in extra_handles]
+    below = ax.transAxes + ScaledTranslation(0, -0.48, ax.figure.dpi_scale_trans)  # under the n label
+    ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncols=2, frameon=False)
+
+
+def _stem(df: pd.DataFrame, base: str) -> str:
+    """``base``, prefixed with ``<experiment>_`` when the table holds a single experiment."""
+    if "experiment" in df and df["experiment"].nunique() == 1:
+        return f"{df['experiment'].iloc[0]}_{base}"
+    return base
+
+
+def _save(fig: Figure, out_dir, stem: str) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.pdf", out / f"{stem}.png"]
+    for p in paths:
+        fig.savefig(p, dpi=_DPI)
+    fig.clear()
+    return paths
+
+
+def _check_metric(df: pd.DataFrame, metric: str) -> None:
+    if metric not in df:
+        raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def plot_loss(df: pd.DataFrame, metric: str, out_dir, *, slopes: pd.DataFrame | None = None, stem: str | None = None) -> list[Path]:
+    """Figure 1 (``metric="D"``) or 2 (``"l2_error"``): loss against n per (truth, setting).
+
+    Family rows (``delta`` not NaN) are left out; they are figure 4.
+
+    Args:
+        df: the results table.
+        metric: the loss column.
+        out_dir: folder the files are written to (created if missing).
+        slopes: ``rates.slope_table`` rows; those with statistic ``"mean"`` label the legend.
+            Computed from ``df`` when None.
+        stem: file name without suffix; default ``[<experiment>_]loss_D`` / ``loss_l2``.
+
+    Returns:
+        The paths of the PDF and PNG written ([] when the table has no single truth).
+    """
+    _check_metric(df, metric)
+    df = _single(df)
+    if df.empty:
+        return []
+    if slopes is None:
+        slopes = rates.slope_table(df, metrics=(metric,), statistics=("mean",))
+    fig, panels = _panels(df, "truth", "truth", "n", METRIC_LABELS.get(metric, metric))
+    for ax, truth, extra, sub in panels:
+        anchors = []
+        for est in _estimators(sub):
+            c, color = _curve(sub[sub["estimator"] == est], metric), estimator_color(est)
+            if c.empty:
+                continue
+            n = c.index.to_numpy(float)
+            ax.fill_between(n, c["lo"], c["hi"], color=color, alpha=0.15, lw=0)
+            ax.plot(n, c["mean"], color=color, lw=1.8,
+                    label=_slope_label(est, slopes, truth=truth, estimator=est, extra=extra, metric=metric, statistic="mean"))
+            ax.plot(n, c["median"], color=color, ls="none", marker="x", ms=5)
+            anchors.append((n[0], c["mean"].iloc[0]))
+        _references(ax, sub["n"].unique(), anchors)
+        _legend(ax, Line2D([], [], color="0.3", ls="none", marker="x", label="median (band: 10-90%)"))
+    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against n: mean over replicates, log-log")
+    return _save(fig, out_dir, stem or _stem(df, _STEMS.get(metric, f"loss_{metric}")))
+
+
+def sample_complexity(n, loss, eps):
+    """Smallest n at which a loss curve first drops to ``eps``, NaN where it never does.
+
+    log(loss) is interpolated linearly in log(n) between consecutive sizes; a curve already at
+    or below ``eps`` at its smallest n gives that n. There is no extrapolation beyond the sizes.
+    Non-positive or NaN points are dropped.
+
+    Args:
+        n: sample sizes (distinct).
+        loss: the loss (e.g. the mean over replicates) at each size.
+        eps: a target loss, scalar or array.
+
+    Returns:
+        n(eps), a float for scalar ``eps``, else an array shaped like ``eps``.
+
+    >>> n = np.array([1e2, 1e3, 1e4])
+    >>> [round(float(v), 6) for v in sample_complexity(n, n ** -0.5, [0.2, 10 ** -1.25, 1e-3])]
+    [100.0, 316.227766, nan]
+    """
+    n, loss = np.asarray(n, float), np.asarray(loss, float)
+    keep = (n > 0) & (loss > 0)
+    order = np.argsort(n[keep])
+    sizes = n[keep][order]
+    ln, ll = np.log(sizes), np.log(loss[keep][order])
+    e = np.asarray(eps, float)
+    out = np.full(e.shape, np.nan)
+    for k, le in np.ndenumerate(np.log(np.where(e > 0, e, np.nan))):
+        hit = np.flatnonzero(ll <= le)
+        if not len(hit):
+            continue
+        i = hit[0]
+        if i == 0 or ll[i] == le:  # reached exactly at a size
+            out[k] = sizes[i]
+        else:
+            t = (le - ll[i - 1]) / (ll[i] - ll[i - 1])
+            out[k] = np.exp(ln[i - 1] + t * (ln[i] - ln[i - 1]))
+    return float(out) if out.ndim == 0 else out
+
+
+def plot_sample_complexity(df: pd.DataFrame, out_dir, metric: str = "D", *, stem: str | None = None,
+                           points: int = 30) -> list[Path]:
+    """Figure 3: sample complexity n(eps) against 1 / eps per (truth, setting), log-log.
+
+    For each panel, eps runs over ``points`` log-spaced values between the largest and the
+    smallest mean loss reached by any estimator of the panel; an estimator has a point at eps
+    only if its mean curve reaches eps (see ``sample_complexity``). Family rows are left out.
+
+    Args:
+        df: the results table.
+        out_dir: folder the files are written to.
+        metric: the loss column.
+        stem: file name without suffix; default ``[<experiment>_]sample_complexity``.
+        points: number of eps values per panel.
+
+    Returns:
+        The paths of the PDF and PNG written ([] when the table has no single truth).
+    """
+    _check_metric(df, metric)
+    df = _single(df)
+    if df.empty:
+        return []
+    fig, panels = _panels(df, "truth", "truth", "1 / eps", f"n(eps): smallest n with mean {metric} <= eps")
+    for ax, _, _, sub in panels:
+        curves = {est: _curve(sub[sub["estimator"] == est], metric)["mean"] for est in _estimators(sub)}
+        means = pd.concat(curves.values())
+        if means.empty:
+            continue
+        eps = np.geomspace(means.max(), means.min(), points)
+        for est, c in curves.items():
+            ne = sample_complexity(c.index, c.to_numpy(), eps)
+            ok = np.isfinite(ne)
+            ax.plot(1 / eps[ok], ne[ok], color=estimator_color(est), marker=".", lw=1.6, label=est)
+        _legend(ax)
+    fig.suptitle(f"Sample complexity: n at which the mean {METRIC_LABELS.get(metric, metric)} first reaches eps")
+    suffix = "" if metric == "D" else f"_{metric}"
+    return _save(fig, out_dir, stem or _stem(df, f"sample_complexity{suffix}"))
+
+
+def plot_minimax(df: pd.DataFrame, out_dir, metric: str = "D", *, slopes: pd.DataFrame | None = None,
+                 stem: str | None = None) -> list[Path]:
+    """Figure 4: worst mean loss over a family of truths against n, per (through, setting).
+
+    Thick lines with markers: max over ``delta`` of the mean over replicates; thin faint lines:
+    each member's mean curve. A family is the members with a ``delta`` and their drawn truth
+    (``delta`` NaN, counted as delta = 1).
+
+    Args:
+        df: the results table.
+        out_dir: folder the files are written to.
+        metric: the loss column.
+        slopes: ``rates.slope_table`` rows; those with statistic ``"minimax-mean"`` label the
+            legend. Computed from the family rows when None.
+        stem: file name without suffix; default ``[<experiment>_]minimax``.
+
+    Returns:
+        The paths of the PDF and PNG written ([] when the table has no family).
+    """
+    _check_metric(df, metric)
+    df = _family(df)
+    if df.empty:
+        return []
+    if slopes is None:
+        slopes = rates.slope_table(df, metrics=(metric,), statistics=("mean",))
+    fig, panels = _panels(df, "through", "family", "n", f"{METRIC_LABELS.get(metric, metric)}, worst over delta")
+    for ax, through, extra, sub in panels:
+        anchors = []
+        for est in _estimators(sub):
+            per = _curve(sub[sub["estimator"] == est], metric, by=("delta", "n"))["mean"].unstack("delta")
+            if per.empty:
+                continue
+            color, n = estimator_color(est), per.index.to_numpy(float)
+            for d in per:
+                ok = per[d].notna().to_numpy()
+                ax.plot(n[ok], per[d][ok], color=color, lw=0.8, alpha=0.3)
+            worst = per.max(axis=1)
+            ax.plot(n, worst, color=color, lw=2.4, marker="o", ms=4,
+                    label=_slope_label(est, slopes, truth=through, estimator=est, extra=extra, metric=metric, statistic="minimax-mean"))
+            anchors.append((n[0], worst.iloc[0]))
+        _references(ax, sub["n"].unique(), anchors)
+        _legend(ax, Line2D([], [], color="0.3", lw=0.8, alpha=0.4, label="each delta (mean)"))
+    fig.suptitle(f"Empirical minimax risk: worst mean {METRIC_LABELS.get(metric, metric)} over the family, log-log")
+    suffix = "" if metric == "D" else f"_{metric}"
+    return _save(fig, out_dir, stem or _stem(df, f"minimax{suffix}"))
+
+
+def _multi_cell(df: pd.DataFrame) -> pd.Series:
+    """Per row: some true atom's Voronoi cell holds more than one fitted atom (NaN if unknown)."""
+    cols = [c for c in df.columns if c.startswith("cell_size_") and c[len("cell_size_"):].isdigit()]
+    if not cols:
+        return pd.Series(np.nan, index=df.index)
+    cols = sorted(cols, key=lambda c: int(c[len("cell_size_"):]))
+    sizes = df[cols].to_numpy(float)
+    if "L_star" in df:  # only the L* true atoms' cells are meaningful
+        sizes = np.where(np.arange(len(cols))[None, :] < df["L_star"].to_numpy()[:, None], sizes, np.nan)
+    return pd.Series((sizes > 1).any(axis=1).astype(float), index=df.index)
+
+
+def plot_diagnostics(df: pd.DataFrame, out_dir, *, stem: str | None = None) -> list[Path]:
+    """Supporting figure: fit diagnostics against n, one column per setting (extra).
+
+    Rows: certified fraction (solid) and converged fraction (dashed); median smallest fitted
+    mixture weight (log scale); fraction of fits with a multi-atom Voronoi cell; median
+    iterations. One line per (truth, estimator), families pooled over delta as
+    ``<through>@delta=*``. Missing columns leave their row empty.
+
+    Args:
+        df: the results table.
+        out_dir: folder the files are written to.
+        stem: file name without suffix; default ``[<experiment>_]diagnostics``.
+
+    Returns:
+        The paths of the PDF and PNG written.
+    """
+    d = df.assign(_multi=_multi_cell(df))
+    if "delta" in d:
+        d["truth"] = d["truth"].where(d["delta"].isna(), d["through"] + "@delta=*")
+    rows = [("fraction certified (solid)\n/ converged (dashed)", [("certified", "mean", "-"), ("converged", "mean", "--")], False),
+            ("median smallest weight", [("min_weight", "median", "-")], True),
+            ("fraction with a\nmulti-atom cell", [("_multi", "mean", "-")], False),
+            ("median iterations", [("iterations", "median", "-")], False)]
+    settings, truths = sorted(d["extra"].unique()), sorted(d["truth"].unique())
+    fig, axes = _grid(len(rows), len(settings), w=4.4, h=2.6)
+    for j, extra in enumerate(settings):
+        axes[0, j].set_title(_setting(extra), fontsize=9)
+        axes[-1, j].set_xlabel("n")
+        for i, (ylabel, series, logy) in enumerate(rows):
+            ax = axes[i, j]
+            ax.set(xscale="log", yscale="log" if logy else "linear")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.grid(True, alpha=0.3)
+            if j == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+            for (truth, est), sub in d[d["extra"] == extra].groupby(["truth", "estimator"]):
+                marker = _MARKERS[truths.index(truth) % len(_MARKERS)]
+                for col, agg, ls in series:
+                    if col not in sub:
+                        continue
+                    v = sub.loc[sub["n"] > 0, ["n", col]].astype(float)
+                    v = v[v[col] > 0] if logy else v.dropna()
+                    y = v.groupby("n")[col].agg(agg)
+                    ax.plot(y.index, y, color=estimator_color(est), ls=ls, marker=marker, ms=3.5, lw=1.3)
+    handles = [Line2D([], [], color=estimator_color(e), marker=_MARKERS[truths.index(t) % len(_MARKERS)], label=f"truth {t} / {e}")
+               for t, e in d[["truth", "estimator"]].drop_duplicates().sort_values(["truth", "estimator"]).itertuples(index=False)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
+    fig.suptitle("Fit diagnostics against n")
+    return _save(fig, out_dir, stem or _stem(df, "diagnostics"))
+
+
+def plot_all(df: pd.DataFrame, out_dir, slopes: pd.DataFrame | None = None) -> list[Path]:
+    """Every figure that applies to the table.
+
+    Figures 1-3 when the table has single truths (``delta`` NaN), figure 4 when it has a family,
+    and the diagnostics always. Stems: ``loss_D``, ``loss_l2``, ``sample_complexity``,
+    ``minimax``, ``diagnostics``, prefixed with ``<experiment>_`` for a single-experiment table.
+
+    Args:
+        df: the results table.
+        out_dir: folder the files are written to.
+        slopes: ``rates.slope_table`` rows (statistic ``"mean"`` for single truths,
+            ``"minimax-mean"`` for families); computed when None.
+
+    Returns:
+        The paths of all files written.
+    """
+    single, family = _single(df), _family(df)
+    metrics = [m for m in ("D", "l2_error") if m in df]
+    paths: list[Path] = []
+    if not single.empty:
+        s = slopes if slopes is not None else rates.slope_table(single, metrics=metrics, statistics=("mean",))
+        for m in metrics:
+            paths += plot_loss(single, m, out_dir, slopes=s)
+        paths += plot_sample_complexity(single, out_dir) if "D" in df else []
+    if not family.empty and "D" in df:
+        f = slopes if slopes is not None else rates.slope_table(family, metrics=("D",), statistics=("mean",))
+        paths += plot_minimax(family, out_dir, slopes=f)
+    return paths + plot_diagnostics(df, out_dir)

@@ -1,0 +1,132 @@
+"""Empirical convergence rates: log-log slopes of a loss against n with bootstrap intervals.
+
+For one curve (truth, estimator, setting, metric) the statistic at each n is the mean or the
+median of the metric over replicates; the slope is the least-squares slope of log(statistic)
+against log(n) over the fit range. Under ``minimax`` the statistic at each n is the worst
+(largest) mean over a family of truths (the ``delta`` column): an empirical minimax risk.
+
+Confidence intervals are percentile bootstraps over replicates: replicates are resampled with
+replacement independently at every n (and every truth of a family), the statistic and the
+slope recomputed, ``bootstrap`` times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("D", "l2_error")
+STATISTICS = ("mean", "median")
+
+
+def loglog_slope(n, y) -> tuple[float, float]:
+    """(slope, intercept) of the least-squares line through (log n, log y).
+
+    >>> n = np.array([1e2, 1e3, 1e4]); round(loglog_slope(n, 3 * n ** -0.5)[0], 12)
+    -0.5
+    """
+    n, y = np.asarray(n, float), np.asarray(y, float)
+    if n.shape != y.shape or n.ndim != 1 or len(n) < 2:
+        raise ValueError(f"Expected two 1-d arrays of equal length >= 2, got shapes {n.shape} and {y.shape}")
+    if np.any(n <= 0) or np.any(~(y > 0)):
+        raise ValueError("log-log slope needs positive n and y")
+    slope, intercept = np.polyfit(np.log(n), np.log(y), 1)
+    return float(slope), float(intercept)
+
+
+def _slopes(log_n: np.ndarray, log_y: np.ndarray) -> np.ndarray:
+    """Least-squares slopes of many curves at once: log_y has shape (..., N)."""
+    x = log_n - log_n.mean()
+    return ((log_y - log_y.mean(-1, keepdims=True)) * x).sum(-1) / (x @ x)
+
+
+def _cube(df: pd.DataFrame, metric: str, sizes: np.ndarray) -> np.ndarray:
+    """Values as an array (G truths, N sizes, R replicates), NaN-padded."""
+    groups = sorted(df["delta"].fillna(-1).unique()) if "delta" in df else [-1]
+    R = int(df.groupby(["n"] + (["delta"] if "delta" in df else []), dropna=False).size().max())
+    cube = np.full((len(groups), len(sizes), R), np.nan)
+    delta = df["delta"].fillna(-1).to_numpy() if "delta" in df else np.full(len(df), -1.0)
+    for g, dv in enumerate(groups):
+        for i, n in enumerate(sizes):
+            v = df.loc[(delta == dv) & (df["n"].to_numpy() == n), metric].to_numpy(float)
+            cube[g, i, : len(v)] = v
+    return cube
+
+
+def _statistic(cube: np.ndarray, statistic: str) -> np.ndarray:
+    """(..., G, N, R) -> (..., N): per-n mean/median, then the worst over the family G."""
+    with np.errstate(all="ignore"):
+        per = np.nanmedian(cube, -1) if statistic == "median" else np.nanmean(cube, -1)
+    return np.max(per, -2)
+
+
+def curve_slope(df: pd.DataFrame, metric: str, statistic: str = "mean", *, n_min=None, n_max=None,
+                bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Slope and bootstrap interval of one curve; ``df`` holds the rows of that curve only.
+
+    Several truths (distinct ``delta``) make it a minimax curve: worst statistic over them.
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {STATISTICS}")
+    if metric not in df:
+        raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
+    sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
+    sizes = np.sort(sel["n"].unique())
+    nan = dict(slope=np.nan, ci_low=np.nan, ci_high=np.nan, intercept=np.nan)
+    base = dict(n_min=int(sizes.min()) if len(sizes) else None, n_max=int(sizes.max()) if len(sizes) else None, points=len(sizes))
+    if len(sizes) < 2:
+        return base | nan
+    cube = _cube(sel, metric, sizes)
+    stat = _statistic(cube, statistic)
+    if not np.all(stat > 0):
+        return base | nan
+    slope, intercept = loglog_slope(sizes, stat)
+    rng = np.random.default_rng(seed)
+    G, N, R = cube.shape
+    counts = (~np.isnan(cube)).sum(-1)  # replicates present per (g, n)
+    idx = (rng.random((bootstrap, G, N, R)) * np.maximum(counts, 1)[None, :, :, None]).astype(int)
+    boot = np.take_along_axis(np.broadcast_to(cube, (bootstrap, G, N, R)), idx, -1)
+    with np.errstate(all="ignore"):
+        sb = _slopes(np.log(sizes), np.log(_statistic(boot, statistic)))
+    sb = sb[np.isfinite(sb)]
+    alpha = (1 - level) / 2
+    lo, hi = (np.quantile(sb, [alpha, 1 - alpha]) if len(sb) else (np.nan, np.nan))
+    return base | dict(slope=slope, ci_low=float(lo), ci_high=float(hi), intercept=intercept)
+
+
+def slope_table(df: pd.DataFrame, *, metrics=METRICS, statistics=STATISTICS, n_min=None, n_max=None,
+                bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """One row per (curve, metric, statistic): slope, bootstrap CI, fit range, certified fraction.
+
+    Curves are (truth, estimator, extra) over the rows without ``delta`` (the drawn truths);
+    if the table holds families of truths (``delta`` values), also (through, estimator, extra)
+    over each whole family with the worst mean (median) over its members at each n: statistic
+    ``"minimax-mean"`` (``"minimax-median"``), with ``truth`` set to ``through``.
+    """
+    rows = []
+    has_family = "delta" in df and df["delta"].notna().any()
+    single = df[df["delta"].isna()] if "delta" in df else df
+    curves = [(single.drop(columns="delta", errors="ignore"), ["truth", "estimator", "extra"], "")]
+    if has_family:
+        curves.append((df.assign(truth=df["through"]), ["truth", "estimator", "extra"], "minimax-"))
+    for frame, group, prefix in curves:
+        for keys, sub in frame.groupby(group, sort=True):
+            in_range = sub[(sub["n"] >= (n_min or 0)) & (sub["n"] <= (n_max or np.inf))]
+            extra = {"replicates": int(in_range.groupby(["n", "truth"] if not prefix else ["n", "delta"], dropna=False).size().min()) if len(in_range) else 0,
+                     "certified_fraction": float(in_range["certified"].mean()) if len(in_range) else np.nan}
+            for metric in metrics:
+                for st in statistics:
+                    res = curve_slope(sub, metric, st, n_min=n_min, n_max=n_max, bootstrap=bootstrap, level=level, seed=seed)
+                    rows.append(dict(zip(group, keys)) | {"metric": metric, "statistic": prefix + st} | res | extra)
+    return pd.DataFrame(rows)
+
+
+def format_slope_table(table: pd.DataFrame, level: float = 0.95) -> str:
+    """A fixed-width text rendering of ``slope_table``."""
+    head = f"{'truth':10s} {'estimator':9s} {'L-L*':>4s} {'metric':8s} {'statistic':14s} {'slope':>7s} {int(level * 100)}% CI{'':9s} {'n range':>15s} {'R':>3s} {'cert':>5s}"
+    lines = [head, "-" * len(head)]
+    for r in table.itertuples(index=False):
+        ci = f"[{r.ci_low:6.3f}, {r.ci_high:6.3f}]"
+        rng = f"{r.n_min}-{r.n_max}" if r.n_min is not None else "-"
+        lines.append(f"{r.truth:10s} {r.estimator:9s} {r.extra:>4d} {r.metric:8s} {r.statistic:14s} {r.slope:7.3f} {ci:17s} {rng:>15s} {r.replicates:>3d} {r.certified_fraction:5.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""Experiment configs: every bad key, type or combination fails before any work, naming the key."""
+
+import copy
+
+import pytest
+
+from moe_lora.experiment import ConfigError, Experiment, load_experiment
+
+BASE = {
+    "name": "tiny",
+    "estimators": ["vanilla", "tanh"],
+    "model": {"d": 2, "r": 1, "gate_scale": 3.0},
+    "truth": {"components": 2, "min_separation": 0.5, "min_gate_strength": 0.5},
+    "data": {"sigma": 0.02, "sizes": [60, 120], "replicates": 2, "chunk": 1, "n_eval": 200},
+    "fit": {"extra_components": [1], "max_iter": 30},
+}
+
+
+def _with(path: str, value):
+    cfg = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return cfg
+
+
+_DELETE = object()
+
+
+def test_base_config_resolves_with_defaults():
+    exp = Experiment.from_dict(BASE)
+    assert exp.sizes == (60, 120) and exp.truths == ("tanh",) and exp.settings == (1,)
+    assert exp.pairs() == [("tanh", "vanilla"), ("tanh", "tanh")]
+    assert exp.raw["fit"]["damping"] == "marquardt" and exp.raw["model"]["gating"] == "softmax"
+    assert exp.fit_config(1).n_components == 3
+    # A resolved config (as stored in a manifest) reads back to the same experiment.
+    assert Experiment.from_dict(exp.raw).raw == exp.raw
+
+
+def test_log_spaced_sizes():
+    exp = Experiment.from_dict(_with("data.sizes", {"min": 100, "max": 100000, "count": 12}))
+    assert len(exp.sizes) == 12 and exp.sizes[0] == 100 and exp.sizes[-1] == 100000
+
+
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        ("colour", 1, "colour: unknown key at top level"),
+        ("model.dd", 2, r"model\.dd: unknown key"),
+        ("data.sigma", "0.1", r"data\.sigma: expected a number, got '0\.1'"),
+        ("data.sigma", -0.1, r"data\.sigma: expected a positive finite number, got -0\.1"),
+        ("data.replicates", 2.5, r"data\.replicates: expected an integer"),
+        ("data.replicates", True, r"data\.replicates: expected an integer"),
+        ("data.sizes", [100, 100], r"data\.sizes: expected distinct positive integers"),
+        ("data.sizes", {"min": 100, "max": 10}, r"data\.sizes: expected a list of sizes or a table"),
+        ("data.sizes", _DELETE, r"data\.sizes: missing required key"),
+        ("data.design", "cauchy", r"data\.design: unknown design 'cauchy'"),
+        ("model.r", 3, r"\[model\]: .*rank r=3"),
+        ("model.gating", "relu", r"\[model\]: .*gating"),
+        ("estimators", ["vanilla", "lora"], r"estimators: unknown estimator 'lora'"),
+        ("estimators", ["vanilla", "linear"], None),  # valid: truth drawn through linear
+        ("truth.through", ["tanh"], None),
+        ("fit.extra_components", [-1], r"fit\.extra_components: expected distinct integers >= 0"),
+        ("fit.damping", "gauss", r"fit\.damping"),
+        ("fit.near_truth", 0, r"fit\.near_truth, fit\.random"),
+        ("minimax", {"deltas": [0.5, 2.0]}, r"minimax\.deltas: expected distinct numbers in \(0, 1\]"),
+        ("rates", {"level": 1.5}, r"rates\.level"),
+    ],
+)
+def test_bad_configs_name_the_key(path, value, match):
+    cfg = _with(path, value)
+    if match is None:
+        Experiment.from_dict(cfg)
+        return
+    with pytest.raises(ConfigError, match=match):
+        Experiment.from_dict(cfg)
+
+
+def test_estimator_without_a_truth_it_contains_is_refused():
+    cfg = _with("truth.through", ["linear"])
+    with pytest.raises(ConfigError, match=r"estimators: 'tanh' fits no truth"):
+        Experiment.from_dict(cfg)
+
+
+def test_load_experiment_names_the_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('estimators = ["vanilla"]\n[model]\nd = 2\n[data]\nsigma = 0.1\nsizes = [10]\nreplicates = 1\nchunk = "x"\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml: data\.chunk: expected an integer"):
+        load_experiment(bad)
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        (tmp_path / "broken.toml").write_text("a = [")
+        load_experiment(tmp_path / "broken.toml")
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_experiment(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("name", ["quick", "exact", "overspecified", "minimax"])
+def test_committed_configs_are_valid(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "simulations" / f"{name}.toml"
+    if not path.exists():
+        pytest.fail(f"missing committed config {path}")
+    exp = load_experiment(path)
+    assert exp.name == name

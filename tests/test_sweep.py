@@ -1,0 +1,151 @@
+"""The main job end to end on a tiny config: run, kill, resume, shard, merge, rates, plots."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moe_lora import cli
+from moe_lora.experiment import Experiment
+from moe_lora.sweep import load_results, run_sweep, units
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = """
+name = "tiny"
+seed = 3
+estimators = ["vanilla", "tanh"]
+[model]
+d = 2
+gate_scale = 3.0
+[truth]
+min_separation = 0.5
+min_gate_strength = 0.5
+[data]
+sigma = 0.05
+sizes = [60, 120]
+replicates = 2
+chunk = 1
+n_eval = 200
+[fit]
+extra_components = [1]
+max_iter = 30
+[minimax]
+deltas = [0.5]
+"""
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory):
+    """An uninterrupted, unsharded run through the CLI."""
+    out = tmp_path_factory.mktemp("ref")
+    assert cli.main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _table(out):
+    return pd.read_parquet(Path(out) / "results.parquet")
+
+
+def test_reference_run_writes_a_complete_tidy_table(reference, config):
+    from moe_lora.experiment import load_experiment
+
+    exp = load_experiment(config)
+    df = _table(reference)
+    assert len(units(exp)) == 2 * 4 * 2  # sizes x (truth, estimator) pairs x replicate blocks
+    assert len(df) == 2 * 4 * 2 and not df.duplicated(["truth", "estimator", "extra", "n", "replicate"]).any()
+    assert set(df["truth"]) == {"tanh", "tanh@delta=0.5"} and set(df["estimator"]) == {"vanilla", "tanh"}
+    for col in ["risk", "risk_truth", "grad_norm", "rel_grad", "iterations", "converged", "certified",
+                "min_weight", "D", "l2_error", "cell_size_0", "cell_size_1", "stop_reason"]:
+        assert col in df
+    assert np.isfinite(df["D"]).all()
+    cert = df[df["certified"]]
+    assert (cert["risk"] <= cert["risk_truth"] * (1 + 1e-10)).all()
+    csv = pd.read_csv(reference / "results.csv")
+    assert len(csv) == len(df)
+    m = json.loads((reference / "manifest.json").read_text())
+    assert m["seed"] == 3 and m["config"]["fit"]["max_iter"] == 30 and m["package_version"]
+    assert {"jax", "numpy", "pandas"} <= set(m["libraries"]) and "git_commit" in m
+    assert m["truths"]["tanh"]["gate_strength"] >= 0.5
+
+
+def test_shards_merge_to_the_unsharded_table(reference, config, tmp_path):
+    for i in range(2):
+        assert cli.main(["run", str(config), "--out", str(tmp_path), "--shard", f"{i}/2", "--quiet"]) == 0
+        assert (tmp_path / "results.parquet").exists() == (i == 1)
+    pd.testing.assert_frame_equal(_table(tmp_path), _table(reference))
+
+
+def test_killed_run_resumes_without_loss_or_repetition(reference, config, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "moe_lora.cli", "run", str(config), "--out", str(tmp_path), "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    unit_dir = tmp_path / "units"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(unit_dir.glob("*.parquet")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p.name for p in unit_dir.glob("*.parquet")}
+    assert 1 <= len(done) < 16, "the kill should land mid-run"
+    exp = Experiment.from_dict(json.loads((tmp_path / "manifest.json").read_text())["config"])
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    summary = run_sweep(exp, tmp_path, progress=False)
+    assert summary.computed == 16 - len(done) and summary.skipped == len(done) and not summary.missing
+    pd.testing.assert_frame_equal(_table(tmp_path), _table(reference))
+    # A second start finds nothing to do.
+    assert run_sweep(exp, tmp_path, progress=False).computed == 0
+
+
+def test_other_config_in_same_directory_is_refused(reference, config, tmp_path, capsys):
+    other = tmp_path / "other.toml"
+    other.write_text(TINY.replace("max_iter = 30", "max_iter = 31"))
+    assert cli.main(["run", str(other), "--out", str(reference), "--quiet"]) == 2
+    assert "holds a different config" in capsys.readouterr().err
+
+
+def test_bad_config_fails_before_any_work(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace("max_iter = 30", "max_iters = 30"))
+    out = tmp_path / "out"
+    assert cli.main(["run", str(bad), "--out", str(out)]) == 2
+    assert "fit.max_iters: unknown key" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bad_shard_is_refused(config, tmp_path, capsys):
+    assert cli.main(["run", str(config), "--out", str(tmp_path / "out"), "--shard", "2/2"]) == 2
+    assert "--shard: expected i/k with 0 <= i < k, got '2/2'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_rates_and_plot_commands(reference, tmp_path, capsys):
+    assert cli.main(["rates", str(reference)]) == 0
+    printed = capsys.readouterr().out
+    assert "minimax-mean" in printed and "l2_error" in printed
+    rates = pd.read_csv(reference / "rates.csv")
+    assert set(rates["estimator"]) == {"vanilla", "tanh"}
+    assert cli.main(["plot", str(reference), "--out", str(tmp_path)]) == 0
+    for stem in ["loss_D", "loss_l2", "sample_complexity", "minimax", "diagnostics"]:
+        for ext in ["pdf", "png"]:
+            assert (tmp_path / f"tiny_{stem}.{ext}").stat().st_size > 0
+
+
+def test_load_results_merges_partial_runs(reference, tmp_path):
+    df, manifest = load_results(reference)
+    assert manifest["name"] == "tiny" and len(df) == 16
