@@ -3,11 +3,15 @@
     moe-lora run CONFIG.toml [--out DIR] [--shard i/k]
     moe-lora rates DIR
     moe-lora plot DIR [--out figures/]
+
+``plot`` also copies the results table, the manifest and the slope table next to the figures,
+into ``<out>/data/<experiment name>/``, so committed figures carry the data they came from.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -67,6 +71,13 @@ def _plot(args) -> int:
     slopes = slope_table(df, n_min=r.get("n_min"), n_max=r.get("n_max"), bootstrap=r.get("bootstrap", 1000), level=r.get("level", 0.95), seed=manifest["seed"])
     for p in plot_all(df, Path(args.out), slopes=slopes):
         print(p)
+    # The figures travel with the table, manifest and slopes they came from.
+    data = Path(args.out) / "data" / manifest["name"]
+    data.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(data / "results.parquet", index=False)
+    slopes.to_csv(data / "rates.csv", index=False)
+    shutil.copyfile(Path(args.dir) / "manifest.json", data / "manifest.json")
+    print(data)
     return 0
 
 

@@ -149,17 +149,26 @@ def manifest(exp: Experiment, truths: dict) -> dict:
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _temp_next_to(path: Path) -> tuple[int, str]:
+    """A temporary file in ``path``'s folder (same file system: the rename is atomic), with the
+    permissions of a normally created file (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = _temp_next_to(path)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
 
 
 def _atomic_write_frame(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_next_to(path)
     os.close(fd)
     try:
         if path.suffix == ".csv":
@@ -244,12 +253,18 @@ def record_frame(rec: Record, unit: Unit, exp: Experiment, truth) -> pd.DataFram
 
 
 class Progress:
-    """Units done, fits per second and time left, on one line (a TTY) or one line per unit."""
+    """Units done, fits per second and time left, on one line (a TTY) or one line per unit.
 
-    def __init__(self, total_units: int, total_fits: int, done_units: int = 0, stream=None):
-        self.total_units, self.total_fits = total_units, total_fits
-        self.done_units, self.done_fits = done_units, 0
-        self.todo_fits = total_fits
+    Time left extrapolates the elapsed time by the remaining work, counted as fits x n (the
+    cost of a fit grows about linearly in n; units run small n first, so a count of fits alone
+    would promise far too little time).
+    """
+
+    def __init__(self, todo: list[Unit], total_units: int, stream=None):
+        self.total_units = total_units
+        self.done_units = total_units - len(todo)
+        self.done_fits, self.done_work = 0, 0
+        self.todo_work = sum(u.fits * u.n for u in todo)
         self.stream = stream or sys.stderr
         self.t0 = time.perf_counter()
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -257,9 +272,10 @@ class Progress:
     def update(self, unit: Unit, seconds: float) -> None:
         self.done_units += 1
         self.done_fits += unit.fits
+        self.done_work += unit.fits * unit.n
         elapsed = time.perf_counter() - self.t0
         rate = self.done_fits / elapsed if elapsed > 0 else float("nan")
-        left = (self.todo_fits - self.done_fits) / rate if rate > 0 else float("nan")
+        left = elapsed * (self.todo_work - self.done_work) / self.done_work
         line = (
             f"[{self.done_units}/{self.total_units} units] {rate:.2f} fits/s, "
             f"elapsed {_fmt(elapsed)}, left ~{_fmt(left)} | {unit.id} ({seconds:.1f}s)"
@@ -317,9 +333,7 @@ def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 
     write_or_check_manifest(out, exp, truths)
     mine = shard_units(units(exp), shard)
     todo = [u for u in mine if not unit_path(out, u).exists()]
-    bar = Progress(len(mine), sum(u.fits for u in mine), done_units=len(mine) - len(todo), stream=stream) if progress else None
-    if bar is not None:
-        bar.todo_fits = sum(u.fits for u in todo)
+    bar = Progress(todo, len(mine), stream=stream) if progress else None
     models = {name: exp.model(name) for name in exp.estimators}
     X_eval = exp.x_eval()
     t_start = time.perf_counter()

@@ -144,8 +144,27 @@ def test_rates_and_plot_commands(reference, tmp_path, capsys):
     for stem in ["loss_D", "loss_l2", "sample_complexity", "minimax", "diagnostics"]:
         for ext in ["pdf", "png"]:
             assert (tmp_path / f"tiny_{stem}.{ext}").stat().st_size > 0
+    data = tmp_path / "data" / "tiny"
+    pd.testing.assert_frame_equal(pd.read_parquet(data / "results.parquet"), _table(reference))
+    assert json.loads((data / "manifest.json").read_text())["name"] == "tiny"
+    assert len(pd.read_csv(data / "rates.csv")) == len(rates)
+    assert (reference / "results.parquet").stat().st_mode & 0o777 != 0o600  # not mkstemp's private mode
 
 
 def test_load_results_merges_partial_runs(reference, tmp_path):
     df, manifest = load_results(reference)
     assert manifest["name"] == "tiny" and len(df) == 16
+
+
+def test_progress_reports_units_rate_and_time_left():
+    import io
+
+    from moe_lora.sweep import Progress, Unit
+
+    todo = [Unit("t", "vanilla", 0, n, 0, 2) for n in (100, 300)]
+    stream = io.StringIO()
+    bar = Progress(todo, total_units=3, stream=stream)
+    bar.update(todo[0], 1.0)
+    line = stream.getvalue()
+    assert line.startswith("[2/3 units]") and "fits/s" in line and "left ~" in line
+    assert bar.todo_work == 2 * 100 + 2 * 300 and bar.done_work == 200
