@@ -51,17 +51,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import zlib
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .fit import FitConfig, InitConfig
-from .model import GATINGS, ModelSpec
+from .model import ModelSpec
 from .optimize import LevenbergMarquardt
-from .parameterization import Model, Vanilla, make_model, nonlinear, linear
+from .parameterization import Model, Vanilla, linear, make_model, nonlinear
 from .truth import DESIGNS, Design, Truth, draw_truth, make_truth, sample_inputs
 
 ESTIMATORS = ("vanilla", "linear", "tanh", "sigmoid", "gelu", "relu")
@@ -133,7 +133,8 @@ SCHEMA: dict[str, Any] = {
         "level": (_NUM, 0.95),
     },
 }
-OPTIONAL_SECTIONS = ("minimax", "rates")
+#: Sections that are None when absent (the others are filled with their defaults).
+ABSENT_IS_NONE = ("minimax",)
 
 
 def _type_name(t) -> str:
@@ -173,7 +174,7 @@ def _resolve(raw: dict) -> dict:
         if not section:
             continue
         if section not in raw:
-            if section in OPTIONAL_SECTIONS and section != "rates":
+            if section in ABSENT_IS_NONE:
                 out[section] = None
                 continue
             if any(d is REQUIRED for _, d in fields.values()):
@@ -418,8 +419,6 @@ def truth_label(through: str, delta: float | None = None) -> str:
 
 def _stable_index(label: str) -> int:
     """A deterministic 31-bit integer of a label (Python's ``hash`` is salted per process)."""
-    import zlib
-
     return zlib.crc32(label.encode()) & 0x7FFFFFFF
 
 

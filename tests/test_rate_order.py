@@ -7,7 +7,6 @@ in sampling, fitting or scoring shows up as a wrong slope.
 """
 
 import jax
-import pytest
 
 from moe_lora.experiment import Experiment
 from moe_lora.rates import slope_table
