@@ -254,9 +254,11 @@ class Experiment:
         m, t, d, f = c["model"], c["truth"], c["data"], c["fit"]
         c["name"] = c["name"] or name
         try:
-            spec = ModelSpec(d=m["d"], d_out=m["d_out"], r=m["r"], d_k=m["d_k"] or m["d"], gating=m["gating"], gate_scale=float(m["gate_scale"]))
+            spec = ModelSpec(d=m["d"], d_out=m["d_out"], r=m["r"], d_k=m["d"] if m["d_k"] is None else m["d_k"], gating=m["gating"], gate_scale=float(m["gate_scale"]))
         except ValueError as e:
-            raise ConfigError(f"[model]: {e}") from None
+            msg = str(e)
+            key = next((k for k in ("gate_scale", "gating", "d_out", "d_k") if k in msg), "r" if "rank r" in msg else "d")
+            raise ConfigError(f"model.{key}: {msg}") from None
         estimators = c["estimators"]
         for e in estimators:
             if e not in ESTIMATORS:

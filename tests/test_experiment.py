@@ -60,8 +60,10 @@ def test_log_spaced_sizes():
         ("data.sizes", {"min": 100, "max": 10}, r"data\.sizes: expected a list of sizes or a table"),
         ("data.sizes", _DELETE, r"data\.sizes: missing required key"),
         ("data.design", "cauchy", r"data\.design: unknown design 'cauchy'"),
-        ("model.r", 3, r"\[model\]: .*rank r=3"),
-        ("model.gating", "relu", r"\[model\]: .*gating"),
+        ("model.r", 3, r"model\.r: LoRA rank r=3 exceeds the input dimension d=2"),
+        ("model.gating", "relu", r"model\.gating: Unknown gating 'relu'"),
+        ("model.gate_scale", -1.0, r"model\.gate_scale: gate_scale must be positive"),
+        ("model.d_k", 0, r"model\.d_k: d_k must be a positive integer"),
         ("estimators", ["vanilla", "lora"], r"estimators: unknown estimator 'lora'"),
         ("estimators", ["vanilla", "linear"], None),  # valid: truth drawn through linear
         ("truth.through", ["tanh"], None),
