@@ -288,7 +288,7 @@ class Experiment:
             raise ConfigError(f"data.design: unknown design {d['design']!r}; expected one of {list(DESIGNS)}")
         if d["replicates"] < 1:
             raise ConfigError(f"data.replicates: expected a positive integer, got {d['replicates']}")
-        chunk = d["chunk"] or d["replicates"]
+        chunk = d["replicates"] if d["chunk"] is None else d["chunk"]
         if chunk < 1:
             raise ConfigError(f"data.chunk: expected a positive integer, got {chunk}")
         if d["n_eval"] < 1:

@@ -59,6 +59,7 @@ def test_log_spaced_sizes():
         ("data.sizes", [100, 100], r"data\.sizes: expected distinct positive integers"),
         ("data.sizes", {"min": 100, "max": 10}, r"data\.sizes: expected a list of sizes or a table"),
         ("data.sizes", _DELETE, r"data\.sizes: missing required key"),
+        ("data.chunk", 0, r"data\.chunk: expected a positive integer, got 0"),
         ("data.design", "cauchy", r"data\.design: unknown design 'cauchy'"),
         ("model.r", 3, r"model\.r: LoRA rank r=3 exceeds the input dimension d=2"),
         ("model.gating", "relu", r"model\.gating: Unknown gating 'relu'"),
