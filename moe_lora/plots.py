@@ -83,7 +83,7 @@ def _family(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _grid(nrows: int, ncols: int, *, sharey="row", w: float = 4.4, h: float = 3.4):
-    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
+    fig = Figure(figsize=(max(w * ncols, 6.8), h * nrows), layout="constrained")  # room for the title
     return fig, fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
 
 
