@@ -17,6 +17,15 @@ from pathlib import Path
 from typing import Sequence
 
 
+def _slopes(df, manifest):
+    """The slope table of a run, with the fit range and bootstrap settings of its config."""
+    from .rates import slope_table
+
+    r = manifest["config"].get("rates") or {}
+    return slope_table(df, n_min=r.get("n_min"), n_max=r.get("n_max"), bootstrap=r.get("bootstrap", 1000),
+                       level=r.get("level", 0.95), seed=manifest["seed"])
+
+
 def _run(args) -> int:
     import jax
 
@@ -46,29 +55,24 @@ def _run(args) -> int:
 
 
 def _rates(args) -> int:
-    from .rates import format_slope_table, slope_table
+    from .rates import format_slope_table
     from .sweep import load_results
 
     df, manifest = load_results(args.dir)
-    r = manifest["config"].get("rates") or {}
-    table = slope_table(
-        df, n_min=r.get("n_min"), n_max=r.get("n_max"), bootstrap=r.get("bootstrap", 1000), level=r.get("level", 0.95), seed=manifest["seed"]
-    )
+    table = _slopes(df, manifest)
     path = Path(args.dir) / "rates.csv"
     table.to_csv(path, index=False)
-    print(format_slope_table(table, level=r.get("level", 0.95)))
+    print(format_slope_table(table, level=(manifest["config"].get("rates") or {}).get("level", 0.95)))
     print(f"\nsaved {path}", file=sys.stderr)
     return 0
 
 
 def _plot(args) -> int:
     from .plots import plot_all
-    from .rates import slope_table
     from .sweep import load_results
 
     df, manifest = load_results(args.dir)
-    r = manifest["config"].get("rates") or {}
-    slopes = slope_table(df, n_min=r.get("n_min"), n_max=r.get("n_max"), bootstrap=r.get("bootstrap", 1000), level=r.get("level", 0.95), seed=manifest["seed"])
+    slopes = _slopes(df, manifest)
     for p in plot_all(df, Path(args.out), slopes=slopes):
         print(p)
     # The figures travel with the table, manifest and slopes they came from.

@@ -370,7 +370,7 @@ class Experiment:
         """Truth label -> Truth: one per ``truths`` entry, or per (entry, delta) for minimax."""
         t = self.raw["truth"]
         out = {}
-        for i, through in enumerate(self.truths):
+        for through in self.truths:
             model = self.model(through)
             key = jax.random.fold_in(self.keys()[1], ESTIMATORS.index(through))
             try:
@@ -407,7 +407,7 @@ class Experiment:
     def pairs(self) -> list[tuple[str, str]]:
         """(truth label, estimator) pairs that are fitted: an estimator fits the truths it contains."""
         labels = list(self.draw_truth_labels())
-        return [(lab, e) for lab in labels for e in self.estimators if e == "vanilla" or lab.split("@")[0] == e]
+        return [(lab, e) for lab in labels for e in self.estimators if e == "vanilla" or parse_truth_label(lab)[0] == e]
 
     def draw_truth_labels(self) -> list[str]:
         """``through`` for every drawn truth, then ``through@delta=...`` for its family members."""
@@ -417,6 +417,12 @@ class Experiment:
 def truth_label(through: str, delta: float | None = None) -> str:
     """``tanh`` or ``tanh@delta=0.25``."""
     return through if delta is None else f"{through}@delta={delta:g}"
+
+
+def parse_truth_label(label: str) -> tuple[str, float | None]:
+    """Inverse of ``truth_label``: ``"tanh@delta=0.25"`` -> ("tanh", 0.25), ``"tanh"`` -> ("tanh", None)."""
+    through, _, delta = label.partition("@delta=")
+    return through, float(delta) if delta else None
 
 
 def _stable_index(label: str) -> int:

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from .experiment import ConfigError, Experiment
+from .experiment import ConfigError, Experiment, parse_truth_label
 from .model import mixture_weights
 from .optimize import STOP_REASONS
 from .simulate import TRACE_COUNT, Record, simulate_replicates
@@ -215,12 +215,12 @@ def read_manifest(out: Path) -> dict:
 def record_frame(rec: Record, unit: Unit, exp: Experiment, truth) -> pd.DataFrame:
     """The tidy rows (one per replicate) of a unit's ``Record``."""
     R = unit.fits
-    through, _, delta = unit.truth.partition("@delta=")
+    through, delta = parse_truth_label(unit.truth)
     cols: dict = {
         "experiment": [exp.name] * R,
         "truth": [unit.truth] * R,
         "through": [through] * R,
-        "delta": np.full(R, float(delta) if delta else np.nan),
+        "delta": np.full(R, np.nan if delta is None else delta),
         "estimator": [unit.estimator] * R,
         "extra": np.full(R, unit.extra, dtype=np.int64),
         "L": np.full(R, exp.components + unit.extra, dtype=np.int64),
