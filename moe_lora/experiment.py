@@ -28,6 +28,8 @@ Example ``quick.toml``::
 
     [fit]
     extra_components = [0, 1]    # settings: exact (L = L*) and over-specified (L = L* + 1)
+    stat_tol = 0.01              # stop at statistical precision (0: gradient test only)
+    chunk_rows = 65536           # rows per chunk of J^T J (memory at large n); default: all
 
     estimators = ["vanilla", "tanh"]
 
@@ -117,6 +119,8 @@ SCHEMA: dict[str, Any] = {
         "max_iter": (int, 2000),
         "gtol": (_NUM, 1e-6),
         "damping": (str, "marquardt"),
+        "stat_tol": (_NUM, 0.0),
+        "chunk_rows": (int, None),
         "near_truth": (int, 1),
         "random": (int, 0),
         "near_truth_scale": (_NUM, 0.1),
@@ -305,6 +309,10 @@ class Experiment:
             raise ConfigError(f"fit.max_iter: expected a positive integer, got {f['max_iter']}")
         if f["damping"] not in ("levenberg", "marquardt"):
             raise ConfigError(f"fit.damping: expected 'levenberg' or 'marquardt', got {f['damping']!r}")
+        if not (math.isfinite(f["stat_tol"]) and f["stat_tol"] >= 0):
+            raise ConfigError(f"fit.stat_tol: expected a finite number >= 0 (0 turns the rule off), got {f['stat_tol']!r}")
+        if f["chunk_rows"] is not None and f["chunk_rows"] < 1:
+            raise ConfigError(f"fit.chunk_rows: expected a positive integer (rows per chunk of the normal equations), got {f['chunk_rows']!r}")
         if f["near_truth"] < 0 or f["random"] < 0 or f["near_truth"] + f["random"] < 1:
             raise ConfigError(f"fit.near_truth, fit.random: expected counts >= 0 with at least one start, got {f['near_truth']}, {f['random']}")
         deltas = None
@@ -343,7 +351,10 @@ class Experiment:
     def fit_config(self, extra: int) -> FitConfig:
         """The ``FitConfig`` of a setting with L = L* + extra fitted components."""
         f = self.raw["fit"]
-        finisher = LevenbergMarquardt(max_iter=f["max_iter"], gtol=float(f["gtol"]), damping=f["damping"])
+        finisher = LevenbergMarquardt(
+            max_iter=f["max_iter"], gtol=float(f["gtol"]), damping=f["damping"],
+            stat_tol=float(f["stat_tol"]) or None, chunk_size=f["chunk_rows"],
+        )
         init = InitConfig(
             near_truth=f["near_truth"],
             random=f["random"],

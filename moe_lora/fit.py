@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from .model import regression_function
-from .optimize import CONVERGED, Finisher, LevenbergMarquardt, Stats, warm_up
+from .optimize import Finisher, LevenbergMarquardt, Stats, is_converged, warm_up
 from .parameterization import Model, Vanilla, atoms, canonicalize, init_params, to_vanilla_params
 from .truth import Dataset, Truth
 
@@ -161,17 +161,20 @@ def fit_least_squares(estimator: Model, data: Dataset, starts, config: FitConfig
     template = jax.tree.map(lambda x: x[0], starts)
     _, unravel = ravel_pytree(template)
 
-    def residual(theta):
-        f = regression_function(estimator.spec, estimator.base, atoms(estimator, unravel(theta)), data.X)
-        return ((f - data.Y) / jnp.sqrt(n)).ravel()
+    rows = (data.X, data.Y, jnp.ones(n, data.X.dtype))
 
-    risk = lambda theta: jnp.sum(residual(theta) ** 2)
+    def residual(theta, X, Y, weight):
+        # ``weight`` is 1 on every row; the finisher's zero-padded chunks get 0 (``normal_equations``).
+        f = regression_function(estimator.spec, estimator.base, atoms(estimator, unravel(theta)), X)
+        return (weight[:, None] * (f - Y) / jnp.sqrt(n)).ravel()
+
+    risk = lambda theta: jnp.sum(residual(theta, *rows) ** 2)
     canonical = lambda theta: ravel_pytree(canonicalize(estimator, unravel(theta)))[0]
 
     def one(theta0):
         if config.warmup is not None:
             theta0 = warm_up(config.warmup, config.warmup_steps, risk, theta0)
-        return config.finisher.run(residual, theta0, canonical if config.canonicalize else None)
+        return config.finisher.run(residual, theta0, canonical if config.canonicalize else None, data=rows)
 
     thetas, stats = jax.vmap(one)(jax.vmap(lambda s: ravel_pytree(s)[0])(starts))
     best = jnp.argmin(jnp.where(jnp.isfinite(stats.risk), stats.risk, jnp.inf))
@@ -179,7 +182,7 @@ def fit_least_squares(estimator: Model, data: Dataset, starts, config: FitConfig
     return FitResult(
         params=unravel(thetas[best]),
         stats=jax.tree.map(pick, stats),
-        converged=stats.stop_reason[best] == CONVERGED,
+        converged=is_converged(stats.stop_reason[best]),
         restart=best,
         restart_risks=stats.risk,
     )

@@ -17,8 +17,18 @@ Convergence is a relative-gradient test, scale-free in both theta and R:
 
     rel_grad = max_k |dR/dtheta_k| * max(|theta_k|, 1) / max(R, tiny) <= gtol
 
+Levenberg-Marquardt can also stop at statistical precision (``stat_tol``): when the decrease of
+R that a full Gauss-Newton step predicts, g^T (J^T J)^-1 g, is below ``stat_tol * R / m`` (m
+residual entries; R / m estimates sigma^2 / n at a fit with noise variance sigma^2 per output), the
+remaining optimisation error is a small fraction of the statistical error, and more iterations
+would only move the estimate along directions the data do not determine.
+
 Stop reasons: 0 converged (rel_grad <= gtol), 1 step below xtol (stalled), 2 iteration cap,
-3 non-finite objective. Only reason 0 counts as converged.
+3 non-finite objective, 4 precise (statistical-precision rule). Reasons 0 and 4 count as
+converged (``is_converged``).
+
+Large samples: with ``data`` given, ``run`` sums R, J^T J and J^T r over chunks of ``chunk_size``
+rows (``lax.scan``), so the n x P Jacobian is never held whole.
 """
 
 from __future__ import annotations
@@ -31,9 +41,14 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int
 
-CONVERGED, STALLED, MAX_ITER, NONFINITE = 0, 1, 2, 3
-STOP_REASONS = {CONVERGED: "converged", STALLED: "stalled", MAX_ITER: "max_iter", NONFINITE: "non-finite"}
+CONVERGED, STALLED, MAX_ITER, NONFINITE, PRECISE = 0, 1, 2, 3, 4
+STOP_REASONS = {CONVERGED: "converged", STALLED: "stalled", MAX_ITER: "max_iter", NONFINITE: "non-finite", PRECISE: "precise"}
 _RUNNING = -1
+
+
+def is_converged(stop_reason):
+    """True for the stop reasons that count as converged: ``CONVERGED`` and ``PRECISE``."""
+    return (stop_reason == CONVERGED) | (stop_reason == PRECISE)
 
 
 class Stats(NamedTuple):
@@ -58,6 +73,47 @@ def _check_positive(**values):
             raise ValueError(f"{name} must be positive, got {value!r}")
 
 
+def _chunked(data, chunk_size):
+    """Zero-pad every array of ``data`` to a multiple of ``chunk_size`` rows and split the rows
+    into (chunks, chunk_size, ...)."""
+    n = data[0].shape[0]
+    k = -(-n // chunk_size)
+    pad = lambda x: jnp.concatenate([x, jnp.zeros((k * chunk_size - n,) + x.shape[1:], x.dtype)])
+    return tuple(pad(x).reshape((k, chunk_size) + x.shape[1:]) for x in data)
+
+
+def normal_equations(residual_fn: Callable, theta, data=None, chunk_size: int | None = None):
+    """(R, J^T J, J^T r) at theta for R = ||r||^2, r = residual_fn(theta) or residual_fn(theta, *data).
+
+    With ``data`` (a tuple of arrays sharing their leading axis of n rows) and ``chunk_size < n``,
+    the three sums run over chunks of rows in a ``lax.scan``; the rows are zero-padded to whole
+    chunks, so ``residual_fn`` must give zero residuals on all-zero rows (pass a row weight).
+    """
+    def terms(*chunk):
+        J, r = jax.jacfwd(lambda t: (residual_fn(t, *chunk),) * 2, has_aux=True)(theta)
+        return r @ r, J.T @ J, J.T @ r
+
+    if data is None:
+        return terms()
+    if chunk_size is None or chunk_size >= data[0].shape[0]:
+        return terms(*data)
+
+    def add(total, chunk):
+        return jax.tree.map(jnp.add, total, terms(*chunk)), None
+
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(terms, *(x[:chunk_size] for x in data)))
+    total, _ = jax.lax.scan(add, zero, _chunked(data, chunk_size))
+    return total
+
+
+def _residual_count(residual_fn, theta, data):
+    """Number m of residual entries (real rows only when ``data`` is given)."""
+    if data is None:
+        return jax.eval_shape(residual_fn, theta).size
+    per_row = jax.eval_shape(residual_fn, theta, *(x[:1] for x in data)).size
+    return per_row * data[0].shape[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class LevenbergMarquardt:
     """Levenberg-Marquardt with Nielsen's damping update (Madsen, Nielsen, Tingleff 2004, alg. 3.16).
@@ -72,7 +128,18 @@ class LevenbergMarquardt:
             mu0 = tau. Marquardt's scaling keeps Gauss-Newton steps along directions whose
             curvature has collapsed (parameters saturating at the bound of the compact space);
             the floor keeps exactly flat directions damped.
-        floor: relative floor of Marquardt's scaling.
+        floor: relative floor of Marquardt's scaling (and of J^T J in the ``stat_tol`` test).
+        stat_tol: if set, also stop (reason ``PRECISE``) when the Gauss-Newton predicted
+            decrease g^T (J^T J + floor max diag(J^T J) I)^-1 g of R falls below
+            ``stat_tol * R / m``, m the number of residual entries: a statistical-precision
+            stopping rule (see the module docstring). ``None``: gradient test only.
+        chunk_size: rows per chunk when ``run`` is given ``data``; ``None``: all rows at once.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> theta, stats = LevenbergMarquardt().run(lambda t: jnp.array([t[0] - 1.0, 10 * (t[1] - t[0] ** 2)]), jnp.zeros(2))
+        >>> STOP_REASONS[int(stats.stop_reason)], jnp.round(theta, 6).tolist()
+        ('converged', [1.0, 1.0])
     """
 
     max_iter: int = 2000
@@ -81,9 +148,15 @@ class LevenbergMarquardt:
     tau: float = 1e-3
     damping: str = "marquardt"
     floor: float = 1e-9
+    stat_tol: float | None = None
+    chunk_size: int | None = None
 
     def __post_init__(self):
         _check_positive(max_iter=self.max_iter, gtol=self.gtol, xtol=self.xtol, tau=self.tau, floor=self.floor)
+        if self.stat_tol is not None:
+            _check_positive(stat_tol=self.stat_tol)
+        if self.chunk_size is not None and not (isinstance(self.chunk_size, int) and self.chunk_size > 0):
+            raise ValueError(f"chunk_size must be a positive integer or None, got {self.chunk_size!r}")
         if self.damping not in ("levenberg", "marquardt"):
             raise ValueError(f"Unknown damping {self.damping!r}; expected 'levenberg' or 'marquardt'")
 
@@ -94,23 +167,32 @@ class LevenbergMarquardt:
         return diag + self.floor * jnp.max(diag)
 
     def run(
-        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None
+        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None, data=None
     ) -> tuple[Float[Array, " P"], Stats]:
         """Minimise ||residual_fn(theta)||^2 from theta0.
 
         ``canonicalize`` (optional) maps a point to an equivalent one with the same residuals
         (a move along exact symmetries); each trial point theta + h is canonicalized before it
         is evaluated, so the iterates cannot drift along flat directions.
+        ``data`` (optional): a tuple of arrays with a leading axis of rows; the residuals are then
+        ``residual_fn(theta, *data)``, evaluated in chunks of ``chunk_size`` rows (all-zero rows
+        must give zero residuals; see ``normal_equations``).
         """
         canonicalize = canonicalize or (lambda t: t)
+        evaluate = lambda theta: normal_equations(residual_fn, theta, data, self.chunk_size)
+        m = _residual_count(residual_fn, theta0, data)
 
-        def evaluate(theta):
-            J, r = jax.jacfwd(lambda t: (residual_fn(t),) * 2, has_aux=True)(theta)
-            return r @ r, J.T @ J, J.T @ r
+        def precise(R, A, g):
+            if self.stat_tol is None:
+                return False
+            ridge = self.floor * jnp.max(jnp.diag(A)) + jnp.finfo(A.dtype).tiny
+            decrease = g @ jnp.linalg.solve(A + ridge * jnp.eye(A.shape[0], dtype=A.dtype), g)
+            return decrease <= self.stat_tol * R / m
 
-        def status(theta, R, g, k, small_step):
+        def status(theta, R, A, g, k, small_step):
             rel = relative_gradient(theta, R, 2 * g)
             reason = jnp.where(rel <= self.gtol, CONVERGED, _RUNNING)
+            reason = jnp.where((reason == _RUNNING) & precise(R, A, g), PRECISE, reason)
             reason = jnp.where((reason == _RUNNING) & small_step, STALLED, reason)
             reason = jnp.where((reason == _RUNNING) & (k >= self.max_iter), MAX_ITER, reason)
             return jnp.where(jnp.isfinite(R), reason, NONFINITE)
@@ -130,13 +212,13 @@ class LevenbergMarquardt:
             mu = jnp.where(accept, mu * jnp.maximum(1 / 3, 1 - (2 * rho - 1) ** 3), mu * nu)
             nu = jnp.where(accept, 2.0, 2 * nu)
             k = k + 1
-            return theta, R, A, g, mu, nu, k, status(theta, R, g, k, small_step)
+            return theta, R, A, g, mu, nu, k, status(theta, R, A, g, k, small_step)
 
         theta0 = canonicalize(theta0)
         R, A, g = evaluate(theta0)
         mu0 = self.tau * (jnp.max(jnp.diag(A)) if self.damping == "levenberg" else 1.0)
         zero = jnp.zeros((), jnp.int32)
-        state = (theta0, R, A, g, mu0, jnp.asarray(2.0, R.dtype), zero, status(theta0, R, g, zero, False))
+        state = (theta0, R, A, g, mu0, jnp.asarray(2.0, R.dtype), zero, status(theta0, R, A, g, zero, False))
         theta, R, A, g, _, _, k, reason = jax.lax.while_loop(lambda s: s[-1] == _RUNNING, body, state)
         return theta, Stats(R, 2 * jnp.linalg.norm(g), relative_gradient(theta, R, 2 * g), k, reason)
 
@@ -158,14 +240,15 @@ class OptaxFinisher:
         _check_positive(max_iter=self.max_iter, gtol=self.gtol)
 
     def run(
-        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None
+        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None, data=None
     ) -> tuple[Float[Array, " P"], Stats]:
-        """Minimise ||residual_fn(theta)||^2 from theta0; ``canonicalize`` is applied to theta0 only
-        (moving a quasi-Newton method's iterate would invalidate its curvature history)."""
+        """Minimise ||residual_fn(theta)||^2 (or ||residual_fn(theta, *data)||^2) from theta0;
+        ``canonicalize`` is applied to theta0 only (moving a quasi-Newton method's iterate would
+        invalidate its curvature history)."""
         if canonicalize is not None:
             theta0 = canonicalize(theta0)
         opt = optax.with_extra_args_support(self.optimizer)
-        risk_fn = lambda t: jnp.sum(residual_fn(t) ** 2)
+        risk_fn = lambda t: jnp.sum(residual_fn(t, *(data or ())) ** 2)
         value_and_grad = jax.value_and_grad(risk_fn)
 
         def status(theta, R, grad, k):

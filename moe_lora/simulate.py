@@ -40,7 +40,8 @@ class Record(NamedTuple):
         grad_norm, rel_grad: gradient norm and relative gradient at G_n.
         iterations: finisher iterations of the best restart.
         stop_reason: see ``moe_lora.optimize.STOP_REASONS``.
-        converged: relative gradient met the finisher's tolerance.
+        converged: the finisher's convergence test was met: relative gradient <= gtol, or the
+            statistical-precision rule (stop_reason "precise"; ``LevenbergMarquardt.stat_tol``).
         certified: converged and risk <= risk_truth (1 + RISK_SLACK): a least-squares estimate.
         restart: index of the best restart; restart_risks: final risk of every restart.
         min_weight: smallest fitted weight pi_i.

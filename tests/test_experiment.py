@@ -71,6 +71,9 @@ def test_log_spaced_sizes():
         ("fit.extra_components", [-1], r"fit\.extra_components: expected distinct integers >= 0"),
         ("fit.damping", "gauss", r"fit\.damping"),
         ("fit.near_truth", 0, r"fit\.near_truth, fit\.random"),
+        ("fit.stat_tol", -0.1, r"fit\.stat_tol: expected a finite number >= 0 \(0 turns the rule off\), got -0\.1"),
+        ("fit.stat_tol", 0.1, None),
+        ("fit.chunk_rows", 0, r"fit\.chunk_rows: expected a positive integer"),
         ("minimax", {"deltas": [0.5, 2.0]}, r"minimax\.deltas: expected distinct numbers in \(0, 1\]"),
         ("rates", {"level": 1.5}, r"rates\.level"),
     ],
@@ -102,7 +105,7 @@ def test_load_experiment_names_the_file(tmp_path):
         load_experiment(tmp_path / "absent.toml")
 
 
-@pytest.mark.parametrize("name", ["quick", "exact", "overspecified", "minimax"])
+@pytest.mark.parametrize("name", ["quick", "exact", "overspecified", "minimax", "overspecified_stat"])
 def test_committed_configs_are_valid(name):
     from pathlib import Path
 
@@ -111,3 +114,9 @@ def test_committed_configs_are_valid(name):
         pytest.fail(f"missing committed config {path}")
     exp = load_experiment(path)
     assert exp.name == name
+    if name == "overspecified_stat":
+        # The pair measures the stopping rule alone: everything else must be identical.
+        twin = load_experiment(path.with_name("overspecified.toml"))
+        assert exp.fit_config(1).finisher.stat_tol == 0.1 and twin.fit_config(1).finisher.stat_tol is None
+        strip = lambda raw: {k: v for k, v in raw.items() if k not in ("name", "description")} | {"fit": {k: v for k, v in raw["fit"].items() if k != "stat_tol"}}
+        assert strip(exp.raw) == strip(twin.raw)
