@@ -411,7 +411,9 @@ def plot_diagnostics(df: pd.DataFrame, out_dir, *, stem: str | None = None) -> l
                     ax.plot(y.index, y, color=estimator_color(est), ls=ls, marker=marker, ms=3.5, lw=1.3)
     handles = [Line2D([], [], color=estimator_color(e), marker=_MARKERS[truths.index(t) % len(_MARKERS)], label=f"truth {t} / {e}")
                for t, e in d[["truth", "estimator"]].drop_duplicates().sort_values(["truth", "estimator"]).itertuples(index=False)]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
+    # Four labels per row fit the figure's width when they are short; family labels are not.
+    per_row = 4 if max(len(h.get_label()) for h in handles) < 24 else 2
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), per_row), fontsize=8)
     fig.suptitle("Fit diagnostics against n")
     return _save(fig, out_dir, stem or _stem(df, "diagnostics"))
 
