@@ -30,6 +30,7 @@ Example ``quick.toml``::
     extra_components = [0, 1]    # settings: exact (L = L*) and over-specified (L = L* + 1)
     stat_tol = 0.01              # stop at statistical precision (0: gradient test only)
     chunk_rows = 65536           # rows per chunk of J^T J (memory at large n); default: all
+    replicate_batch = 1          # replicates vmapped together inside a unit; default: the whole unit
 
     estimators = ["vanilla", "tanh"]
 
@@ -121,6 +122,7 @@ SCHEMA: dict[str, Any] = {
         "damping": (str, "marquardt"),
         "stat_tol": (_NUM, 0.0),
         "chunk_rows": (int, None),
+        "replicate_batch": (int, None),
         "near_truth": (int, 1),
         "random": (int, 0),
         "near_truth_scale": (_NUM, 0.1),
@@ -311,6 +313,8 @@ class Experiment:
             raise ConfigError(f"fit.damping: expected 'levenberg' or 'marquardt', got {f['damping']!r}")
         if not (math.isfinite(f["stat_tol"]) and f["stat_tol"] >= 0):
             raise ConfigError(f"fit.stat_tol: expected a finite number >= 0 (0 turns the rule off), got {f['stat_tol']!r}")
+        if f["replicate_batch"] is not None and f["replicate_batch"] < 1:
+            raise ConfigError(f"fit.replicate_batch: expected a positive integer (replicates vmapped together), got {f['replicate_batch']!r}")
         if f["chunk_rows"] is not None and f["chunk_rows"] < 1:
             raise ConfigError(f"fit.chunk_rows: expected a positive integer (rows per chunk of the normal equations), got {f['chunk_rows']!r}")
         if f["near_truth"] < 0 or f["random"] < 0 or f["near_truth"] + f["random"] < 1:

@@ -344,6 +344,7 @@ def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 
             rec = simulate_replicates(
                 exp.sim_key(u.truth), truths[u.truth], models[u.estimator], u.n, sigma=exp.sigma,
                 replicates=np.arange(u.start, u.stop), config=exp.fit_config(u.extra), X_eval=X_eval, design=exp.design,
+                batch=exp.raw["fit"]["replicate_batch"],
             )
             rec = jax.block_until_ready(rec)
             seconds = time.perf_counter() - t0

@@ -74,6 +74,7 @@ def test_log_spaced_sizes():
         ("fit.stat_tol", -0.1, r"fit\.stat_tol: expected a finite number >= 0 \(0 turns the rule off\), got -0\.1"),
         ("fit.stat_tol", 0.1, None),
         ("fit.chunk_rows", 0, r"fit\.chunk_rows: expected a positive integer"),
+        ("fit.replicate_batch", 0, r"fit\.replicate_batch: expected a positive integer"),
         ("minimax", {"deltas": [0.5, 2.0]}, r"minimax\.deltas: expected distinct numbers in \(0, 1\]"),
         ("rates", {"level": 1.5}, r"rates\.level"),
     ],

@@ -202,3 +202,17 @@ def test_statistical_precision_rule_stops_early_and_where_it_says():
         ml.LevenbergMarquardt(stat_tol=-1)
     with pytest.raises(ValueError, match="chunk_size must be a positive integer or None, got 0"):
         ml.LevenbergMarquardt(chunk_size=0)
+
+
+def test_replicate_batches_give_the_same_records():
+    # lax.map over batches of 2 (the last one ragged) against one vmapped batch of 3.
+    model = ESTIMATORS["mlp-tanh"]
+    truth = _truth_for(model)
+    run = lambda batch: ml.simulate_replicates(jax.random.key(7), truth, model, 300, sigma=0.02, replicates=3,
+                                               config=ml.FitConfig(n_components=2), X_eval=X_EVAL, batch=batch)
+    whole, batched = run(None), run(2)
+    np.testing.assert_array_equal(whole.iterations, batched.iterations)
+    for field in ("risk", "D", "l2_error"):
+        np.testing.assert_allclose(getattr(batched, field), getattr(whole, field), rtol=1e-8)
+    with pytest.raises(ValueError, match="batch must be a positive integer or None, got 0"):
+        run(0)
