@@ -150,8 +150,10 @@ def simulate_replicates(
             (``lax.map``). ``None``: all replicates in one batch. Each fit's Levenberg-Marquardt
             loop runs inside the batch until the batch's slowest fit stops, so when iteration
             counts are heavy-tailed (over-specified fits) small batches waste less; large
-            batches vectorize better when they are not. The records do not depend on it beyond
-            floating-point rounding.
+            batches vectorize better when they are not. Vmapped and mapped code round
+            differently, so a fit's path can differ by a few iterations: converged fits agree
+            (risk to about 1e-8 relative), but fits in vanilla's weight/value valley can end at
+            different points of it (README, "Empirical minimax").
 
     Returns:
         A ``Record`` whose every field has a leading replicate axis.
