@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_case(n: int, replicates: int, chunk_rows: int | None, iterations: int, estimator: str) -> dict:
+def run_case(n: int, replicates: int, chunk_rows: int | None, iterations: int, estimator: str, batch: int | None) -> dict:
     import dataclasses
 
     import jax
@@ -45,7 +45,7 @@ def run_case(n: int, replicates: int, chunk_rows: int | None, iterations: int, e
     config = dataclasses.replace(base, finisher=finisher)
     X_eval = exp.x_eval()
     go = lambda: jax.block_until_ready(ml.simulate_replicates(
-        exp.sim_key(label), truth, est, n, sigma=exp.sigma, replicates=replicates, config=config, X_eval=X_eval))
+        exp.sim_key(label), truth, est, n, sigma=exp.sigma, replicates=replicates, config=config, X_eval=X_eval, batch=batch))
     t0 = time.perf_counter()
     go()
     first = time.perf_counter() - t0
@@ -53,16 +53,16 @@ def run_case(n: int, replicates: int, chunk_rows: int | None, iterations: int, e
     rec = go()
     run = time.perf_counter() - t0
     assert int(rec.iterations.max()) == iterations, rec.iterations
-    return dict(estimator=estimator, n=n, replicates=replicates, chunk_rows=chunk_rows, iterations=iterations,
+    return dict(estimator=estimator, n=n, replicates=replicates, chunk_rows=chunk_rows, batch=batch, iterations=iterations,
                 compile_s=first - run, run_s=run, s_per_iteration_replicate=run / iterations / replicates,
                 peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 
 
-def spawn(n, replicates, chunk_rows, iterations, estimator) -> dict:
-    cmd = [sys.executable, __file__, "--case", str(n), str(replicates), str(chunk_rows or 0), str(iterations), estimator]
+def spawn(n, replicates, chunk_rows, iterations, estimator, batch=None) -> dict:
+    cmd = [sys.executable, __file__, "--case", str(n), str(replicates), str(chunk_rows or 0), str(iterations), estimator, str(batch or 0)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
-        return dict(estimator=estimator, n=n, replicates=replicates, chunk_rows=chunk_rows, iterations=iterations,
+        return dict(estimator=estimator, n=n, replicates=replicates, chunk_rows=chunk_rows, batch=batch, iterations=iterations,
                     error=out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -71,7 +71,7 @@ def show(row):
     if "error" in row:
         print(f"{row['estimator']:8} n={row['n']:>8} R={row['replicates']:>3} chunk={row['chunk_rows']}: FAILED {row['error']}", flush=True)
         return
-    print(f"{row['estimator']:8} n={row['n']:>8} R={row['replicates']:>3} chunk={str(row['chunk_rows']):>6} | compile {row['compile_s']:6.1f} s | "
+    print(f"{row['estimator']:8} n={row['n']:>8} R={row['replicates']:>3} chunk={str(row['chunk_rows']):>6} batch={str(row['batch']):>4} | compile {row['compile_s']:6.1f} s | "
           f"run {row['run_s']:7.2f} s | {1e3 * row['s_per_iteration_replicate']:9.3f} ms/iteration/replicate | "
           f"peak RSS {row['peak_rss_gb']:.2f} GB", flush=True)
 
@@ -84,16 +84,17 @@ def slope(xs, ys):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--case", nargs=6, help=argparse.SUPPRESS)
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--estimator", default="tanh")
     ap.add_argument("--chunk-rows", type=int, default=16384)
     ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--memory-batch", type=int, default=8, help="replicates vmapped together in the n = 1e6 runs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaling.csv"))
     args = ap.parse_args()
     if args.case:
-        n, R, chunk, it, est = args.case
-        print(json.dumps(run_case(int(n), int(R), int(chunk) or None, int(it), est)))
+        n, R, chunk, it, est, batch = args.case
+        print(json.dumps(run_case(int(n), int(R), int(chunk) or None, int(it), est, int(batch) or None)))
         return
 
     rows = []
@@ -103,19 +104,22 @@ def main():
         for n in (1000, 10_000, 100_000):
             rows.append(spawn(n, 8, args.chunk_rows, args.iterations, args.estimator))
             show(rows[-1])
+        print("the same at n = 1e5 with all rows in one chunk:")
+        rows.append(spawn(100_000, 8, None, args.iterations, args.estimator))
+        show(rows[-1])
         print("time against replicates (n = 1e4):")
         for R in (1, 4, 32):
             rows.append(spawn(10_000, R, args.chunk_rows, args.iterations, args.estimator))
             show(rows[-1])
-    print("peak memory, n = 1e6: 32 replicates chunked; 4 replicates chunked and unchunked (32 unchunked would")
-    print("hold the whole 1e6 x P Jacobian and its forward-mode intermediates of every replicate at once):")
-    for R, chunk in ((32, args.chunk_rows), (4, args.chunk_rows), (4, None)):
-        rows.append(spawn(1_000_000, R, chunk, 2, args.estimator))
+    print(f"peak memory, n = 1e6, 32 replicates: rows in chunks of {args.chunk_rows}, replicates in vmapped batches of")
+    print(f"{args.memory_batch}, one batch after another (benchmarks/results/scaling_memory_first.txt has all 32 in one batch):")
+    for batch in (args.memory_batch,):
+        rows.append(spawn(1_000_000, 32, args.chunk_rows, 2, args.estimator, batch))
         show(rows[-1])
 
     ok = [r for r in rows if "error" not in r]
-    by_n = sorted({(r["n"], r["s_per_iteration_replicate"]) for r in ok if r["replicates"] == 8})
-    by_R = sorted({(r["replicates"], r["run_s"] / r["iterations"]) for r in ok if r["n"] == 10_000})
+    by_n = sorted({(r["n"], r["s_per_iteration_replicate"]) for r in ok if r["replicates"] == 8 and r["chunk_rows"] == args.chunk_rows})
+    by_R = sorted({(r["replicates"], r["run_s"] / r["iterations"]) for r in ok if r["n"] == 10_000 and r["replicates"] != 8 or (r["n"] == 10_000 and r["chunk_rows"] == args.chunk_rows)})
     if len(by_n) > 1:
         print(f"log-log slope of time per iteration per replicate against n (R = 8): {slope(*zip(*by_n)):.2f}")
     if len(by_R) > 1:

@@ -29,7 +29,7 @@ Example ``quick.toml``::
     [fit]
     extra_components = [0, 1]    # settings: exact (L = L*) and over-specified (L = L* + 1)
     stat_tol = 0.01              # stop at statistical precision (0: gradient test only)
-    chunk_rows = 65536           # rows per chunk of J^T J (memory at large n); default: all
+    chunk_rows = 16384           # rows per chunk of J^T J (memory at large n); the default
     replicate_batch = 1          # replicates vmapped together inside a unit; default: the whole unit
 
     estimators = ["vanilla", "tanh"]
@@ -121,7 +121,7 @@ SCHEMA: dict[str, Any] = {
         "gtol": (_NUM, 1e-6),
         "damping": (str, "marquardt"),
         "stat_tol": (_NUM, 0.0),
-        "chunk_rows": (int, None),
+        "chunk_rows": (int, 16384),
         "replicate_batch": (int, None),
         "near_truth": (int, 1),
         "random": (int, 0),
