@@ -30,7 +30,7 @@ Example ``quick.toml``::
     extra_components = [0, 1]    # settings: exact (L = L*) and over-specified (L = L* + 1)
     stat_tol = 0.01              # stop at statistical precision (0: gradient test only)
     chunk_rows = 16384           # rows per chunk of J^T J (memory at large n); the default
-    replicate_batch = 1          # replicates vmapped together inside a unit; default: the whole unit
+    replicate_batch = 1          # replicates vmapped together inside a unit (the default)
 
     estimators = ["vanilla", "tanh"]
 
@@ -122,7 +122,7 @@ SCHEMA: dict[str, Any] = {
         "damping": (str, "marquardt"),
         "stat_tol": (_NUM, 0.0),
         "chunk_rows": (int, 16384),
-        "replicate_batch": (int, None),
+        "replicate_batch": (int, 1),
         "near_truth": (int, 1),
         "random": (int, 0),
         "near_truth_scale": (_NUM, 0.1),
