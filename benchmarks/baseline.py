@@ -180,7 +180,7 @@ def main():
         true_params = truth_in(est, truth)
         np_model = NumpyModel(est, config.n_components)
         for n in args.sizes:
-            # moe_lora: one vmapped batch; first call compiles, second is timed.
+            # moe_lora, replicates in vmapped batches of --batch: the first call compiles, the second is timed.
             t0 = time.perf_counter()
             batch = args.batch or None
             rec = ml.simulate_replicates(key, truth, est, n, sigma=exp.sigma, replicates=args.replicates, config=config, X_eval=X_eval, batch=batch)

@@ -34,7 +34,8 @@ def unit_seconds(run: Path) -> float | None:
     return sum(json.loads(line)["seconds"] for line in path.read_text().splitlines() if line.strip())
 
 
-def compare(tight: pd.DataFrame, stat: pd.DataFrame) -> pd.DataFrame:
+def compare(tight: pd.DataFrame, stat: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-cell summary, fit-by-fit pairs) of two runs that differ only in ``fit.stat_tol``."""
     both = tight[KEY + ["D", "iterations", "certified", "risk"]].merge(
         stat[KEY + ["D", "iterations", "certified", "risk", "sigma"]], on=KEY, suffixes=("_tight", "_stat"), validate="one_to_one")
     if len(both) != len(tight) or len(both) != len(stat):

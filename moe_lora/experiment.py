@@ -313,9 +313,9 @@ class Experiment:
             raise ConfigError(f"fit.damping: expected 'levenberg' or 'marquardt', got {f['damping']!r}")
         if not (math.isfinite(f["stat_tol"]) and f["stat_tol"] >= 0):
             raise ConfigError(f"fit.stat_tol: expected a finite number >= 0 (0 turns the rule off), got {f['stat_tol']!r}")
-        if f["replicate_batch"] is not None and f["replicate_batch"] < 1:
+        if f["replicate_batch"] < 1:
             raise ConfigError(f"fit.replicate_batch: expected a positive integer (replicates vmapped together), got {f['replicate_batch']!r}")
-        if f["chunk_rows"] is not None and f["chunk_rows"] < 1:
+        if f["chunk_rows"] < 1:
             raise ConfigError(f"fit.chunk_rows: expected a positive integer (rows per chunk of the normal equations), got {f['chunk_rows']!r}")
         if f["near_truth"] < 0 or f["random"] < 0 or f["near_truth"] + f["random"] < 1:
             raise ConfigError(f"fit.near_truth, fit.random: expected counts >= 0 with at least one start, got {f['near_truth']}, {f['random']}")
