@@ -48,6 +48,8 @@ class Record(NamedTuple):
         D, D_unaligned, l2_error: losses (D aligned for the softmax gate shift).
         cell_size, cell_mass, cell_parameter: per true atom |A_j|, mass and parameter terms of D.
         cell: Voronoi cell of every fitted atom; weights: fitted pi.
+        value_norm: Frobenius norm ||V_i|| of every fitted expert update (the weight/value
+            valley of vanilla LoRA shows as a small weight with a large ||V_i||).
     """
 
     risk: Float[Array, ""]
@@ -69,6 +71,7 @@ class Record(NamedTuple):
     cell_parameter: Float[Array, " L_star"]
     cell: Int[Array, " L"]
     weights: Float[Array, " L"]
+    value_norm: Float[Array, " L"]
 
 
 def simulate_replicate(
@@ -102,6 +105,7 @@ def simulate_replicate(
         cell_parameter=scores.D.parameter,
         cell=scores.D.cell,
         weights=weights,
+        value_norm=jnp.sqrt(jnp.sum(fitted.V**2, axis=(-2, -1))),
     )
 
 

@@ -241,7 +241,8 @@ def record_frame(rec: Record, unit: Unit, exp: Experiment, truth) -> pd.DataFram
     cols["converged"] = np.asarray(r.converged, dtype=bool)
     cols["certified"] = np.asarray(r.certified, dtype=bool)
     for name, arr in (("cell_size", r.cell_size), ("cell_mass", r.cell_mass), ("cell_parameter", r.cell_parameter),
-                      ("weight", r.weights), ("cell", r.cell), ("restart_risk", r.restart_risks)):
+                      ("weight", r.weights), ("cell", r.cell), ("restart_risk", r.restart_risks),
+                      ("value_norm", r.value_norm)):
         arr = np.asarray(arr)
         for j in range(arr.shape[1]):
             cols[f"{name}_{j}"] = arr[:, j]
@@ -307,6 +308,75 @@ def _fmt(seconds: float) -> str:
 # Running and merging
 
 
+@dataclasses.dataclass(frozen=True)
+class UnitContext:
+    """What every unit of one experiment shares: the truths, the estimators and the eval inputs."""
+
+    exp: Experiment
+    truths: dict
+    models: dict
+    X_eval: object
+
+    @classmethod
+    def of(cls, exp: Experiment, truths: dict | None = None) -> UnitContext:
+        truths = exp.draw_truths() if truths is None else truths
+        return cls(exp, truths, {name: exp.model(name) for name in exp.estimators}, exp.x_eval())
+
+
+def compute_unit(context: UnitContext, unit: Unit) -> tuple[pd.DataFrame, float, bool]:
+    """Fit one unit: (its tidy rows, wall seconds, whether it compiled).
+
+    The rows depend only on the config and the unit, not on which process computes them or
+    what it computed before (replicate keys are fixed; ``moe_lora.simulate``).
+    """
+    exp = context.exp
+    traces = sum(TRACE_COUNT.values())
+    t0 = time.perf_counter()
+    rec = simulate_replicates(
+        exp.sim_key(unit.truth), context.truths[unit.truth], context.models[unit.estimator], unit.n, sigma=exp.sigma,
+        replicates=np.arange(unit.start, unit.stop), config=exp.fit_config(unit.extra), X_eval=context.X_eval,
+        design=exp.design, batch=exp.raw["fit"]["replicate_batch"],
+    )
+    rec = jax.block_until_ready(rec)
+    seconds = time.perf_counter() - t0
+    return record_frame(rec, unit, exp, context.truths[unit.truth]), seconds, sum(TRACE_COUNT.values()) > traces
+
+
+def run_frame(exp: Experiment, *, progress: bool = True, stream=None) -> pd.DataFrame:
+    """Run every unit of ``exp`` in this process and return the results table; writes no files.
+
+    For notebooks and small explorations: the table is the one ``run_sweep`` writes to
+    ``results.parquet`` (same rows, same order), but nothing survives an interruption. Use
+    ``run_sweep`` (``moe-lora run``) for anything that takes long.
+
+    Example:
+        >>> import jax; jax.config.update("jax_enable_x64", True)
+        >>> from moe_lora.experiment import Experiment
+        >>> exp = Experiment.from_dict({"model": {"d": 2, "d_out": 1, "r": 1, "gate_scale": 3.0},
+        ...     "data": {"sigma": 0.02, "sizes": [200], "replicates": 2}, "fit": {"extra_components": [0]}, "estimators": ["tanh"]})
+        >>> df = run_frame(exp, progress=False)
+        >>> len(df), list(df.estimator.unique())
+        (2, ['tanh'])
+    """
+    if not jax.config.jax_enable_x64:
+        raise ValueError("run_frame measures rates in float64; call jax.config.update('jax_enable_x64', True) first")
+    context = UnitContext.of(exp)
+    todo = units(exp)
+    bar = Progress(todo, len(todo), stream=stream) if progress else None
+    frames = []
+    try:
+        for u in todo:
+            frame, seconds, _ = compute_unit(context, u)
+            frames.append(frame)
+            if bar is not None:
+                bar.update(u, seconds)
+    finally:
+        if bar is not None and bar.done_units < bar.total_units:
+            bar.close()
+    df = pd.concat(frames, ignore_index=True)
+    return df.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+
+
 @dataclasses.dataclass
 class RunSummary:
     """What one ``run_sweep`` call did."""
@@ -334,23 +404,14 @@ def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 
     mine = shard_units(units(exp), shard)
     todo = [u for u in mine if not unit_path(out, u).exists()]
     bar = Progress(todo, len(mine), stream=stream) if progress else None
-    models = {name: exp.model(name) for name in exp.estimators}
-    X_eval = exp.x_eval()
+    context = UnitContext.of(exp, truths)
     t_start = time.perf_counter()
     try:
         for u in todo:
-            traces = sum(TRACE_COUNT.values())
-            t0 = time.perf_counter()
-            rec = simulate_replicates(
-                exp.sim_key(u.truth), truths[u.truth], models[u.estimator], u.n, sigma=exp.sigma,
-                replicates=np.arange(u.start, u.stop), config=exp.fit_config(u.extra), X_eval=X_eval, design=exp.design,
-                batch=exp.raw["fit"]["replicate_batch"],
-            )
-            rec = jax.block_until_ready(rec)
-            seconds = time.perf_counter() - t0
-            _atomic_write_frame(unit_path(out, u), record_frame(rec, u, exp, truths[u.truth]))
+            frame, seconds, compiled = compute_unit(context, u)
+            _atomic_write_frame(unit_path(out, u), frame)
             with open(out / "timings.jsonl", "a") as f:
-                f.write(json.dumps({"unit": u.id, "fits": u.fits, "seconds": seconds, "compiled": sum(TRACE_COUNT.values()) > traces}) + "\n")
+                f.write(json.dumps({"unit": u.id, "fits": u.fits, "seconds": seconds, "compiled": compiled}) + "\n")
             if bar is not None:
                 bar.update(u, seconds)
     finally:

@@ -89,6 +89,17 @@ def test_shards_merge_to_the_unsharded_table(reference, config, tmp_path):
     pd.testing.assert_frame_equal(_table(tmp_path), _table(reference))
 
 
+def test_in_memory_run_gives_the_written_table(reference, config):
+    from moe_lora.experiment import load_experiment
+    from moe_lora.sweep import run_frame
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    df = run_frame(load_experiment(config), progress=False)
+    pd.testing.assert_frame_equal(df, _table(reference))
+
+
 def test_killed_run_resumes_without_loss_or_repetition(reference, config, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "moe_lora.cli", "run", str(config), "--out", str(tmp_path), "--quiet"],
