@@ -26,7 +26,7 @@ def test_conformance(par, gating):
     assert TRACE_COUNT[57] == before + 1
     L, L_star = CONFIG.n_components, 2
     shapes = {"cell_size": (3, L_star), "cell_mass": (3, L_star), "cell_parameter": (3, L_star), "cell": (3, L),
-              "weights": (3, L), "restart_risks": (3, 2)}
+              "weights": (3, L), "value_norm": (3, L), "restart_risks": (3, 2)}
     for field, value in rec._asdict().items():
         assert value.shape == shapes.get(field, (3,)), field
         assert bool(jnp.all(jnp.isfinite(value))), field
