@@ -1,8 +1,13 @@
 """The ``moe-lora`` command: run a sweep, print its rates, draw its figures.
 
-    moe-lora run CONFIG.toml [--out DIR] [--shard i/k]
+    moe-lora run CONFIG.toml [--out DIR] [--shard i/k] [--backend local|ray] [--address ADDR] [--retries N]
+    moe-lora merge DIR
     moe-lora rates DIR
     moe-lora plot DIR [--out figures/]
+
+``run --backend ray`` computes the units as Ray tasks (``moe_lora.ray_backend``); ``merge`` checks
+that every unit of a run (sharded, e.g. a SLURM job array, or not) is present, names the missing
+ones, and writes the results table.
 
 ``plot`` also copies the results table, the manifest and the slope table next to the figures,
 into ``<out>/data/<experiment name>/``, so committed figures carry the data they came from.
@@ -26,6 +31,22 @@ def _slopes(df, manifest):
                        level=r.get("level", 0.95), seed=manifest["seed"])
 
 
+def _check_backend_options(args) -> None:
+    """Refuse options that mean nothing for the chosen backend (before any work)."""
+    if args.backend == "ray":
+        if args.retries is not None and args.retries < 0:
+            raise ValueError(f"--retries: expected a non-negative integer, got {args.retries}")
+        if args.num_cpus is not None and args.num_cpus < 1:
+            raise ValueError(f"--num-cpus: expected a positive integer, got {args.num_cpus}")
+        if args.num_cpus is not None and args.address is not None:
+            raise ValueError("--num-cpus sizes a local Ray instance started by this command; "
+                             f"it cannot be combined with --address {args.address}")
+        return
+    for flag, value in (("--address", args.address), ("--retries", args.retries), ("--num-cpus", args.num_cpus)):
+        if value is not None:
+            raise ValueError(f"{flag} is an option of --backend ray, got --backend {args.backend}")
+
+
 def _run(args) -> int:
     import jax
 
@@ -33,24 +54,59 @@ def _run(args) -> int:
     from .experiment import load_experiment
     from .sweep import parse_shard, run_sweep, units
 
+    _check_backend_options(args)
     exp = load_experiment(args.config)
     shard = parse_shard(args.shard)
     out = Path(args.out) if args.out else Path("runs") / exp.name
+    if args.backend == "ray":
+        from .ray_backend import import_ray
+
+        import_ray()  # fail before any work if Ray is not installed
     total = len(units(exp))
     print(f"moe-lora run: {exp.name}, {total} units ({len(exp.sizes)} sizes x {len(exp.pairs())} truth-estimator pairs "
-          f"x {len(exp.settings)} settings x {-(-exp.replicates // exp.chunk)} replicate blocks), shard {shard[0]}/{shard[1]}, out {out}",
-          file=sys.stderr)
+          f"x {len(exp.settings)} settings x {-(-exp.replicates // exp.chunk)} replicate blocks), shard {shard[0]}/{shard[1]}, "
+          f"backend {args.backend}, out {out}", file=sys.stderr)
     try:
-        summary = run_sweep(exp, out, shard=shard, progress=not args.quiet)
+        if args.backend == "ray":
+            from .ray_backend import run_sweep_ray
+
+            retries = 2 if args.retries is None else args.retries
+            summary = run_sweep_ray(exp, out, shard=shard, address=args.address, num_cpus=args.num_cpus, retries=retries,
+                                    progress=not args.quiet)
+        else:
+            summary = run_sweep(exp, out, shard=shard, progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished units are kept in {out}/units. Run the same command again to resume.", file=sys.stderr)
         return 130
     print(f"computed {summary.computed} units, {summary.skipped} already present, in {summary.seconds:.0f}s", file=sys.stderr)
-    if summary.missing:
-        print(f"{len(summary.missing)} units of other shards are still missing in {out}; "
-              "the results table is written when all are present", file=sys.stderr)
-    else:
+    if summary.failed:
+        print(f"{len(summary.failed)} units FAILED (recorded in {out}/failed.jsonl; run the same command again to retry them):",
+              file=sys.stderr)
+        for rec in summary.failed:
+            print(f"  {rec['unit']}: {rec['error']} ({rec['attempts']} attempts)", file=sys.stderr)
+    others = len(summary.missing) - len(summary.failed)
+    if summary.missing and others:
+        print(f"{others} units of other shards are still missing in {out}; "
+              "the results table is written when all are present (check with `moe-lora merge`)", file=sys.stderr)
+    elif not summary.missing:
         print(f"results: {summary.results} (and .csv)", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _merge(args) -> int:
+    from .sweep import merge_run
+
+    report = merge_run(args.dir)
+    if report.missing:
+        print(f"moe-lora merge: {report.name}: {len(report.missing)} of {report.total} units missing in {args.dir}; "
+              "nothing written:")
+        for u in report.missing:
+            rec = report.failed.get(u.id)
+            why = f"  (failed after {rec['attempts']} attempts: {rec['error']})" if rec else ""
+            print(f"  {u.id}{why}")
+        print("Run the same `moe-lora run` command (or the missing shards) again to compute them, then merge.")
+        return 1
+    print(f"moe-lora merge: {report.name}: all {report.total} units present; results: {report.results} (and .csv)")
     return 0
 
 
@@ -93,7 +149,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default runs/<name>)")
     run.add_argument("--shard", default="0/1", help="run shard i of k of the work units (default 0/1: all)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--backend", choices=["local", "ray"], default="local",
+                     help="local: this process (default); ray: one Ray task per unit (pip install 'moe_lora[ray]')")
+    run.add_argument("--address", help="ray only: cluster address (auto, HOST:PORT, ray://HOST:PORT); "
+                                       "default RAY_ADDRESS, a cluster on this machine, or a new local instance")
+    run.add_argument("--retries", type=int, help="ray only: retries of a failed unit before it is recorded as failed (default 2)")
+    run.add_argument("--num-cpus", type=int, help="ray only: CPUs (parallel units) of a local instance started by this command")
     run.set_defaults(func=_run)
+    merge = sub.add_parser("merge", help="check that every unit of a run is present (names the missing ones) and write the table")
+    merge.add_argument("dir", help="output directory of `moe-lora run` (all shards)")
+    merge.set_defaults(func=_merge)
     rates = sub.add_parser("rates", help="print and save (DIR/rates.csv) the slope table of a finished run")
     rates.add_argument("dir", help="output directory of `moe-lora run`")
     rates.set_defaults(func=_rates)

@@ -12,6 +12,9 @@ not depend on which process or shard computed them.
 ``DIR/manifest.json`` holds the resolved config, seed, package and library versions, git commit
 and the truths; ``DIR/results.parquet`` (and ``results.csv``) is the merged tidy table, one row
 per (truth, estimator, setting, n, replicate), written once every unit is present.
+``DIR/timings.jsonl`` has one line per computed unit and ``DIR/failed.jsonl`` one line per unit a
+distributed backend gave up on (``moe_lora.ray_backend``); ``merge`` checks that every unit is
+present and names the missing ones.
 """
 
 from __future__ import annotations
@@ -386,6 +389,7 @@ class RunSummary:
     missing: list[str]
     seconds: float
     results: Path | None
+    failed: list[dict] = dataclasses.field(default_factory=list)
 
 
 def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 1), progress: bool = True, stream=None) -> RunSummary:
@@ -410,8 +414,7 @@ def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 
         for u in todo:
             frame, seconds, compiled = compute_unit(context, u)
             _atomic_write_frame(unit_path(out, u), frame)
-            with open(out / "timings.jsonl", "a") as f:
-                f.write(json.dumps({"unit": u.id, "fits": u.fits, "seconds": seconds, "compiled": compiled}) + "\n")
+            record_timing(out, {"unit": u.id, "fits": u.fits, "seconds": seconds, "compiled": compiled})
             if bar is not None:
                 bar.update(u, seconds)
     finally:
@@ -422,6 +425,41 @@ def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 
     if not missing:
         results = write_results(exp, out)
     return RunSummary(len(todo), len(mine) - len(todo), [u.id for u in missing], time.perf_counter() - t_start, results)
+
+
+def record_timing(out: str | Path, record: dict) -> None:
+    """Append one computed unit's timing (a JSON object) to ``out/timings.jsonl``."""
+    with open(Path(out) / "timings.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def record_failure(out: str | Path, unit: Unit, error: str, attempts: int) -> dict:
+    """Append a unit that failed ``attempts`` times, with its last error, to ``out/failed.jsonl``.
+
+    The unit keeps no result file, so it stays missing: a later run retries it, and ``merge``
+    names it with this error until it succeeds.
+
+    Returns:
+        The record written.
+    """
+    rec = {"unit": unit.id, "error": error, "attempts": attempts,
+           "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    with open(Path(out) / "failed.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return rec
+
+
+def read_failures(out: str | Path) -> dict[str, dict]:
+    """Unit id -> its latest record in ``out/failed.jsonl`` (empty if there is none)."""
+    path = Path(out) / "failed.jsonl"
+    if not path.exists():
+        return {}
+    out_ = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out_[rec["unit"]] = rec
+    return out_
 
 
 def missing_units(exp: Experiment, out: str | Path) -> list[Unit]:
@@ -438,14 +476,56 @@ def merge_units(exp: Experiment, out: str | Path) -> pd.DataFrame:
     return df.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
 
-def write_results(exp: Experiment, out: str | Path) -> Path:
-    """Merge all units into ``results.parquet`` and ``results.csv``."""
+def write_results(exp: Experiment, out: str | Path, df: pd.DataFrame | None = None) -> Path:
+    """Merge all units (or write the already merged ``df``) into ``results.parquet`` and ``results.csv``."""
     out = Path(out)
-    df = merge_units(exp, out)
+    df = merge_units(exp, out) if df is None else df
     path = out / "results.parquet"
     _atomic_write_frame(path, df)
     _atomic_write_frame(out / "results.csv", df)
     return path
+
+
+@dataclasses.dataclass
+class MergeReport:
+    """What ``merge_run`` found: the units still missing (with their failure records, if any)
+    and, when none is missing, the results table written."""
+
+    name: str
+    total: int
+    missing: list[Unit]
+    failed: dict[str, dict]
+    results: Path | None
+
+
+def merge_run(out: str | Path) -> MergeReport:
+    """Check that every unit of the experiment in ``out/manifest.json`` has its result file, then
+    merge them into ``results.parquet`` and ``results.csv``.
+
+    Nothing is written while a unit is missing. The merged table is checked to hold exactly one
+    row per (truth, estimator, setting, n, replicate) of the config.
+
+    Args:
+        out: output directory of ``moe-lora run`` (any backend, any shards).
+
+    Returns:
+        A ``MergeReport``; ``results`` is None if units are missing.
+    """
+    out = Path(out)
+    m = read_manifest(out)
+    exp = Experiment.from_dict(m["config"], name=m["name"])
+    all_units = units(exp)
+    missing = missing_units(exp, out)
+    failures = read_failures(out)
+    failed = {u.id: failures[u.id] for u in missing if u.id in failures}
+    if missing:
+        return MergeReport(exp.name, len(all_units), missing, failed, None)
+    df = merge_units(exp, out)
+    expected = sum(u.fits for u in all_units)
+    if len(df) != expected or df.duplicated(KEY_COLUMNS).any():
+        raise ValueError(f"{out}/units: expected {expected} distinct rows for {len(all_units)} units, got {len(df)} rows "
+                         f"({int(df.duplicated(KEY_COLUMNS).sum())} duplicated); were units of another config copied in?")
+    return MergeReport(exp.name, len(all_units), [], {}, write_results(exp, out, df))
 
 
 def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:

@@ -1,0 +1,224 @@
+"""Run a sweep's work units as Ray tasks: ``moe-lora run CONFIG --backend ray [--address ADDR]``.
+
+Ray is optional (``pip install 'moe_lora[ray]'``) and imported only when this backend runs, so
+``import moe_lora`` never imports it. Each unit without a result file becomes one task. The task
+runs in a Ray worker, a fresh process started by the raylet (never a fork of a process that has
+started JAX), turns on float64 before any JAX computation, rebuilds the experiment from its
+resolved config (the truths are drawn once per worker process and cached), computes the unit
+with ``sweep.compute_unit`` and writes ``DIR/units/<unit id>.parquet`` atomically itself. The
+workers therefore need the driver's ``DIR`` on a shared file system. The driver appends each
+finished unit's line to ``DIR/timings.jsonl`` (one writer, so lines never interleave).
+
+A task that raises, or whose worker dies, is retried ``retries`` times. A unit that still fails
+is appended to ``DIR/failed.jsonl`` (unit id, error, attempts) and reported; it has no result
+file, so it stays missing: the run exits non-zero, ``moe-lora merge`` names it, and running the
+same command again retries it. Rows do not depend on the process that computed them, so the
+table is the local run's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+
+from .experiment import Experiment
+from .sweep import (
+    Progress,
+    RunSummary,
+    Unit,
+    UnitContext,
+    _atomic_write_frame,
+    _truth_summary,
+    compute_unit,
+    missing_units,
+    record_failure,
+    record_timing,
+    shard_units,
+    unit_path,
+    units,
+    write_or_check_manifest,
+    write_results,
+)
+
+#: Environment of the Ray workers: float64 from the process's first JAX call on.
+WORKER_ENV = {"JAX_ENABLE_X64": "1"}
+
+INSTALL_HINT = "pip install 'moe_lora[ray]'"
+
+
+def import_ray():
+    """The ``ray`` module, or a ``ValueError`` that says how to install it."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ValueError(f"--backend ray needs Ray, which is not importable here ({e}); install it with: {INSTALL_HINT}") from None
+    return ray
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side
+
+
+#: Per worker process: the last experiment's shared inputs, keyed by its config.
+_CONTEXTS: dict[str, UnitContext] = {}
+
+
+def _fingerprint(truths: dict) -> str:
+    """The truths' atoms, weights and separations as exact JSON (floats round-trip)."""
+    return json.dumps({label: _truth_summary(t) for label, t in truths.items()}, sort_keys=True)
+
+
+def worker_context(raw: dict, name: str, fingerprint: str) -> UnitContext:
+    """The experiment's ``UnitContext``, built once per worker process and checked against the
+    driver's truths (a worker whose truths differ, e.g. another library version, must not write).
+
+    Args:
+        raw: the resolved config (``Experiment.raw``).
+        name: the experiment name.
+        fingerprint: ``_fingerprint`` of the truths the driver drew.
+
+    Returns:
+        The cached ``UnitContext``.
+    """
+    key = json.dumps([name, raw], sort_keys=True)
+    if key not in _CONTEXTS:
+        context = UnitContext.of(Experiment.from_dict(raw, name=name))
+        mine = _fingerprint(context.truths)
+        if mine != fingerprint:
+            raise RuntimeError(f"worker {socket.gethostname()}:{os.getpid()} drew other truths than the driver for "
+                               f"experiment {name!r}; check that every node runs the same moe_lora, jax and jaxlib")
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = context
+    return _CONTEXTS[key]
+
+
+def unit_task(raw: dict, name: str, fingerprint: str, unit: Unit, out: str, compute: Callable = compute_unit) -> dict:
+    """One Ray task: compute ``unit`` and write its result file; returns its timing record."""
+    jax.config.update("jax_enable_x64", True)
+    context = worker_context(raw, name, fingerprint)
+    frame, seconds, compiled = compute(context, unit)
+    _atomic_write_frame(unit_path(Path(out), unit), frame)
+    return {"unit": unit.id, "fits": unit.fits, "seconds": seconds, "compiled": compiled, "backend": "ray",
+            "host": socket.gethostname(), "pid": os.getpid()}
+
+
+# --------------------------------------------------------------------------------------------
+# Driver side
+
+
+def _error_text(err) -> str:
+    """One line for a failed task: the exception the unit raised, or Ray's own error."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+def run_sweep_ray(
+    exp: Experiment,
+    out: str | Path,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    address: str | None = None,
+    num_cpus: int | None = None,
+    retries: int = 2,
+    progress: bool = True,
+    stream=None,
+    compute: Callable = compute_unit,
+) -> RunSummary:
+    """``sweep.run_sweep`` with the units of ``shard`` computed as Ray tasks, one per unit.
+
+    Args:
+        exp: the experiment.
+        out: output directory, on a file system every Ray node sees at the same path.
+        shard: (i, k): only units i, i + k, ... (as ``run_sweep``).
+        address: Ray cluster to connect to (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``).
+            None connects to ``RAY_ADDRESS`` or a cluster started on this machine, else starts a
+            local instance. If Ray is already initialised in this process, it is used as is.
+        num_cpus: CPUs of a local instance started here (default: all); not with ``address``.
+        retries: times a failed task is retried (exceptions and worker deaths) before its unit
+            is recorded as failed.
+        progress: show a progress line as tasks finish.
+        stream: where progress and failures are printed (default stderr).
+        compute: ``(UnitContext, Unit) -> (frame, seconds, compiled)``, run in the workers; a
+            module-level function or a closure (Ray pickles it). Default ``compute_unit``.
+
+    Returns:
+        A ``RunSummary``; ``failed`` lists the failure records of this run.
+    """
+    if not jax.config.jax_enable_x64:
+        raise ValueError("run_sweep_ray measures rates in float64; call jax.config.update('jax_enable_x64', True) first (the CLI does)")
+    if not (isinstance(retries, int) and retries >= 0):
+        raise ValueError(f"--retries: expected a non-negative integer, got {retries!r}")
+    if num_cpus is not None and address is not None:
+        raise ValueError(f"num_cpus={num_cpus} sizes a local Ray instance; it cannot be combined with address={address!r}")
+    ray = import_ray()
+    stream = stream or sys.stderr
+    out = Path(out).resolve()
+    mine = shard_units(units(exp), shard)
+    todo = [u for u in mine if not unit_path(out, u).exists()]
+    t_start = time.perf_counter()
+    computed, failed = 0, []
+    # Start Ray before this process runs any JAX computation: ray.init forks helper processes.
+    started = bool(todo) and not ray.is_initialized()
+    if started:
+        kwargs = {} if num_cpus is None else {"num_cpus": num_cpus}
+        ray.init(address=address, include_dashboard=False, **kwargs)
+    try:
+        truths = exp.draw_truths()
+        write_or_check_manifest(out, exp, truths)
+        if todo:
+            computed, failed = _run_tasks(ray, exp, out, truths, todo, len(mine), retries=retries, compute=compute,
+                                          progress=progress, stream=stream)
+    finally:
+        if started:
+            ray.shutdown()
+    missing = missing_units(exp, out)
+    results = None if missing else write_results(exp, out)
+    return RunSummary(computed, len(mine) - len(todo), [u.id for u in missing], time.perf_counter() - t_start, results, failed)
+
+
+def _run_tasks(ray, exp: Experiment, out: Path, truths: dict, todo: list[Unit], total: int, *, retries: int,
+               compute: Callable, progress: bool, stream) -> tuple[int, list[dict]]:
+    """Submit one task per unit of ``todo`` and collect them as they finish.
+
+    Returns:
+        (units computed, failure records).
+    """
+    task = ray.remote(unit_task).options(
+        max_retries=retries, retry_exceptions=True, num_cpus=1, runtime_env={"env_vars": WORKER_ENV})
+    fingerprint = _fingerprint(truths)
+    refs = {task.remote(exp.raw, exp.name, fingerprint, u, str(out), compute): u for u in todo}
+    pending = list(refs)
+    computed, failed = 0, []
+    bar = Progress(todo, total, stream=stream) if progress else None
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                u = refs[ref]
+                try:
+                    rec = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    failed.append(record_failure(out, u, _error_text(e), attempts=retries + 1))
+                    print(f"\nunit {u.id} failed after {retries + 1} attempts: {_error_text(e)}", file=stream, flush=True)
+                    continue
+                record_timing(out, rec)
+                computed += 1
+                if bar is not None:
+                    bar.update(u, rec["seconds"])
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if bar is not None and bar.done_units < bar.total_units:
+            bar.close()
+    return computed, failed
