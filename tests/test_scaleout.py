@@ -1,0 +1,220 @@
+"""Scale-out on a tiny config: Ray tasks on a local Ray instance, a SLURM job array run under bash,
+``moe-lora merge``, failed units, and bad option combinations. The tables must equal the local
+run's bit for bit."""
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from moe_lora import cli, ray_backend
+from moe_lora.experiment import load_experiment
+from moe_lora.sweep import compute_unit, units
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = """
+name = "tiny_scaleout"
+seed = 5
+estimators = ["tanh"]
+[model]
+d = 2
+gate_scale = 3.0
+[truth]
+min_separation = 0.5
+min_gate_strength = 0.5
+[data]
+sigma = 0.05
+sizes = [60, 120]
+replicates = 2
+chunk = 1
+n_eval = 200
+[fit]
+extra_components = [1]
+max_iter = 30
+[minimax]
+deltas = [0.5]
+"""
+N_UNITS = 8  # 2 sizes x 2 truths (tanh, tanh@delta=0.5) x 1 estimator x 2 replicate blocks
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny_scaleout.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory):
+    """The local, unsharded run."""
+    out = tmp_path_factory.mktemp("local")
+    assert cli.main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    return _table(out)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """A local Ray instance for this module; the CLI and ``run_sweep_ray`` use it as it is."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def _table(out):
+    return pd.read_parquet(Path(out) / "results.parquet")
+
+
+def test_the_package_does_not_import_ray():
+    code = "import sys, moe_lora, moe_lora.cli, moe_lora.ray_backend; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_ray_run_gives_the_local_table(ray_instance, config, reference, tmp_path, capsys):
+    assert len(units(load_experiment(config))) == N_UNITS
+    assert cli.main(["run", str(config), "--out", str(tmp_path), "--backend", "ray", "--quiet"]) == 0
+    pd.testing.assert_frame_equal(_table(tmp_path), reference)
+    timings = [json.loads(line) for line in (tmp_path / "timings.jsonl").read_text().splitlines()]
+    assert len(timings) == N_UNITS and {t["backend"] for t in timings} == {"ray"}
+    assert all(t["pid"] != os.getpid() for t in timings), "units must run in Ray workers, not in the driver"
+    assert not (tmp_path / "failed.jsonl").exists()
+    # A second run finds every unit present and starts no task.
+    capsys.readouterr()
+    assert cli.main(["run", str(config), "--out", str(tmp_path), "--backend", "ray", "--quiet"]) == 0
+    assert f"computed 0 units, {N_UNITS} already present" in capsys.readouterr().err
+
+
+def _injected(always: str, once: str, log: Path):
+    """A unit function that fails ``always`` on every attempt and ``once`` on its first; logs each call."""
+
+    def compute(context, unit):
+        with open(log, "a") as f:
+            f.write(unit.id + "\n")
+        if unit.id == always or (unit.id == once and log.read_text().splitlines().count(once) == 1):
+            raise RuntimeError(f"injected failure in {unit.id}")
+        return compute_unit(context, unit)
+
+    return compute
+
+
+def test_failing_unit_is_retried_recorded_and_named_by_merge(ray_instance, config, reference, tmp_path, monkeypatch, capsys):
+    ids = [u.id for u in units(load_experiment(config))]
+    always, once = ids[0], ids[5]
+    log = tmp_path / "calls.log"
+    out = tmp_path / "out"
+    monkeypatch.setattr(ray_backend, "run_sweep_ray", functools.partial(ray_backend.run_sweep_ray, compute=_injected(always, once, log)))
+    assert cli.main(["run", str(config), "--out", str(out), "--backend", "ray", "--retries", "2", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "1 units FAILED" in err and f"{always}: RuntimeError: injected failure in {always} (3 attempts)" in err
+    calls = log.read_text().splitlines()
+    assert calls.count(always) == 3 and calls.count(once) == 2  # retried twice; the flaky one recovered
+    assert sorted(set(calls)) == sorted(ids)
+    assert {p.stem for p in (out / "units").glob("*.parquet")} == set(ids) - {always}
+    (rec,) = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()]
+    assert rec["unit"] == always and rec["attempts"] == 3 and rec["error"] == f"RuntimeError: injected failure in {always}"
+    assert not (out / "results.parquet").exists()
+
+    assert cli.main(["merge", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert f"1 of {N_UNITS} units missing" in printed
+    assert f"  {always}  (failed after 3 attempts: RuntimeError: injected failure in {always})" in printed
+    assert not (out / "results.parquet").exists()
+
+    # Running again retries the failed unit only; then the table is complete and exact.
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli.main(["run", str(config), "--out", str(out), "--backend", "ray", "--quiet"]) == 0
+    assert f"computed 1 units, {N_UNITS - 1} already present" in capsys.readouterr().err
+    assert cli.main(["merge", str(out)]) == 0
+    pd.testing.assert_frame_equal(_table(out), reference)
+
+
+def test_slurm_array_script_and_merge_give_the_local_table(config, reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    script = ROOT / "simulations" / "slurm_array.sh"
+    moe_lora = Path(sys.executable).with_name("moe-lora")
+    assert moe_lora.exists(), f"{moe_lora}: the moe-lora command of this environment"
+    for task in (4, 5):  # e.g. sbatch --array=4-5: shards 0/2 and 1/2
+        env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(task), SLURM_ARRAY_TASK_MIN="4", SLURM_ARRAY_TASK_COUNT="2",
+                   MOE_LORA=str(moe_lora))
+        res = subprocess.run(["bash", str(script), str(config), str(out)], env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert f"shard {task - 4}/2" in res.stderr
+    (out / "results.parquet").unlink()
+    (out / "results.csv").unlink()
+    assert cli.main(["merge", str(out)]) == 0
+    assert f"all {N_UNITS} units present" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(_table(out), reference)
+    assert len(pd.read_csv(out / "results.csv")) == len(reference)
+
+
+def test_slurm_array_script_refuses_a_plain_run(config, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    res = subprocess.run(["bash", str(ROOT / "simulations" / "slurm_array.sh"), str(config), str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode != 0 and "submit with sbatch --array" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_names_missing_units_and_writes_nothing(config, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", str(config), "--out", str(out), "--shard", "1/4", "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["merge", str(out)]) == 1
+    printed = capsys.readouterr().out
+    present = {p.stem for p in (out / "units").glob("*.parquet")}
+    expected_missing = [u.id for u in units(load_experiment(config)) if u.id not in present]
+    assert len(present) == 2 and f"{len(expected_missing)} of {N_UNITS} units missing" in printed
+    assert [line.strip() for line in printed.splitlines() if line.startswith("  ")] == expected_missing
+    assert not (out / "results.parquet").exists()
+
+
+def test_merge_refuses_a_directory_without_manifest(tmp_path, capsys):
+    assert cli.main(["merge", str(tmp_path)]) == 2
+    assert "no manifest" in capsys.readouterr().err
+
+
+def test_merge_refuses_units_of_another_run(config, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+    frame = pd.read_parquet(next((out / "units").glob("*n60__r0-0.parquet")))
+    dup = next((out / "units").glob("*n60__r1-1.parquet"))
+    frame.to_parquet(dup, index=False)  # a unit file holding another unit's rows
+    assert cli.main(["merge", str(out)]) == 2
+    assert "duplicated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--address", "auto"], "--address is an option of --backend ray, got --backend local"),
+    (["--backend", "local", "--retries", "3"], "--retries is an option of --backend ray, got --backend local"),
+    (["--num-cpus", "2"], "--num-cpus is an option of --backend ray, got --backend local"),
+    (["--backend", "ray", "--retries", "-1"], "--retries: expected a non-negative integer, got -1"),
+    (["--backend", "ray", "--num-cpus", "0"], "--num-cpus: expected a positive integer, got 0"),
+    (["--backend", "ray", "--num-cpus", "2", "--address", "auto"], "cannot be combined with --address auto"),
+])
+def test_bad_backend_options_are_refused_before_any_work(config, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert cli.main(["run", str(config), "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_backend_is_refused(config, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", str(config), "--backend", "dask"])
+    assert e.value.code == 2 and "invalid choice: 'dask'" in capsys.readouterr().err
+
+
+def test_missing_ray_says_how_to_install_it(config, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    out = tmp_path / "out"
+    assert cli.main(["run", str(config), "--out", str(out), "--backend", "ray"]) == 2
+    assert "pip install 'moe_lora[ray]'" in capsys.readouterr().err
+    assert not out.exists()
