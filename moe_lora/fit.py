@@ -123,8 +123,15 @@ def split_truth(key: PRNGKeyArray, estimator: Model, true_params, n_components: 
     copies = np.bincount(parent, minlength=L_star)
     bias_bound = estimator.parameterization.bias_bound
     c = bias_bound * jnp.tanh(true_params.c / bias_bound)
-    # exp(c_j - log k) summed over k copies is exp(c_j): the normaliser and the weights are kept.
-    c = jnp.clip(c[parent] - jnp.log(copies[parent]), -bias_bound * (1 - 1e-9), bias_bound * (1 - 1e-9))
+    if estimator.spec.gating == "sigmoid":
+        # pi = sigmoid(c): each of k copies gets weight sigmoid(c_j) / k. (Unlike softmax, the
+        # copies' gates then agree with the parent's at X = 0 only: sigmoid gates do not split.)
+        share = jax.nn.sigmoid(c[parent]) / copies[parent]
+        c = jnp.log(share) - jnp.log1p(-share)
+    else:
+        # exp(c_j - log k) summed over k copies is exp(c_j): the normaliser and the weights are kept.
+        c = c[parent] - jnp.log(copies[parent])
+    c = jnp.clip(c, -bias_bound * (1 - 1e-9), bias_bound * (1 - 1e-9))
     noise_keys = jax.random.split(key, len(true_params) - 1)
     perturbed = [x[parent] + scale * jax.random.normal(k, x[parent].shape, x.dtype) for k, x in zip(noise_keys, true_params[:-1])]
     return type(true_params)(*perturbed, bias_bound * jnp.arctanh(c / bias_bound))

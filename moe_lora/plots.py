@@ -446,3 +446,169 @@ def plot_all(df: pd.DataFrame, out_dir, slopes: pd.DataFrame | None = None) -> l
         f = slopes if slopes is not None else rates.slope_table(family, metrics=("D",), statistics=("mean",))
         paths += plot_minimax(family, out_dir, slopes=f)
     return paths + plot_diagnostics(df, out_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures for exploration (the notebooks): these return the Figure and write nothing; save one
+# with ``fig.savefig(path)``. In Jupyter a Figure displays itself as a cell's last value.
+
+
+def figure_mixture(view, *, title: str = "") -> Figure:
+    """Gates and experts of a mixture over the input square (``explore.mixture_on_grid``).
+
+    Top row: each gate gate_j(X) (0 to 1) and the dominant gate argmax_j gate_j(X); bottom row:
+    each expert's first output (V0 + V_j)^T X and the mixture f_G(X).
+    """
+    L = view.gates.shape[-1]
+    fig, axes = _grid(2, L + 1, sharey=True, w=2.9, h=2.7)
+    ext = (view.x1.min(), view.x1.max(), view.x2.min(), view.x2.max())
+    show = dict(origin="lower", extent=ext, aspect="equal")
+    vmax = float(np.abs(view.experts[..., 0]).max()) or 1.0
+    for j in range(L):
+        im = axes[0, j].imshow(view.gates[..., j], vmin=0, vmax=1, cmap="viridis", **show)
+        axes[0, j].set_title(f"gate {j}", fontsize=9)
+        ex = axes[1, j].imshow(view.experts[..., j, 0], vmin=-vmax, vmax=vmax, cmap="RdBu_r", **show)
+        axes[1, j].set_title(f"expert {j}", fontsize=9)
+    axes[0, L].imshow(np.argmax(view.gates, -1), cmap="tab10", vmin=0, vmax=9, interpolation="nearest", **show)
+    axes[0, L].set_title("dominant gate", fontsize=9)
+    axes[1, L].imshow(view.f[..., 0], vmin=-vmax, vmax=vmax, cmap="RdBu_r", **show)
+    axes[1, L].set_title("mixture f_G", fontsize=9)
+    fig.colorbar(im, ax=axes[0, :L], shrink=0.8, label="gate value")
+    fig.colorbar(ex, ax=axes[1, :], shrink=0.8, label="output")
+    for ax in axes[1]:
+        ax.set_xlabel("x1")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("x2")
+    fig.suptitle(title or "A mixture of experts over the input square")
+    return fig
+
+
+def figure_curves(df: pd.DataFrame, metric: str = "D", *, hue: str = "estimator", panel: str = "extra",
+                  statistic: str = "mean", title: str = "") -> Figure:
+    """A loss against n, log-log, one line per ``hue`` value, one panel per ``panel`` value.
+
+    Each line is the mean (or median) over replicates with its least-squares slope in the
+    legend; grey references sqrt(log n / n) (dashed) and 1 / log n (dotted) as in figure 1.
+
+    Args:
+        df: a results table (``run_frame``, ``explore.run_variants``).
+        metric: the loss column.
+        hue: the column whose values are lines (``"estimator"``, ``"variant"``, ...).
+        panel: the column whose values are panels (``"extra"``, ``"estimator"``, ...); more
+            than three panels wrap into rows of two.
+        statistic: ``"mean"`` or ``"median"``.
+    """
+    _check_metric(df, metric)
+    for col in (hue, panel):
+        if col not in df:
+            raise ValueError(f"Unknown column {col!r}; the table has no such column")
+    panels = sorted(df[panel].unique(), key=str)
+    hues = _estimators(df) if hue == "estimator" else list(dict.fromkeys(df[hue]))
+    ncols = len(panels) if len(panels) <= 3 else 2
+    nrows = -(-len(panels) // ncols)
+    fig, axes = _grid(nrows, ncols, sharey=True, h=4.2)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
+    palette = [estimator_color(h) if hue == "estimator" else f"C{i}" for i, h in enumerate(hues)]
+    for ax, p in zip(axes.ravel(), panels):
+        sub = df[df[panel] == p]
+        label = _setting(p) if panel == "extra" else f"{panel} = {p}"
+        ax.set(xscale="log", yscale="log", xlabel="n", title=label)
+        ax.title.set_fontsize(9)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+        anchors = []
+        for h, color in zip(hues, palette):
+            c = _curve(sub[sub[hue] == h], metric)
+            if c.empty:
+                continue
+            n = c.index.to_numpy(float)
+            y = c[statistic]
+            text = f"{h}"
+            if len(n) >= 2 and np.all(y > 0):
+                text += f": slope {rates.loglog_slope(n, y)[0]:.2f}"
+            ax.plot(n, y, color=color, marker="o", ms=4, lw=1.6, label=text)
+            ax.fill_between(n, c["lo"], c["hi"], color=color, alpha=0.12, lw=0)
+            anchors.append((n[0], y.iloc[0]))
+        _references(ax, sub["n"].unique(), anchors)
+        _legend(ax)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{statistic} {METRIC_LABELS.get(metric, metric)}")
+    fig.suptitle(title or f"{METRIC_LABELS.get(metric, metric)} against n ({statistic} over replicates, band 10-90%)")
+    return fig
+
+
+def figure_cells(df: pd.DataFrame, *, threshold: float = 1e-3, title: str = "") -> Figure:
+    """How fitted atoms fill the true atoms' Voronoi cells, per estimator and setting, against n.
+
+    Top row: the fraction of fits with each cell pattern (``explore.cell_patterns``: "2+1" =
+    two fitted atoms in true atom 0's cell, one in atom 1's), stacked. Bottom row: the fraction
+    of fits with a dead atom (weight below ``threshold``) and the median smallest weight.
+    """
+    from .explore import cell_patterns, dead_atoms
+
+    d = df.assign(_pattern=cell_patterns(df), _dead=dead_atoms(df, threshold=threshold) > 0)
+    combos = d[["estimator", "extra"]].drop_duplicates().sort_values(["extra", "estimator"]).itertuples(index=False)
+    combos = list(combos)
+    patterns = sorted(d["_pattern"].unique())
+    fig, axes = _grid(2, len(combos), sharey="row", w=3.4, h=2.9)
+    for j, (est, extra) in enumerate(combos):
+        sub = d[(d["estimator"] == est) & (d["extra"] == extra)]
+        sizes = sorted(sub["n"].unique())
+        frac = sub.groupby("n")["_pattern"].value_counts(normalize=True).unstack(fill_value=0.0).reindex(columns=patterns, fill_value=0.0)
+        bottom = np.zeros(len(sizes))
+        x = np.arange(len(sizes))
+        for k, pat in enumerate(patterns):
+            axes[0, j].bar(x, frac[pat].to_numpy(), bottom=bottom, color=f"C{k}", label=pat, width=0.7)
+            bottom += frac[pat].to_numpy()
+        axes[0, j].set(xticks=x, xticklabels=[str(s) for s in sizes], title=f"{est}, {_setting(extra)}", ylim=(0, 1))
+        axes[0, j].title.set_fontsize(8)
+        dead = sub.groupby("n")["_dead"].mean()
+        axes[1, j].plot(x, dead.to_numpy(), marker="o", color=estimator_color(est), label="fits with a dead atom")
+        mw = sub.groupby("n")["min_weight"].median()
+        axes[1, j].plot(x, mw.to_numpy(), marker="s", ls="--", color="0.4", label="median smallest weight")
+        axes[1, j].set(xticks=x, xticklabels=[str(s) for s in sizes], xlabel="n", ylim=(-0.02, 1.02))
+        axes[1, j].grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel("fraction of fits")
+    axes[1, 0].set_ylabel("fraction / weight")
+    axes[0, -1].legend(title="cell sizes", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[1, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title or f"Voronoi cells of the fitted atoms (dead: weight < {threshold:g})")
+    return fig
+
+
+def figure_valley(atoms_df: pd.DataFrame, *, hue: str = "estimator", title: str = "") -> Figure:
+    """Weight pi_i against ||V_i|| of every fitted atom (``explore.value_valley``), log-log.
+
+    One panel per n, one colour per ``hue`` value. Atoms in vanilla's weight/value valley lie
+    along pi ||V|| = const (the grey lines of slope -1): their cell's pi_1 V_1 + pi_2 V_2 is fixed
+    by the data while the split between the two is not.
+    """
+    for col in (hue, "n", "weight", "value_norm"):
+        if col not in atoms_df:
+            raise ValueError(f"Unknown column {col!r}; expected the table of explore.value_valley")
+    sizes = sorted(atoms_df["n"].unique())
+    hues = list(dict.fromkeys(atoms_df[hue]))
+    # Known estimators keep their colours; other values take colours no known estimator uses.
+    spare = iter(c for c in ("tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "navy")
+                 if hue != "estimator" or c not in _COLORS.values())
+    colors = {h: estimator_color(h) if hue == "estimator" and h in _COLORS else next(spare, "0.3") for h in hues}
+    fig, axes = _grid(1, len(sizes), sharey=True, w=3.8, h=3.6)
+    d = atoms_df[(atoms_df["weight"] > 0) & (atoms_df["value_norm"] > 0)]
+    w_lo, w_hi = (d["weight"].min() / 2, min(2 * d["weight"].max(), 2.0)) if len(d) else (1e-3, 1.0)
+    v_lo, v_hi = (d["value_norm"].min() / 2, 2 * d["value_norm"].max()) if len(d) else (1e-2, 1e2)
+    for ax, n in zip(axes[0], sizes):
+        sub = d[d["n"] == n]
+        ax.set(xscale="log", yscale="log", xlabel="weight pi_i", title=f"n = {n}", xlim=(w_lo, w_hi), ylim=(v_lo, v_hi))
+        ax.title.set_fontsize(9)
+        ax.grid(True, alpha=0.3)
+        w = np.geomspace(w_lo, w_hi, 20)
+        for level in (0.1, 1.0, 10.0):
+            ax.plot(w, level / w, color="0.8", lw=0.8, zorder=0)
+        for h in hues:
+            s = sub[sub[hue] == h]
+            ax.scatter(s["weight"], s["value_norm"], s=14, alpha=0.7, color=colors[h], label=str(h), edgecolors="none")
+    axes[0, 0].set_ylabel("||V_i||")
+    axes[0, -1].legend(fontsize=7, title=hue, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title or "Fitted atoms: weight against ||V|| (grey: pi ||V|| = 0.1, 1, 10)")
+    return fig

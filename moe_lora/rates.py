@@ -130,3 +130,66 @@ def format_slope_table(table: pd.DataFrame, level: float = 0.95) -> str:
         rng = f"{r.n_min}-{r.n_max}" if r.n_min is not None else "-"
         lines.append(f"{r.truth:10s} {r.estimator:9s} {r.extra:>4d} {r.metric:8s} {r.statistic:14s} {r.slope:7.3f} {ci:17s} {rng:>15s} {r.replicates:>3d} {r.certified_fraction:5.2f}")
     return "\n".join(lines)
+
+
+def local_slopes(df: pd.DataFrame, metric: str, statistic: str = "mean") -> pd.DataFrame:
+    """Slopes of log(statistic) between consecutive sizes of one curve: where the decay bends.
+
+    ``df`` holds the rows of one curve. Returns one row per pair of consecutive sizes:
+    ``n_low``, ``n_high``, ``n_mid`` (their geometric mean) and ``slope``.
+
+    >>> d = pd.DataFrame({"n": [100, 400, 1600], "D": [1.0, 1.0, 0.5]})
+    >>> local_slopes(d, "D")["slope"].round(3).tolist()
+    [0.0, -0.5]
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {STATISTICS}")
+    if metric not in df:
+        raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
+    g = df.groupby("n")[metric]
+    stat = (g.median() if statistic == "median" else g.mean()).sort_index()
+    n, y = stat.index.to_numpy(float), stat.to_numpy(float)
+    with np.errstate(all="ignore"):
+        slope = np.diff(np.log(y)) / np.diff(np.log(n))
+    return pd.DataFrame({"n_low": n[:-1].astype(int), "n_high": n[1:].astype(int), "n_mid": np.sqrt(n[:-1] * n[1:]), "slope": slope})
+
+
+def asymptotic_onset(df: pd.DataFrame, metric: str, target: float, statistic: str = "mean", *, min_points: int = 3,
+                     tol: float = 0.05, bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """The smallest size from which one curve decays at the rate ``target`` (e.g. -0.5).
+
+    For each size n_k in increasing order, the slope over [n_k, largest n] and its bootstrap
+    interval are fitted (``curve_slope``); the onset is the first n_k whose interval contains
+    ``target``, with at least ``min_points`` sizes in the range. A curve that is flat at small
+    n and steepens later (the pre-asymptotic regime) gets a later onset.
+
+    Returns:
+        ``{"onset": n_k or NaN if no range qualifies, "slope", "ci_low", "ci_high", "points"}``
+        of the qualifying range (of the last range tried if none qualifies). With few sizes or
+        replicates the intervals are wide and the onset early: read it with the interval.
+    """
+    if not (isinstance(min_points, (int, np.integer)) and min_points >= 2):
+        raise ValueError(f"min_points must be an integer >= 2, got {min_points!r}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    sizes = np.sort(df["n"].unique())
+    res = {"slope": np.nan, "ci_low": np.nan, "ci_high": np.nan, "points": 0}
+    for k in range(len(sizes) - min_points + 1):
+        res = curve_slope(df, metric, statistic, n_min=int(sizes[k]), bootstrap=bootstrap, level=level, seed=seed)
+        if res["ci_low"] - tol <= target <= res["ci_high"] + tol:
+            return {"onset": int(sizes[k])} | {key: res[key] for key in ("slope", "ci_low", "ci_high", "points")}
+    return {"onset": np.nan} | {key: res[key] for key in ("slope", "ci_low", "ci_high", "points")}
+
+
+def onset_table(df: pd.DataFrame, by, metric: str, target: float, statistic: str = "mean", **kwargs) -> pd.DataFrame:
+    """``asymptotic_onset`` of every curve of ``df``, one row per group of the ``by`` columns.
+
+    >>> d = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4, "n": [100, 400, 1600, 6400] * 2,
+    ...                   "D": [1, 1, 0.5, 0.25] + [1, 0.5, 0.25, 0.125]})
+    >>> onset_table(d, "g", "D", -0.5, min_points=2, bootstrap=10)[["g", "onset"]].values.tolist()
+    [['a', 400], ['b', 100]]
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    rows = [dict(zip(by, keys if isinstance(keys, tuple) else (keys,))) | asymptotic_onset(sub, metric, target, statistic, **kwargs)
+            for keys, sub in df.groupby(by, sort=False)]
+    return pd.DataFrame(rows)

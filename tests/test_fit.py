@@ -124,6 +124,17 @@ def test_split_truth_keeps_the_mixture_weights():
                                ml.regression_function(SPEC, model.base, truth.atoms, X), atol=1e-12)
 
 
+def test_split_truth_keeps_the_sigmoid_weights():
+    spec = ml.ModelSpec(d=2, d_out=1, r=1, gating="sigmoid", gate_scale=3.0)
+    model = ml.make_model(spec, ml.Vanilla())
+    truth = ml.draw_truth(jax.random.key(2), ml.make_model(spec, ml.nonlinear("tanh"), key=jax.random.key(1)), 2,
+                          min_separation=0.5, min_gate_strength=0.5)
+    start = ml.split_truth(jax.random.key(0), model, ml.truth_in(model, truth), 3, 0.0)
+    pi, pi_star = jax.nn.sigmoid(ml.atoms(model, start).c), jax.nn.sigmoid(truth.atoms.c)
+    # Components 0 and 2 copy true atom 0: their weights sigmoid(c) sum to its weight.
+    np.testing.assert_allclose([pi[0] + pi[2], pi[1]], pi_star, rtol=1e-10)
+
+
 def test_fit_input_checks():
     model = ESTIMATORS["vanilla"]
     truth = _truth_for(model)
