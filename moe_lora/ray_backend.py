@@ -103,9 +103,11 @@ def unit_task(raw: dict, name: str, fingerprint: str, unit: Unit, out: str, comp
     """One Ray task: compute ``unit`` and write its result file; returns its timing record."""
     jax.config.update("jax_enable_x64", True)
     context = worker_context(raw, name, fingerprint)
+    cpu = time.process_time()
     frame, seconds, compiled = compute(context, unit)
+    cpu = time.process_time() - cpu
     _atomic_write_frame(unit_path(Path(out), unit), frame)
-    return {"unit": unit.id, "fits": unit.fits, "seconds": seconds, "compiled": compiled, "backend": "ray",
+    return {"unit": unit.id, "fits": unit.fits, "seconds": seconds, "cpu_seconds": cpu, "compiled": compiled, "backend": "ray",
             "host": socket.gethostname(), "pid": os.getpid()}
 
 

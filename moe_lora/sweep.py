@@ -397,7 +397,7 @@ def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 
 
     Units are independent and written atomically: stop the run at any time and start it again
     with the same arguments to resume. ``out/timings.jsonl`` gets one line per computed unit
-    (wall time, whether it compiled), kept apart from the results so that those do not depend on
+    (wall and CPU seconds of this process, whether it compiled), kept apart from the results so that those do not depend on
     the machine.
     """
     if not jax.config.jax_enable_x64:
@@ -412,9 +412,11 @@ def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 
     t_start = time.perf_counter()
     try:
         for u in todo:
+            cpu = time.process_time()
             frame, seconds, compiled = compute_unit(context, u)
+            cpu = time.process_time() - cpu
             _atomic_write_frame(unit_path(out, u), frame)
-            record_timing(out, {"unit": u.id, "fits": u.fits, "seconds": seconds, "compiled": compiled})
+            record_timing(out, {"unit": u.id, "fits": u.fits, "seconds": seconds, "cpu_seconds": cpu, "compiled": compiled})
             if bar is not None:
                 bar.update(u, seconds)
     finally:

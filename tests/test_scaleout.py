@@ -63,7 +63,7 @@ def ray_instance():
     """A local Ray instance for this module; the CLI and ``run_sweep_ray`` use it as it is."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a cluster named by RAY_ADDRESS
     yield ray
     ray.shutdown()
 
