@@ -91,14 +91,17 @@ def test_ray_run_gives_the_local_table(ray_instance, config, reference, tmp_path
     assert f"computed 0 units, {N_UNITS} already present" in capsys.readouterr().err
 
 
-def _injected(always: str, once: str, log: Path):
-    """A unit function that fails ``always`` on every attempt and ``once`` on its first; logs each call."""
+def _injected(always: str, crash: str, log: Path):
+    """A unit function that raises for ``always`` on every attempt and kills its worker process on
+    the first attempt of ``crash``; logs each call."""
 
     def compute(context, unit):
         with open(log, "a") as f:
             f.write(unit.id + "\n")
-        if unit.id == always or (unit.id == once and log.read_text().splitlines().count(once) == 1):
+        if unit.id == always:
             raise RuntimeError(f"injected failure in {unit.id}")
+        if unit.id == crash and log.read_text().splitlines().count(crash) == 1:
+            os._exit(3)
         return compute_unit(context, unit)
 
     return compute
@@ -106,15 +109,16 @@ def _injected(always: str, once: str, log: Path):
 
 def test_failing_unit_is_retried_recorded_and_named_by_merge(ray_instance, config, reference, tmp_path, monkeypatch, capsys):
     ids = [u.id for u in units(load_experiment(config))]
-    always, once = ids[0], ids[5]
+    always, crash = ids[0], ids[5]
     log = tmp_path / "calls.log"
     out = tmp_path / "out"
-    monkeypatch.setattr(ray_backend, "run_sweep_ray", functools.partial(ray_backend.run_sweep_ray, compute=_injected(always, once, log)))
+    monkeypatch.setattr(ray_backend, "run_sweep_ray", functools.partial(ray_backend.run_sweep_ray, compute=_injected(always, crash, log)))
     assert cli.main(["run", str(config), "--out", str(out), "--backend", "ray", "--retries", "2", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "1 units FAILED" in err and f"{always}: RuntimeError: injected failure in {always} (3 attempts)" in err
     calls = log.read_text().splitlines()
-    assert calls.count(always) == 3 and calls.count(once) == 2  # retried twice; the flaky one recovered
+    assert calls.count(always) == 3  # retried twice after the first failure
+    assert calls.count(crash) == 2  # its worker died once; the retry on a new worker succeeded
     assert sorted(set(calls)) == sorted(ids)
     assert {p.stem for p in (out / "units").glob("*.parquet")} == set(ids) - {always}
     (rec,) = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()]
@@ -134,6 +138,23 @@ def test_failing_unit_is_retried_recorded_and_named_by_merge(ray_instance, confi
     assert f"computed 1 units, {N_UNITS - 1} already present" in capsys.readouterr().err
     assert cli.main(["merge", str(out)]) == 0
     pd.testing.assert_frame_equal(_table(out), reference)
+
+
+def test_run_joins_a_running_cluster_by_address(ray_instance, config, reference, tmp_path):
+    """A separate driver process joins the test's Ray instance with --address, as on a cluster."""
+    out = tmp_path / "out"
+    address = ray_instance.get_runtime_context().gcs_address
+    res = subprocess.run([sys.executable, "-m", "moe_lora.cli", "run", str(config), "--out", str(out), "--backend", "ray",
+                          "--address", address, "--shard", "0/8", "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "computed 1 units" in res.stderr and "Started a local Ray instance" not in res.stderr
+    (unit,) = units(load_experiment(config))[0::8]
+    (timing,) = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
+    assert timing["unit"] == unit.id and timing["backend"] == "ray"
+    rows = reference[(reference["truth"] == unit.truth) & (reference["estimator"] == unit.estimator) & (reference["extra"] == unit.extra)
+                     & (reference["n"] == unit.n) & reference["replicate"].between(unit.start, unit.stop - 1)]
+    assert len(rows) == unit.fits
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "units" / f"{unit.id}.parquet"), rows.reset_index(drop=True))
 
 
 def test_slurm_array_script_and_merge_give_the_local_table(config, reference, tmp_path, capsys):
