@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -63,7 +64,11 @@ def ray_instance():
     """A local Ray instance for this module; the CLI and ``run_sweep_ray`` use it as it is."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a cluster named by RAY_ADDRESS
+    with warnings.catch_warnings():
+        # JAX warns at any fork once it has started (earlier tests started it here); ray.init's
+        # fork is subprocess's fork + exec, which does not run JAX in the child.
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)  # never a cluster named by RAY_ADDRESS
     yield ray
     ray.shutdown()
 
@@ -155,6 +160,15 @@ def test_run_joins_a_running_cluster_by_address(ray_instance, config, reference,
                      & (reference["n"] == unit.n) & reference["replicate"].between(unit.start, unit.stop - 1)]
     assert len(rows) == unit.fits
     pd.testing.assert_frame_equal(pd.read_parquet(out / "units" / f"{unit.id}.parquet"), rows.reset_index(drop=True))
+
+
+def test_worker_refuses_truths_other_than_the_drivers(config):
+    exp = load_experiment(config)
+    good = ray_backend._fingerprint(exp.draw_truths())
+    bad = good.replace("0.", "1.", 1)
+    with pytest.raises(RuntimeError, match="drew other truths than the driver"):
+        ray_backend.worker_context(exp.raw, exp.name, bad)
+    assert ray_backend.worker_context(exp.raw, exp.name, good).truths.keys() == {"tanh", "tanh@delta=0.5"}
 
 
 def test_slurm_array_script_and_merge_give_the_local_table(config, reference, tmp_path, capsys):
