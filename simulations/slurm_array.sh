@@ -8,10 +8,12 @@
 #
 # afterany (not afterok) so that the merge also runs, and names the missing units, when some array
 # tasks failed or hit the time limit; use afterok to merge only after a clean run. A task that
-# was killed resumes where it stopped: resubmit the same array (or only the failed indices, e.g.
-# --array=3,17): finished units are skipped. Replace 31 by N-1 for N tasks; the array must be
-# a contiguous range with no step (0-31, not 0-62:2). DIR must be on a file system every node
-# sees. Expected throughput per task: README, "Running on a cluster".
+# was killed resumes where it stopped: resubmit the same array (finished units are skipped), or
+# only the failed indices with the shard count fixed by SHARDS, so that index i is still shard i/N:
+#   sbatch --export=ALL,SHARDS=32 --array=3,17 simulations/slurm_array.sh CONFIG DIR
+# Without SHARDS the array must be a contiguous range with no step (0-31, not 0-62:2): N is its
+# task count and shard i is its i-th task. DIR must be on a file system every node sees.
+# Expected throughput per task: README, "Running on a cluster".
 #
 #SBATCH --job-name=moe-lora
 #SBATCH --array=0-31
@@ -30,8 +32,15 @@ config=${1:?usage: sbatch --array=0-N-1 slurm_array.sh CONFIG [DIR]}
 out=${2:-runs/$(basename "$config" .toml)}
 : "${SLURM_ARRAY_TASK_ID:?not an array task: submit with sbatch --array=0-N-1}"
 : "${SLURM_ARRAY_TASK_COUNT:?not an array task: submit with sbatch --array=0-N-1}"
-# Shard index from 0 whatever the array's first index.
-shard=$((SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-0}))
+if [[ -n "${SHARDS:-}" ]]; then
+  # Resubmitted indices: the array task id is the shard index, the shard count is SHARDS.
+  shards=$SHARDS
+  shard=$SLURM_ARRAY_TASK_ID
+else
+  # Shard index from 0 whatever the array's first index.
+  shards=$SLURM_ARRAY_TASK_COUNT
+  shard=$((SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-0}))
+fi
 
-echo "moe-lora shard $shard/$SLURM_ARRAY_TASK_COUNT of $config into $out on $(hostname)" >&2
-exec ${MOE_LORA:-moe-lora} run "$config" --out "$out" --shard "$shard/$SLURM_ARRAY_TASK_COUNT" --quiet
+echo "moe-lora shard $shard/$shards of $config into $out on $(hostname)" >&2
+exec ${MOE_LORA:-moe-lora} run "$config" --out "$out" --shard "$shard/$shards" --quiet

@@ -190,6 +190,21 @@ def test_slurm_array_script_and_merge_give_the_local_table(config, reference, tm
     assert len(pd.read_csv(out / "results.csv")) == len(reference)
 
 
+def test_slurm_resubmitted_indices_keep_their_shards(config, reference, tmp_path):
+    """sbatch --export=ALL,SHARDS=3 --array=2 after a 3-task array lost its task 2: shard 2/3, not 0/1."""
+    out = tmp_path / "out"
+    for i in (0, 1):
+        assert cli.main(["run", str(config), "--out", str(out), "--shard", f"{i}/3", "--quiet"]) == 0
+    assert not (out / "results.parquet").exists()
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="2", SLURM_ARRAY_TASK_MIN="2", SLURM_ARRAY_TASK_COUNT="1", SHARDS="3",
+               MOE_LORA=str(Path(sys.executable).with_name("moe-lora")))
+    res = subprocess.run(["bash", str(ROOT / "simulations" / "slurm_array.sh"), str(config), str(out)], env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "shard 2/3" in res.stderr
+    pd.testing.assert_frame_equal(_table(out), reference)
+
+
 def test_slurm_array_script_refuses_a_plain_run(config, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     res = subprocess.run(["bash", str(ROOT / "simulations" / "slurm_array.sh"), str(config), str(tmp_path / "out")],
