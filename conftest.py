@@ -1,5 +1,8 @@
 """Test-session set-up shared by every test, doctest and notebook run by ``python -m pytest``.
 
+Float64 everywhere in the test processes (the library itself never changes global config; the
+notebooks turn it on themselves).
+
 One persistent JAX compilation cache for the whole run: the pytest workers (``-n auto``), the
 notebook kernels started by ``--nbmake`` and the subprocesses of the CLI and Ray tests inherit
 ``JAX_COMPILATION_CACHE_DIR`` and reuse each other's compiled units instead of compiling the same
@@ -11,4 +14,7 @@ entries by the jax/jaxlib versions and the program, so a stale entry is never us
 import os
 from pathlib import Path
 
+import jax
+
+jax.config.update("jax_enable_x64", True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent / ".pytest_cache" / "jax"))
