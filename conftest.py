@@ -14,7 +14,9 @@ entries by the jax/jaxlib versions and the program, so a stale entry is never us
 import os
 from pathlib import Path
 
-import jax
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent / ".pytest_cache" / "jax"))
+
+import jax  # noqa: E402  (after the environment, which subprocesses inherit)
 
 jax.config.update("jax_enable_x64", True)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent / ".pytest_cache" / "jax"))
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
