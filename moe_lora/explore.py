@@ -9,8 +9,11 @@
 * ``derivative_family``: the numerical check of MODEL.md section 5's identifiability condition for
   an activation: are sigma(eta x), x sigma'(eta x) and x^2 sigma''(eta x) linearly independent
   over distinct scales eta?
-* ``dead_atoms`` / ``cell_patterns``: how the fitted atoms of over-specified fits fill the Voronoi
-  cells of the true atoms.
+* ``dead_atoms`` / ``cell_patterns`` / ``value_valley``: how the fitted atoms of over-specified
+  fits fill the Voronoi cells of the true atoms, and which of them sit in vanilla's valley.
+
+The figures that go with them are ``moe_lora.plots.figure_*``; the onset of the asymptotic regime
+is ``moe_lora.rates.asymptotic_onset``.
 """
 
 from __future__ import annotations
@@ -22,12 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jaxtyping import Array, Float
+from jaxtyping import Float
 
 from .experiment import ConfigError, Experiment
 from .model import Atoms, Base, ModelSpec, gates, regression_function
-from .parameterization import ACTIVATIONS
-from .parameterization import Model
+from .parameterization import ACTIVATIONS, Model
 from .simulate import simulate_replicates
 from .sweep import KEY_COLUMNS, Unit, record_frame, run_frame
 

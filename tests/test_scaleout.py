@@ -5,7 +5,6 @@ run's bit for bit."""
 import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import warnings
