@@ -18,35 +18,13 @@ from moe_lora.experiment import load_experiment
 from moe_lora.sweep import compute_unit, units
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = """
-name = "tiny_scaleout"
-seed = 5
-estimators = ["tanh"]
-[model]
-d = 2
-gate_scale = 3.0
-[truth]
-min_separation = 0.5
-min_gate_strength = 0.5
-[data]
-sigma = 0.05
-sizes = [60, 120]
-replicates = 2
-chunk = 1
-n_eval = 200
-[fit]
-extra_components = [1]
-max_iter = 30
-[minimax]
-deltas = [0.5]
-"""
 N_UNITS = 8  # 2 sizes x 2 truths (tanh, tanh@delta=0.5) x 1 estimator x 2 replicate blocks
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
+def config(tmp_path_factory, tiny_toml):
     path = tmp_path_factory.mktemp("cfg") / "tiny_scaleout.toml"
-    path.write_text(TINY)
+    path.write_text(tiny_toml("tiny_scaleout", 5, ["tanh"]))
     return path
 
 

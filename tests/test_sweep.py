@@ -17,34 +17,12 @@ from moe_lora.experiment import Experiment
 from moe_lora.sweep import load_results, run_sweep, units
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = """
-name = "tiny"
-seed = 3
-estimators = ["vanilla", "tanh"]
-[model]
-d = 2
-gate_scale = 3.0
-[truth]
-min_separation = 0.5
-min_gate_strength = 0.5
-[data]
-sigma = 0.05
-sizes = [60, 120]
-replicates = 2
-chunk = 1
-n_eval = 200
-[fit]
-extra_components = [1]
-max_iter = 30
-[minimax]
-deltas = [0.5]
-"""
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
+def config(tmp_path_factory, tiny_toml):
     path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
-    path.write_text(TINY)
+    path.write_text(tiny_toml("tiny", 3, ["vanilla", "tanh"]))
     return path
 
 
@@ -125,14 +103,14 @@ def test_killed_run_resumes_without_loss_or_repetition(reference, config, tmp_pa
 
 def test_other_config_in_same_directory_is_refused(reference, config, tmp_path, capsys):
     other = tmp_path / "other.toml"
-    other.write_text(TINY.replace("max_iter = 30", "max_iter = 31"))
+    other.write_text(config.read_text().replace("max_iter = 30", "max_iter = 31"))
     assert cli.main(["run", str(other), "--out", str(reference), "--quiet"]) == 2
     assert "holds a different config" in capsys.readouterr().err
 
 
-def test_bad_config_fails_before_any_work(tmp_path, capsys):
+def test_bad_config_fails_before_any_work(config, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
-    bad.write_text(TINY.replace("max_iter = 30", "max_iters = 30"))
+    bad.write_text(config.read_text().replace("max_iter = 30", "max_iters = 30"))
     out = tmp_path / "out"
     assert cli.main(["run", str(bad), "--out", str(out)]) == 2
     assert "fit.max_iters: unknown key" in capsys.readouterr().err
