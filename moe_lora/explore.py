@@ -30,8 +30,7 @@ from jaxtyping import Float
 from .experiment import ConfigError, Experiment
 from .model import Atoms, Base, ModelSpec, gates, regression_function
 from .parameterization import ACTIVATIONS, Model
-from .simulate import simulate_replicates
-from .sweep import KEY_COLUMNS, Unit, record_frame, run_frame
+from .sweep import KEY_COLUMNS, Unit, UnitContext, compute_unit, run_frame
 
 # --------------------------------------------------------------------------------------------
 # Config variants
@@ -129,15 +128,10 @@ def run_estimator(exp: Experiment, model: Model, label: str, *, extra: int, trut
     truth = truth or next(iter(truths))
     if truth not in truths:
         raise ValueError(f"Unknown truth {truth!r}; expected one of {list(truths)}")
-    frames = []
-    for n in exp.sizes if sizes is None else sizes:
-        for start in range(0, exp.replicates, exp.chunk):
-            unit = Unit(truth, label, extra, int(n), start, min(start + exp.chunk, exp.replicates))
-            rec = simulate_replicates(
-                exp.sim_key(truth), truths[truth], model, unit.n, sigma=exp.sigma, replicates=np.arange(unit.start, unit.stop),
-                config=exp.fit_config(extra), X_eval=exp.x_eval(), design=exp.design, batch=exp.raw["fit"]["replicate_batch"],
-            )
-            frames.append(record_frame(rec, unit, exp, truths[truth]))
+    # The experiment's own unit computation, with ``model`` standing in under the name ``label``.
+    context = UnitContext(exp, truths, {label: model}, exp.x_eval())
+    frames = [compute_unit(context, Unit(truth, label, extra, int(n), start, min(start + exp.chunk, exp.replicates)))[0]
+              for n in (exp.sizes if sizes is None else sizes) for start in range(0, exp.replicates, exp.chunk)]
     df = pd.concat(frames, ignore_index=True)
     return df.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
@@ -244,7 +238,12 @@ def derivative_family(activation: str, *, scales=(0.5, 1.0), bias: float = 0.3, 
 # How over-specified fits fill the Voronoi cells
 
 
-def _indexed(df: pd.DataFrame, prefix: str) -> list[str]:
+def indexed_columns(df: pd.DataFrame, prefix: str) -> list[str]:
+    """The table's per-atom columns ``<prefix>0``, ``<prefix>1``, ... in index order.
+
+    >>> indexed_columns(pd.DataFrame(columns=["cell_10", "cell_size_0", "cell_2"]), "cell_")
+    ['cell_2', 'cell_10']
+    """
     cols = [c for c in df.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
     return sorted(cols, key=lambda c: int(c[len(prefix):]))
 
@@ -255,7 +254,7 @@ def dead_atoms(df: pd.DataFrame, *, threshold: float = 1e-3) -> pd.Series:
     Rows of fits with fewer atoms than the table's widest fit have NaN weights there; those
     slots are not counted.
     """
-    w = df[_indexed(df, "weight_")].to_numpy(float)
+    w = df[indexed_columns(df, "weight_")].to_numpy(float)
     return pd.Series(np.sum(w < threshold, axis=1), index=df.index, name="dead_atoms")
 
 
@@ -266,7 +265,7 @@ def cell_patterns(df: pd.DataFrame) -> pd.Series:
     share the cell of true atom 0 and one sits in atom 1's cell. ``"0+..."`` marks a true atom no
     fitted atom is near.
     """
-    sizes = df[_indexed(df, "cell_size_")].to_numpy()
+    sizes = df[indexed_columns(df, "cell_size_")].to_numpy()
     return pd.Series(["+".join(str(int(v)) for v in row if not np.isnan(v)) for row in sizes.astype(float)],
                      index=df.index, name="cells")
 
@@ -279,7 +278,7 @@ def value_valley(df: pd.DataFrame) -> pd.DataFrame:
     """
     ids = [c for c in ("variant", "truth", "estimator", "extra", "n", "replicate", "certified") if c in df]
     parts = []
-    for w, v, c in zip(_indexed(df, "weight_"), _indexed(df, "value_norm_"), _indexed(df, "cell_")):
+    for w, v, c in zip(indexed_columns(df, "weight_"), indexed_columns(df, "value_norm_"), indexed_columns(df, "cell_")):
         part = df[ids].copy()
         part["atom"] = int(w.split("_")[1])
         part["weight"], part["value_norm"], part["cell"] = df[w].to_numpy(), df[v].to_numpy(), df[c].to_numpy()

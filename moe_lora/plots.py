@@ -355,10 +355,11 @@ def plot_minimax(df: pd.DataFrame, out_dir, metric: str = "D", *, slopes: pd.Dat
 
 def _multi_cell(df: pd.DataFrame) -> pd.Series:
     """Per row: some true atom's Voronoi cell holds more than one fitted atom (NaN if unknown)."""
-    cols = [c for c in df.columns if c.startswith("cell_size_") and c[len("cell_size_"):].isdigit()]
+    from .explore import indexed_columns
+
+    cols = indexed_columns(df, "cell_size_")
     if not cols:
         return pd.Series(np.nan, index=df.index)
-    cols = sorted(cols, key=lambda c: int(c[len("cell_size_"):]))
     sizes = df[cols].to_numpy(float)
     if "L_star" in df:  # only the L* true atoms' cells are meaningful
         sizes = np.where(np.arange(len(cols))[None, :] < df["L_star"].to_numpy()[:, None], sizes, np.nan)
