@@ -159,8 +159,10 @@ def asymptotic_onset(df: pd.DataFrame, metric: str, target: float, statistic: st
     """The smallest size from which one curve decays at the rate ``target`` (e.g. -0.5).
 
     For each size n_k in increasing order, the slope over [n_k, largest n] and its bootstrap
-    interval are fitted (``curve_slope``); the onset is the first n_k whose interval contains
-    ``target``, with at least ``min_points`` sizes in the range. A curve that is flat at small
+    interval are fitted (``curve_slope``); the onset is the first n_k whose interval, widened by
+    ``tol`` on each side, contains ``target``, with at least ``min_points`` sizes in the range
+    (without the widening, a curve of one replicate per size, whose interval is a point, could
+    never qualify). A curve that is flat at small
     n and steepens later (the pre-asymptotic regime) gets a later onset.
 
     Returns:
@@ -174,11 +176,13 @@ def asymptotic_onset(df: pd.DataFrame, metric: str, target: float, statistic: st
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     sizes = np.sort(df["n"].unique())
     res = {"slope": np.nan, "ci_low": np.nan, "ci_high": np.nan, "points": 0}
+    onset = np.nan
     for k in range(len(sizes) - min_points + 1):
         res = curve_slope(df, metric, statistic, n_min=int(sizes[k]), bootstrap=bootstrap, level=level, seed=seed)
         if res["ci_low"] - tol <= target <= res["ci_high"] + tol:
-            return {"onset": int(sizes[k])} | {key: res[key] for key in ("slope", "ci_low", "ci_high", "points")}
-    return {"onset": np.nan} | {key: res[key] for key in ("slope", "ci_low", "ci_high", "points")}
+            onset = int(sizes[k])
+            break
+    return {"onset": onset} | {key: res[key] for key in ("slope", "ci_low", "ci_high", "points")}
 
 
 def onset_table(df: pd.DataFrame, by, metric: str, target: float, statistic: str = "mean", **kwargs) -> pd.DataFrame:
