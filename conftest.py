@@ -1,7 +1,8 @@
 """Test-session set-up shared by every test, doctest and notebook run by ``python -m pytest``.
 
-Float64 everywhere in the test processes (the library itself never changes global config; the
-notebooks turn it on themselves).
+Float64 and strict rank promotion (``jax_numpy_rank_promotion="raise"``: no silent broadcasting
+of arrays of different ranks) in the test processes. The library itself never changes global
+config; the notebooks turn float64 on themselves.
 
 One persistent JAX compilation cache for the whole run: the pytest workers (``-n auto``), the
 notebook kernels started by ``--nbmake`` and the subprocesses of the CLI and Ray tests inherit
@@ -9,14 +10,26 @@ notebook kernels started by ``--nbmake`` and the subprocesses of the CLI and Ray
 (estimator, n, config) again. A cached executable is the one a compilation would produce, so
 results do not change. The cache lives in ``.pytest_cache/jax`` (ignored by git); JAX keys its
 entries by the jax/jaxlib versions and the program, so a stale entry is never used.
+
+Test tiers: the notebooks (``--nbmake``) are marked ``slow`` here, like the long tests marked in
+their files, so ``python -m pytest -m "not slow"`` is the fast tier of the edit-test loop.
 """
 
 import os
 from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent / ".pytest_cache" / "jax"))
 
 import jax  # noqa: E402  (after the environment, which subprocesses inherit)
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.nodeid.endswith(".ipynb") or type(item).__name__ == "NotebookItem":
+            item.add_marker(pytest.mark.slow)

@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from math import nan
 import time
+from math import nan
 from pathlib import Path
 
 import jax
@@ -158,7 +158,8 @@ def main():
 
     exp = load_experiment(args.config)
     truths = exp.draw_truths()
-    label = exp.truths[-1] if "tanh" not in exp.truths else "tanh"
+    through = exp.config.truth.through
+    label = ml.TruthLabel(through[-1] if "tanh" not in through else "tanh")
     truth = truths[label]
     extra = max(exp.settings)
     base_cfg = exp.fit_config(extra)
@@ -183,11 +184,13 @@ def main():
             # moe_lora, replicates in vmapped batches of --batch: the first call compiles, the second is timed.
             t0 = time.perf_counter()
             batch = args.batch or None
-            rec = ml.simulate_replicates(key, truth, est, n, sigma=exp.sigma, replicates=args.replicates, config=config, X_eval=X_eval, batch=batch)
+            rec = ml.simulate_replicates(key, truth, est, n, sigma=exp.sigma, replicates=args.replicates, config=config,
+                                         X_eval=X_eval, batch=batch)
             jax.block_until_ready(rec)
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
-            rec = ml.simulate_replicates(key, truth, est, n, sigma=exp.sigma, replicates=args.replicates, config=config, X_eval=X_eval, batch=batch)
+            rec = ml.simulate_replicates(key, truth, est, n, sigma=exp.sigma, replicates=args.replicates, config=config,
+                                         X_eval=X_eval, batch=batch)
             jax.block_until_ready(rec)
             ours = time.perf_counter() - t0
             # The baseline: the same data and starts (the simulate keys), one replicate at a time.
@@ -200,7 +203,8 @@ def main():
                 theta0 = np.asarray(jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], start))[0])
                 X, Y = np.asarray(data.X), np.asarray(data.Y)
                 t0 = time.perf_counter()
-                theta, R, it, reason = baseline_fit(np_model, X, Y, theta0, max_iter=finisher.max_iter, gtol=finisher.gtol, stat_tol=finisher.stat_tol)
+                theta, R, it, reason = baseline_fit(np_model, X, Y, theta0, max_iter=finisher.max_iter, gtol=finisher.gtol,
+                                                    stat_tol=finisher.stat_tol)
                 base_time += time.perf_counter() - t0
                 base_it.append(it)
                 base_cert.append(reason in ("converged", "precise") and R <= float(rec.risk_truth[k]) * (1 + RISK_SLACK))
@@ -217,7 +221,8 @@ def main():
             rows.append(row)
             print(f"{est_name:9} {n:>7} | {row['ours_fits_per_s']:>15.3g} {row['ours_compile_s']:>9.1f} {row['ours_iterations']:>6} "
                   f"{row['ours_certified']:>5.2f} | {row['base_fits_per_s']:>15.3g} {row['base_iterations']:>6} "
-                  f"{row['base_certified']:>5.2f} | {row['ratio']:>6.1f} {row['ratio_per_iteration']:>6.1f} | {row['risk_diff_over_s2n']:>33.3g}", flush=True)
+                  f"{row['base_certified']:>5.2f} | {row['ratio']:>6.1f} {row['ratio_per_iteration']:>6.1f} | "
+                  f"{row['risk_diff_over_s2n']:>33.3g}", flush=True)
     import pandas as pd
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

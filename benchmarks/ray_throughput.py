@@ -2,8 +2,8 @@
 instance with 1 and then 2 worker CPUs, against the local backend.
 
 The config is ``simulations/quick.toml`` cut to one sample size n (each of ``--n``), R
-replicates (``--replicates``, one value per n) in units of one replicate (``chunk = 1``,
-``replicate_batch = 1``): 2 estimators x 2 truths x 2 settings x R units. Each case runs in a
+replicates (``--replicates``, one value per n) in units of one replicate (``replicates_per_unit = 1``,
+``replicates_per_batch = 1``): 2 estimators x 2 truths x 2 settings x R units. Each case runs in a
 fresh process and writes into a fresh directory, so every worker compiles every (estimator,
 setting) shape it meets. Printed per case:
 
@@ -43,8 +43,8 @@ def experiment(n: int, replicates: int):
 
     raw = tomllib.loads((ROOT / "simulations" / "quick.toml").read_text())
     raw["name"] = "ray_throughput"
-    raw["data"].update(sizes=[n], replicates=replicates, chunk=1)
-    raw["fit"]["replicate_batch"] = 1
+    raw["data"].update(sizes=[n], replicates=replicates)
+    raw["execution"] = {"replicates_per_unit": 1, "replicates_per_batch": 1}
     return Experiment.from_dict(raw, name="ray_throughput")
 
 
@@ -70,8 +70,10 @@ def summarize(label: str, workers: int, out: Path, wall: float) -> dict:
 
 def show(row: dict) -> str:
     return (f"{row['case']:>14} | {row['workers']} worker(s) | {row['units']} units, {row['fits']} fits | wall {row['wall_s']:6.1f} s | "
-            f"{row['fits_per_s']:5.2f} fits/s = {row['fits_per_s_per_worker']:5.2f} per worker | steady {row['steady_fits_per_s_per_worker']:5.2f} "
-            f"fits/s per worker, {row['steady_fits_per_cpu_s']:5.2f} per CPU-second | {row['compiles']} compiles, +{row['compile_overhead_s']:.1f} s each | "
+            f"{row['fits_per_s']:5.2f} fits/s = {row['fits_per_s_per_worker']:5.2f} per worker | "
+            f"steady {row['steady_fits_per_s_per_worker']:5.2f} "
+            f"fits/s per worker, {row['steady_fits_per_cpu_s']:5.2f} per CPU-second | "
+            f"{row['compiles']} compiles, +{row['compile_overhead_s']:.1f} s each | "
             f"worker start, idle, dispatch {row['idle_and_dispatch_s_per_unit']:.2f} s/unit")
 
 
@@ -82,13 +84,13 @@ def run_case(backend: str, workers: int, n: int, replicates: int, out: Path) -> 
     jax.config.update("jax_enable_x64", True)
     exp = experiment(n, replicates)
     if backend == "local":
-        from moe_lora.sweep import run_sweep
+        from moe_lora.runs import run_sweep
 
         summary = run_sweep(exp, out, progress=False)
         return summarize("local", 1, out, summary.seconds)
     import ray
 
-    from moe_lora.ray_backend import run_sweep_ray
+    from moe_lora.runs.ray import run_sweep_ray
 
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)

@@ -38,7 +38,7 @@ def run_case(n: int, replicates: int, chunk_rows: int | None, iterations: int, e
 
     exp = load_experiment(ROOT / "simulations" / "overspecified.toml")
     label = "tanh"
-    truth = exp.draw_truths()[label]
+    truth = exp.draw_truths()[ml.TruthLabel(label)]
     est = exp.model(estimator)
     base = exp.fit_config(max(exp.settings))
     finisher = dataclasses.replace(base.finisher, max_iter=iterations, gtol=1e-300, chunk_size=chunk_rows)
@@ -71,7 +71,8 @@ def show(row):
     if "error" in row:
         print(f"{row['estimator']:8} n={row['n']:>8} R={row['replicates']:>3} chunk={row['chunk_rows']}: FAILED {row['error']}", flush=True)
         return
-    print(f"{row['estimator']:8} n={row['n']:>8} R={row['replicates']:>3} chunk={str(row['chunk_rows']):>6} batch={str(row['batch']):>4} | compile {row['compile_s']:6.1f} s | "
+    print(f"{row['estimator']:8} n={row['n']:>8} R={row['replicates']:>3} chunk={str(row['chunk_rows']):>6} "
+          f"batch={str(row['batch']):>4} | compile {row['compile_s']:6.1f} s | "
           f"run {row['run_s']:7.2f} s | {1e3 * row['s_per_iteration_replicate']:9.3f} ms/iteration/replicate | "
           f"peak RSS {row['peak_rss_gb']:.2f} GB", flush=True)
 

@@ -5,12 +5,13 @@
     moe-lora rates DIR
     moe-lora plot DIR [--out figures/]
 
-``run --backend ray`` computes the units as Ray tasks (``moe_lora.ray_backend``); ``merge`` checks
+``run --backend ray`` computes the units as Ray tasks (``moe_lora.runs.ray``); ``merge`` checks
 that every unit of a run (sharded, e.g. a SLURM job array, or not) is present, names the missing
 ones, and writes the results table.
 
-``plot`` also copies the results table, the manifest and the slope table next to the figures,
-into ``<out>/data/<experiment name>/``, so committed figures carry the data they came from.
+``plot`` saves every figure as PDF and PNG (the only place figures are written: the figure
+functions return Figures) and copies the results table, the manifest and the slope table next to
+them, into ``<out>/data/<experiment name>/``, so committed figures carry the data they came from.
 """
 
 from __future__ import annotations
@@ -18,17 +19,31 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+
+#: Resolution of the PNG files.
+DPI = 150
 
 
 def _slopes(df, manifest):
     """The slope table of a run, with the fit range and bootstrap settings of its config."""
     from .rates import slope_table
+    from .runs.store import experiment_of
 
-    r = manifest["config"].get("rates") or {}
-    return slope_table(df, n_min=r.get("n_min"), n_max=r.get("n_max"), bootstrap=r.get("bootstrap", 1000),
-                       level=r.get("level", 0.95), seed=manifest["seed"])
+    config = experiment_of(manifest).config
+    return slope_table(df, **config.rates.slope_kwargs(), seed=config.seed)
+
+
+def save_figure(fig, out_dir, stem: str) -> list[Path]:
+    """Write ``fig`` to ``<out_dir>/<stem>.pdf`` and ``.png``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.pdf", out / f"{stem}.png"]
+    for p in paths:
+        fig.savefig(p, dpi=DPI)
+    fig.clear()
+    return paths
 
 
 def _check_backend_options(args) -> None:
@@ -52,14 +67,14 @@ def _run(args) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from .experiment import load_experiment
-    from .sweep import parse_shard, run_sweep, units
+    from .runs import parse_shard, run_sweep, units
 
     _check_backend_options(args)
     exp = load_experiment(args.config)
     shard = parse_shard(args.shard)
     out = Path(args.out) if args.out else Path("runs") / exp.name
     if args.backend == "ray":
-        from .ray_backend import import_ray
+        from .runs.ray import import_ray
 
         import_ray()  # fail before any work if Ray is not installed
     total = len(units(exp))
@@ -68,7 +83,7 @@ def _run(args) -> int:
           f"backend {args.backend}, out {out}", file=sys.stderr)
     try:
         if args.backend == "ray":
-            from .ray_backend import run_sweep_ray
+            from .runs.ray import run_sweep_ray
 
             retries = 2 if args.retries is None else args.retries
             summary = run_sweep_ray(exp, out, shard=shard, address=args.address, num_cpus=args.num_cpus, retries=retries,
@@ -94,7 +109,7 @@ def _run(args) -> int:
 
 
 def _merge(args) -> int:
-    from .sweep import merge_run
+    from .runs import merge_run
 
     report = merge_run(args.dir)
     if report.missing:
@@ -112,25 +127,27 @@ def _merge(args) -> int:
 
 def _rates(args) -> int:
     from .rates import format_slope_table
-    from .sweep import load_results
+    from .runs import load_results
+    from .runs.store import experiment_of
 
     df, manifest = load_results(args.dir)
     table = _slopes(df, manifest)
     path = Path(args.dir) / "rates.csv"
     table.to_csv(path, index=False)
-    print(format_slope_table(table, level=(manifest["config"].get("rates") or {}).get("level", 0.95)))
+    print(format_slope_table(table, level=experiment_of(manifest).config.rates.level))
     print(f"\nsaved {path}", file=sys.stderr)
     return 0
 
 
 def _plot(args) -> int:
-    from .plots import plot_all
-    from .sweep import load_results
+    from .figures import run_figures
+    from .runs import load_results
 
     df, manifest = load_results(args.dir)
     slopes = _slopes(df, manifest)
-    for p in plot_all(df, Path(args.out), slopes=slopes):
-        print(p)
+    for stem, fig in run_figures(df, slopes=slopes).items():
+        for p in save_figure(fig, args.out, stem):
+            print(p)
     # The figures travel with the table, manifest and slopes they came from.
     data = Path(args.out) / "data" / manifest["name"]
     data.mkdir(parents=True, exist_ok=True)

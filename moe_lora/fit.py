@@ -18,9 +18,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from .model import regression_function
+from .model import FieldError, regression_function
 from .optimize import Finisher, LevenbergMarquardt, Stats, is_converged, warm_up
-from .parameterization import Model, Vanilla, atoms, canonicalize, init_params, to_vanilla_params
+from .parameterization import Model, atoms, canonicalize, init_params
 from .truth import Dataset, Truth
 
 
@@ -45,13 +45,13 @@ class InitConfig:
         for name in ("near_truth", "random"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"InitConfig.{name} must be a non-negative integer, got {value!r}")
+                raise FieldError(name, f"InitConfig.{name} must be a non-negative integer, got {value!r}")
         if self.near_truth + self.random < 1:
-            raise ValueError("InitConfig needs at least one restart (near_truth + random >= 1)")
+            raise FieldError("near_truth", "InitConfig needs at least one restart (near_truth + random >= 1)")
         for name in ("near_truth_scale", "random_scale"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"InitConfig.{name} must be finite and non-negative, got {value!r}")
+                raise FieldError(name, f"InitConfig.{name} must be finite and non-negative, got {value!r}")
 
     @property
     def n_restarts(self) -> int:
@@ -99,21 +99,11 @@ def truth_in(estimator: Model, truth: Truth):
 
     Same parameterization and maps: the truth's own parameters. Vanilla estimator: the raw
     vanilla parameters with the truth's factors. Otherwise ``ValueError``: the estimator's family
-    need not contain the truth.
+    need not contain the truth (``Parameterization.embed``).
     """
     if estimator.spec != truth.model.spec:
         raise ValueError(f"Estimator spec {estimator.spec} differs from the truth's {truth.model.spec}")
-    if isinstance(estimator.parameterization, Vanilla):
-        return to_vanilla_params(truth.model, truth.params, estimator.parameterization)
-    same_maps = truth.model.maps is not None and all(
-        np.array_equal(a, b) for a, b in zip(estimator.maps, truth.model.maps)
-    )
-    if estimator.parameterization != truth.model.parameterization or not same_maps:
-        raise ValueError(
-            f"A {estimator.parameterization.name} estimator does not contain a truth drawn through "
-            f"{truth.model.parameterization.name} with other maps; draw the truth through the estimator's model"
-        )
-    return truth.params
+    return estimator.parameterization.embed(estimator, truth.model, truth.params)
 
 
 def split_truth(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, scale: float):

@@ -41,7 +41,7 @@ def align_gate_shift(atoms: Atoms, true_atoms: Atoms, max_rounds: int = 20) -> A
         return -jnp.einsum("i,ijk->jk", pi, dS) / jnp.sum(pi)
 
     def cells_after(Q):
-        return voronoi_cells({"S": atoms.S + Q, "V": atoms.V}, true_blocks)
+        return voronoi_cells({"S": atoms.S + Q[None], "V": atoms.V}, true_blocks)
 
     def cond(state):
         k, cell, previous = state
@@ -53,7 +53,7 @@ def align_gate_shift(atoms: Atoms, true_atoms: Atoms, max_rounds: int = 20) -> A
 
     cell0 = cells_after(jnp.zeros_like(atoms.S[0]))
     _, cell, _ = jax.lax.while_loop(cond, body, (0, cell0, cell0))
-    return atoms._replace(S=atoms.S + shift(cell))
+    return atoms._replace(S=atoms.S + shift(cell)[None])
 
 
 def lora_voronoi_loss(

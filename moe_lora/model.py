@@ -25,6 +25,19 @@ from jaxtyping import Array, Float
 GATINGS = ("softmax", "sigmoid")
 
 
+class FieldError(ValueError):
+    """A bad value of one named field of a static configuration object.
+
+    A ``ValueError`` whose ``field`` attribute names the offending field, so that a caller that
+    built the object from its own keys (``moe_lora.config``) can name its key without parsing
+    the message.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -53,17 +66,17 @@ class ModelSpec:
         for name in ("d", "d_out", "r"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise FieldError(name, f"{name} must be a positive integer, got {value!r}")
         if self.d_k is None:
             object.__setattr__(self, "d_k", self.d)
         if not isinstance(self.d_k, (int, np.integer)) or self.d_k < 1:
-            raise ValueError(f"d_k must be a positive integer, got {self.d_k!r}")
+            raise FieldError("d_k", f"d_k must be a positive integer, got {self.d_k!r}")
         if self.r > self.d:
-            raise ValueError(f"LoRA rank r={self.r} exceeds the input dimension d={self.d}; expected r <= d")
+            raise FieldError("r", f"LoRA rank r={self.r} exceeds the input dimension d={self.d}; expected r <= d")
         if self.gating not in GATINGS:
-            raise ValueError(f"Unknown gating {self.gating!r}; expected one of {GATINGS}")
+            raise FieldError("gating", f"Unknown gating {self.gating!r}; expected one of {GATINGS}")
         if not (math.isfinite(self.gate_scale) and self.gate_scale > 0):
-            raise ValueError(f"gate_scale must be positive and finite, got {self.gate_scale!r}")
+            raise FieldError("gate_scale", f"gate_scale must be positive and finite, got {self.gate_scale!r}")
 
 
 class Base(NamedTuple):
@@ -132,7 +145,7 @@ def gates(spec: ModelSpec, base: Base, atoms: Atoms, X: Float[Array, "n d"]) -> 
     """Gate values gate_j(X_i) of every component at every input."""
     M = base_gate_matrix(spec, base)
     quad = jnp.einsum("ni,lij,nj->nl", X, atoms.S, X) + jnp.einsum("ni,ij,nj->n", X, M, X)[:, None]
-    score = quad + atoms.c
+    score = quad + atoms.c[None, :]
     if spec.gating == "softmax":
         return jax.nn.softmax(score, axis=-1)
     return jax.nn.sigmoid(score)
@@ -160,9 +173,44 @@ def gate_strength(spec: ModelSpec, base: Base, atoms: Atoms, X: Float[Array, "n 
     A gate whose score differs from another's by a near-constant is weak: the two components
     are then told apart by their biases only. ``inf`` for a single component.
     """
-    quad = jnp.einsum("ni,lij,nj->nl", X, atoms.S, X) + atoms.c
+    quad = jnp.einsum("ni,lij,nj->nl", X, atoms.S, X) + atoms.c[None, :]
     L = atoms.c.shape[0]
     if L < 2:
         return jnp.asarray(jnp.inf, quad.dtype)
     j, l = np.triu_indices(L, k=1)
     return jnp.min(jnp.std(quad[:, j] - quad[:, l], axis=0))
+
+
+class GridView(NamedTuple):
+    """A mixture on a num x num grid over [-lim, lim]^2: inputs, gates, experts and f_G."""
+
+    x1: Float[np.ndarray, "num num"]
+    x2: Float[np.ndarray, "num num"]
+    gates: Float[np.ndarray, "num num L"]
+    experts: Float[np.ndarray, "num num L d_out"]
+    f: Float[np.ndarray, "num num d_out"]
+
+
+def mixture_on_grid(spec: ModelSpec, base: Base, atoms: Atoms, *, num: int = 101, lim: float = 1.0) -> GridView:
+    """Gates gate_j(X), experts (V0 + V_j)^T X and f_G(X) on a grid over [-lim, lim]^2 (d = 2 only).
+
+    Example:
+        >>> spec = ModelSpec(d=2, d_out=1, r=1)
+        >>> atoms = Atoms(S=jnp.zeros((2, 2, 2)), V=jnp.ones((2, 2, 1)), c=jnp.zeros(2))
+        >>> view = mixture_on_grid(spec, default_base(spec), atoms, num=5)
+        >>> view.gates.shape, float(view.gates.sum(-1).min())
+        ((5, 5, 2), 1.0)
+    """
+    if spec.d != 2:
+        raise ValueError(f"mixture_on_grid draws the input square: expected d = 2, got d = {spec.d}")
+    if not (isinstance(num, (int, np.integer)) and num >= 2):
+        raise ValueError(f"num must be an integer >= 2, got {num!r}")
+    t = np.linspace(-lim, lim, num)
+    x1, x2 = np.meshgrid(t, t)
+    X = jnp.asarray(np.stack([x1.ravel(), x2.ravel()], -1), dtype=jnp.result_type(atoms.V))
+    g = gates(spec, base, atoms, X)
+    experts = jnp.einsum("ni,lio->nlo", X, atoms.V) + (X @ base.V0)[:, None, :]
+    f = regression_function(spec, base, atoms, X)
+    shape = (num, num)
+    return GridView(x1, x2, np.asarray(g).reshape(*shape, -1), np.asarray(experts).reshape(*shape, *experts.shape[1:]),
+                    np.asarray(f).reshape(*shape, -1))

@@ -34,12 +34,15 @@ rows (``lax.scan``), so the n x P Jacobian is never held whole.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int
+
+from .model import FieldError
 
 CONVERGED, STALLED, MAX_ITER, NONFINITE, PRECISE = 0, 1, 2, 3, 4
 STOP_REASONS = {CONVERGED: "converged", STALLED: "stalled", MAX_ITER: "max_iter", NONFINITE: "non-finite", PRECISE: "precise"}
@@ -70,7 +73,7 @@ def relative_gradient(theta, risk, grad):
 def _check_positive(**values):
     for name, value in values.items():
         if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}")
+            raise FieldError(name, f"{name} must be positive, got {value!r}")
 
 
 def _chunked(data, chunk_size):
@@ -156,9 +159,9 @@ class LevenbergMarquardt:
         if self.stat_tol is not None:
             _check_positive(stat_tol=self.stat_tol)
         if self.chunk_size is not None and not (isinstance(self.chunk_size, int) and self.chunk_size > 0):
-            raise ValueError(f"chunk_size must be a positive integer or None, got {self.chunk_size!r}")
+            raise FieldError("chunk_size", f"chunk_size must be a positive integer or None, got {self.chunk_size!r}")
         if self.damping not in ("levenberg", "marquardt"):
-            raise ValueError(f"Unknown damping {self.damping!r}; expected 'levenberg' or 'marquardt'")
+            raise FieldError("damping", f"Unknown damping {self.damping!r}; expected 'levenberg' or 'marquardt'")
 
     def _scaling(self, A):
         if self.damping == "levenberg":
@@ -270,7 +273,17 @@ class OptaxFinisher:
         return theta, Stats(R, jnp.linalg.norm(grad), relative_gradient(theta, R, grad), k, reason)
 
 
-Finisher = LevenbergMarquardt | OptaxFinisher
+class Finisher(Protocol):
+    """What ``fit_least_squares`` needs of a finisher: a static (hashable) object with ``run``.
+
+    ``run(residual_fn, theta0, canonicalize=None, data=None) -> (theta, Stats)`` minimises
+    ||residual_fn(theta)||^2 (``residual_fn(theta, *data)`` with ``data``) for one problem inside
+    a JAX loop, and reports why it stopped in ``Stats.stop_reason`` (``STOP_REASONS``); it never
+    raises on a failed fit. ``LevenbergMarquardt`` and ``OptaxFinisher`` implement it.
+    """
+
+    def run(self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None,
+            data=None) -> tuple[Float[Array, " P"], Stats]: ...
 
 
 def warm_up(optimizer: optax.GradientTransformation, steps: int, risk_fn: Callable, theta0: Float[Array, " P"]):

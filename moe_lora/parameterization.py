@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Union
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .model import Atoms, Base, ModelSpec, check_base, default_base, sym
+from .model import Atoms, Base, FieldError, ModelSpec, check_base, default_base, sym
 
 ACTIVATIONS = {
     "tanh": jnp.tanh,
@@ -68,7 +68,59 @@ class SharedMaps(NamedTuple):
 def _check_bounds(bound, bias_bound):
     for name, value in (("bound", bound), ("bias_bound", bias_bound)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            raise FieldError(name, f"{name} must be a positive finite number, got {value!r}")
+
+
+def _squash(raw, bound):
+    return bound * jnp.tanh(raw / bound)
+
+
+def _unsquash(x, bound):
+    return bound * jnp.arctanh(jnp.clip(x / bound, -1.0, 1.0))
+
+
+def _inside(x, bound):
+    """Per component (leading axis): every entry strictly inside the compact space."""
+    return jnp.all(jnp.abs(x) < bound * (1 - 1e-6), axis=tuple(range(1, x.ndim)))
+
+
+def _canonical_bias(c, gating: str, bias_bound: float):
+    """Mean-zero gate biases under softmax gating (f is unchanged by a common shift of c)."""
+    if gating != "softmax":
+        return c
+    c_b = _squash(c, bias_bound)
+    c_new = c_b - jnp.mean(c_b)
+    return jnp.where(jnp.all(jnp.abs(c_new) < bias_bound * (1 - 1e-6)), _unsquash(c_new, bias_bound), c)
+
+
+@runtime_checkable
+class Parameterization(Protocol):
+    """What the library needs of a parameterization of the LoRA factors.
+
+    A new parameterization is one frozen dataclass (registered static) with these members:
+
+    * ``name``, ``bound``, ``bias_bound``: its label and the compact space of its raw values;
+    * ``param_shapes(spec, L)``: the raw parameters' shapes, as the params pytree;
+    * ``draw_maps(key, spec)``: its fixed maps (``None`` if it has none);
+    * ``factors(spec, maps, params)``: raw parameters -> ``LoRAFactors`` inside the compact space;
+    * ``canonicalize(spec, params)``: a point with the same atoms, moved along exact symmetries;
+    * ``embed(estimator, truth_model, truth_params)``: a truth's raw parameters in this
+      parameterization, or ``ValueError`` if its family need not contain the truth.
+    """
+
+    name: str
+    bound: float
+    bias_bound: float
+
+    def param_shapes(self, spec: ModelSpec, n_components: int): ...
+
+    def draw_maps(self, key: PRNGKeyArray, spec: ModelSpec): ...
+
+    def factors(self, spec: ModelSpec, maps, params) -> LoRAFactors: ...
+
+    def canonicalize(self, spec: ModelSpec, params): ...
+
+    def embed(self, estimator: Model, truth_model: Model, truth_params): ...
 
 
 @jax.tree_util.register_static
@@ -91,6 +143,31 @@ class Vanilla:
     def name(self) -> str:
         return "vanilla"
 
+    def param_shapes(self, spec: ModelSpec, n_components: int) -> LoRAFactors:
+        s, L = spec, n_components
+        return LoRAFactors((L, s.d, s.r), (L, s.r, s.d_k), (L, s.d, s.r), (L, s.r, s.d_out), (L,))
+
+    def draw_maps(self, key, spec):
+        return None
+
+    def factors(self, spec: ModelSpec, maps, params) -> LoRAFactors:
+        return LoRAFactors(*(_squash(x, self.bound) for x in params[:4]), _squash(params.c, self.bias_bound))
+
+    def canonicalize(self, spec: ModelSpec, params) -> LoRAFactors:
+        """Balanced factors (equal singular values in B and A) and mean-zero biases."""
+        c = _canonical_bias(params.c, spec.gating, self.bias_bound)
+        out = []
+        for B_raw, A_raw in ((params.B_Q, params.A_Q), (params.B_V, params.A_V)):
+            B, A = _squash(B_raw, self.bound), _squash(A_raw, self.bound)
+            B_new, A_new = _balance(B, A, B)
+            ok = (_inside(B_new, self.bound) & _inside(A_new, self.bound))[:, None, None]
+            out += [jnp.where(ok, _unsquash(B_new, self.bound), B_raw), jnp.where(ok, _unsquash(A_new, self.bound), A_raw)]
+        return LoRAFactors(out[0], out[1], out[2], out[3], c)
+
+    def embed(self, estimator: Model, truth_model: Model, truth_params) -> LoRAFactors:
+        """Vanilla's family contains every parameterization's: the truth's factors, as raw values."""
+        return to_vanilla_params(truth_model, truth_params, self)
+
 
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
@@ -111,17 +188,57 @@ class Shared:
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"Unknown activation {self.activation!r}; expected one of {tuple(ACTIVATIONS)}")
+            raise FieldError("activation", f"Unknown activation {self.activation!r}; expected one of {tuple(ACTIVATIONS)}")
         if not isinstance(self.latent_dim, (int, np.integer)) or self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {self.latent_dim!r}")
+            raise FieldError("latent_dim", f"latent_dim must be a positive integer, got {self.latent_dim!r}")
         _check_bounds(self.bound, self.bias_bound)
 
     @property
     def name(self) -> str:
         return "linear" if self.activation == "identity" else f"mlp-{self.activation}"
 
+    def param_shapes(self, spec: ModelSpec, n_components: int) -> SharedParams:
+        L, p = n_components, self.latent_dim
+        return SharedParams((L, p), (L, p), (L,))
 
-Parameterization = Union[Vanilla, Shared]
+    def draw_maps(self, key: PRNGKeyArray, spec: ModelSpec) -> SharedMaps:
+        return draw_maps(key, spec, self.latent_dim)
+
+    def factors(self, spec: ModelSpec, maps: SharedMaps, params) -> LoRAFactors:
+        act = ACTIVATIONS[self.activation]
+        a, b = _squash(params.a, self.bound), _squash(params.b, self.bound)
+        L = a.shape[0]
+        return LoRAFactors(
+            B_Q=act(b @ maps.W_BQ.T).reshape(L, spec.d, spec.r),
+            A_Q=act(a @ maps.W_AQ.T).reshape(L, spec.r, spec.d_k),
+            B_V=act(b @ maps.W_BV.T).reshape(L, spec.d, spec.r),
+            A_V=act(a @ maps.W_AV.T).reshape(L, spec.r, spec.d_out),
+            c=_squash(params.c, self.bias_bound),
+        )
+
+    def canonicalize(self, spec: ModelSpec, params) -> SharedParams:
+        """Mean-zero biases; for the positively homogeneous activations (identity, relu) also
+        ||a|| = ||b|| (a -> t a, b -> b / t leaves the atoms unchanged)."""
+        c = _canonical_bias(params.c, spec.gating, self.bias_bound)
+        if self.activation not in ("identity", "relu"):
+            return params._replace(c=c)
+        a, b = _squash(params.a, self.bound), _squash(params.b, self.bound)
+        tiny = jnp.finfo(a.dtype).tiny
+        t = jnp.sqrt(jnp.maximum(jnp.linalg.norm(b, axis=-1), tiny) / jnp.maximum(jnp.linalg.norm(a, axis=-1), tiny))
+        a_new, b_new = a * t[:, None], b / t[:, None]
+        ok = (_inside(a_new, self.bound) & _inside(b_new, self.bound))[:, None]
+        return SharedParams(jnp.where(ok, _unsquash(a_new, self.bound), params.a),
+                            jnp.where(ok, _unsquash(b_new, self.bound), params.b), c)
+
+    def embed(self, estimator: Model, truth_model: Model, truth_params) -> SharedParams:
+        """Only a truth drawn through this very parameterization, with the same maps."""
+        same_maps = truth_model.maps is not None and all(np.array_equal(a, b) for a, b in zip(estimator.maps, truth_model.maps))
+        if self != truth_model.parameterization or not same_maps:
+            raise ValueError(
+                f"A {self.name} estimator does not contain a truth drawn through "
+                f"{truth_model.parameterization.name} with other maps; draw the truth through the estimator's model"
+            )
+        return truth_params
 
 
 def linear(latent_dim: int = 2, **kwargs) -> Shared:
@@ -166,9 +283,9 @@ def make_model(
     *,
     key: PRNGKeyArray | None = None,
     base: Base | None = None,
-    maps: SharedMaps | None = None,
+    maps=None,
 ) -> Model:
-    """Assemble and validate a ``Model``; shared parameterizations draw their maps from ``key``.
+    """Assemble and validate a ``Model``; a parameterization with maps draws them from ``key``.
 
     Example:
         >>> spec = ModelSpec(d=2, d_out=1, r=1)
@@ -176,32 +293,29 @@ def make_model(
         >>> model.maps.W_AQ.shape
         (2, 2)
     """
-    if not isinstance(parameterization, (Vanilla, Shared)):
-        raise ValueError(f"Unknown parameterization {parameterization!r}; expected Vanilla() or Shared(...)")
+    if not isinstance(parameterization, Parameterization):
+        raise ValueError(f"Unknown parameterization {parameterization!r}; expected Vanilla(), Shared(...) or "
+                         "another implementation of moe_lora.parameterization.Parameterization")
     base = default_base(spec) if base is None else Base(*(jnp.asarray(w) for w in base))
     check_base(spec, base)
-    if isinstance(parameterization, Vanilla):
+    expected = parameterization.draw_maps(jax.random.key(0), spec)
+    if expected is None:
         if maps is not None:
-            raise ValueError("Vanilla LoRA takes no shared maps; got maps")
+            raise ValueError(f"The {parameterization.name} parameterization takes no maps; got maps")
         return Model(spec, parameterization, base, None)
     if maps is None:
         if key is None:
             raise ValueError(f"The {parameterization.name} parameterization needs a key to draw its maps")
-        maps = draw_maps(key, spec, parameterization.latent_dim)
-    expected = draw_maps(jax.random.key(0), spec, parameterization.latent_dim)
-    for name, got, want in zip(SharedMaps._fields, maps, expected):
+        maps = parameterization.draw_maps(key, spec)
+    for name, got, want in zip(expected._fields, maps, expected):
         if np.shape(got) != np.shape(want):
             raise ValueError(f"Shape mismatch for map {name}: got {np.shape(got)}, expected {np.shape(want)}")
-    return Model(spec, parameterization, base, SharedMaps(*(jnp.asarray(w) for w in maps)))
+    return Model(spec, parameterization, base, type(expected)(*(jnp.asarray(w) for w in maps)))
 
 
 def param_shapes(model: Model, n_components: int):
     """Shapes of the raw parameters of ``n_components`` components, as the params pytree."""
-    s, L = model.spec, n_components
-    if isinstance(model.parameterization, Vanilla):
-        return LoRAFactors((L, s.d, s.r), (L, s.r, s.d_k), (L, s.d, s.r), (L, s.r, s.d_out), (L,))
-    p = model.parameterization.latent_dim
-    return SharedParams((L, p), (L, p), (L,))
+    return model.parameterization.param_shapes(model.spec, n_components)
 
 
 def init_params(key: PRNGKeyArray, model: Model, n_components: int, scale: float):
@@ -212,27 +326,9 @@ def init_params(key: PRNGKeyArray, model: Model, n_components: int, scale: float
     return type(shapes)(*(scale * jax.random.normal(k, sh, dtype) for k, sh in zip(keys, shapes)))
 
 
-def _squash(raw, bound):
-    return bound * jnp.tanh(raw / bound)
-
-
 def factors(model: Model, params) -> LoRAFactors:
     """The LoRA factors of each component, inside the compact parameter space."""
-    s, p = model.spec, model.parameterization
-    c = _squash(params.c, p.bias_bound)
-    if isinstance(p, Vanilla):
-        return LoRAFactors(*(_squash(x, p.bound) for x in params[:4]), c)
-    act = ACTIVATIONS[p.activation]
-    a, b = _squash(params.a, p.bound), _squash(params.b, p.bound)
-    L = a.shape[0]
-    W = model.maps
-    return LoRAFactors(
-        B_Q=act(b @ W.W_BQ.T).reshape(L, s.d, s.r),
-        A_Q=act(a @ W.W_AQ.T).reshape(L, s.r, s.d_k),
-        B_V=act(b @ W.W_BV.T).reshape(L, s.d, s.r),
-        A_V=act(a @ W.W_AV.T).reshape(L, s.r, s.d_out),
-        c=c,
-    )
+    return model.parameterization.factors(model.spec, model.maps, params)
 
 
 def atoms_from_factors(model: Model, f: LoRAFactors) -> Atoms:
@@ -294,30 +390,58 @@ def canonicalize(model: Model, params):
     skipped for a component whose canonical point would leave the compact space, so the set of
     reachable atoms is unchanged.
     """
-    p = model.parameterization
-    squash = lambda raw, bound: bound * jnp.tanh(raw / bound)
-    unsquash = lambda x, bound: bound * jnp.arctanh(jnp.clip(x / bound, -1.0, 1.0))
-    inside = lambda x, bound: jnp.all(jnp.abs(x) < bound * (1 - 1e-6), axis=tuple(range(1, x.ndim)))
+    return model.parameterization.canonicalize(model.spec, params)
 
-    c = params.c
-    if model.spec.gating == "softmax":
-        c_b = squash(c, p.bias_bound)
-        c_new = c_b - jnp.mean(c_b)
-        c = jnp.where(jnp.all(jnp.abs(c_new) < p.bias_bound * (1 - 1e-6)), unsquash(c_new, p.bias_bound), c)
-    if isinstance(p, Vanilla):
-        out = []
-        for B_raw, A_raw in ((params.B_Q, params.A_Q), (params.B_V, params.A_V)):
-            B, A = squash(B_raw, p.bound), squash(A_raw, p.bound)
-            B_new, A_new = _balance(B, A, B)
-            ok = inside(B_new, p.bound) & inside(A_new, p.bound)
-            pick = lambda new, old: jnp.where(ok[:, None, None], unsquash(new, p.bound), old)
-            out += [pick(B_new, B_raw), pick(A_new, A_raw)]
-        return LoRAFactors(out[0], out[1], out[2], out[3], c)
-    if p.activation in ("identity", "relu"):
-        a, b = squash(params.a, p.bound), squash(params.b, p.bound)
-        tiny = jnp.finfo(a.dtype).tiny
-        t = jnp.sqrt(jnp.maximum(jnp.linalg.norm(b, axis=-1), tiny) / jnp.maximum(jnp.linalg.norm(a, axis=-1), tiny))
-        a_new, b_new = a * t[:, None], b / t[:, None]
-        ok = (inside(a_new, p.bound) & inside(b_new, p.bound))[:, None]
-        return SharedParams(jnp.where(ok, unsquash(a_new, p.bound), params.a), jnp.where(ok, unsquash(b_new, p.bound), params.b), c)
-    return params._replace(c=c)
+
+class DerivativeFamily(NamedTuple):
+    """Singular values of the derivative family of an activation (``derivative_family``)."""
+
+    activation: str
+    singular_values: np.ndarray
+    relative_smallest: float
+    rank: int
+    size: int
+
+    @property
+    def independent(self) -> bool:
+        """Full numerical rank: the family is linearly independent."""
+        return self.rank == self.size
+
+
+def derivative_family(activation: str, *, scales=(0.5, 1.0), bias: float = 0.3, lim: float = 4.0,
+                      num: int = 401, rtol: float = 1e-6) -> DerivativeFamily:
+    """Is {sigma(eta x + b), x sigma'(eta x + b), x^2 sigma''(eta x + b) : eta in scales} linearly independent?
+
+    These are the derivatives of order 0, 1 and 2 in eta of sigma(eta x + b): the terms of the
+    Taylor expansion that the theory needs to be independent for a non-linear reparameterization
+    to keep polynomial rates ("strong identifiability", docs/model.md). Each function is
+    evaluated on ``num`` points of [-lim, lim] (a column, scaled to unit norm) and the numerical
+    rank of the matrix is counted with relative tolerance ``rtol``.
+
+    A polynomial of degree < 2 (identity) or a piecewise linear activation (relu: sigma'' = 0
+    almost everywhere) fails; tanh, sigmoid and gelu pass. At the defaults their smallest
+    relative singular values are 2e-4, 4e-5 and 3e-4, and those of identity and relu are exactly
+    0 (a zero column), so the verdict does not hinge on ``rtol`` (float32 round-off is ~1e-7).
+
+    >>> derivative_family("tanh").independent, derivative_family("identity").independent
+    (True, False)
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; expected one of {tuple(ACTIVATIONS)}")
+    scales = np.asarray(scales, float)
+    if scales.ndim != 1 or len(scales) < 1 or len(np.unique(scales)) != len(scales):
+        raise ValueError(f"scales must be distinct numbers, got {scales!r}")
+    act = ACTIVATIONS[activation]
+    d1 = jax.vmap(jax.grad(lambda u: act(u)))
+    d2 = jax.vmap(jax.grad(jax.grad(lambda u: act(u))))
+    x = jnp.linspace(-lim, lim, num, dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    cols = []
+    for eta in scales:
+        u = eta * x + bias
+        cols += [act(u), x * d1(u), x**2 * d2(u)]
+    M = np.stack([np.asarray(c, float) for c in cols], -1)
+    norms = np.linalg.norm(M, axis=0)
+    M = M / np.where(norms > 0, norms, 1.0)
+    s = np.linalg.svd(M, compute_uv=False)
+    rel = s / s[0] if s[0] > 0 else np.zeros_like(s)
+    return DerivativeFamily(activation, s, float(rel[-1]), int(np.sum(rel > rtol)), M.shape[1])

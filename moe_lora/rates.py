@@ -5,6 +5,8 @@ median of the metric over replicates; the slope is the least-squares slope of lo
 against log(n) over the fit range. Under ``minimax`` the statistic at each n is the worst
 (largest) mean over a family of truths (the ``delta`` column): an empirical minimax risk.
 
+``sample_complexity`` inverts a loss curve: the smallest n at which it reaches a loss eps.
+
 Confidence intervals are percentile bootstraps over replicates: replicates are resampled with
 replacement independently at every n (and every truth of a family), the statistic and the
 slope recomputed, ``bootstrap`` times.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .table import families, single_truths
 
 METRICS = ("D", "l2_error")
 STATISTICS = ("mean", "median")
@@ -104,15 +108,14 @@ def slope_table(df: pd.DataFrame, *, metrics=METRICS, statistics=STATISTICS, n_m
     ``"minimax-mean"`` (``"minimax-median"``), with ``truth`` set to ``through``.
     """
     rows = []
-    has_family = "delta" in df and df["delta"].notna().any()
-    single = df[df["delta"].isna()] if "delta" in df else df
-    curves = [(single.drop(columns="delta", errors="ignore"), ["truth", "estimator", "extra"], "")]
-    if has_family:
+    curves = [(single_truths(df).drop(columns="delta", errors="ignore"), ["truth", "estimator", "extra"], "")]
+    if not families(df).empty:
         curves.append((df.assign(truth=df["through"]), ["truth", "estimator", "extra"], "minimax-"))
     for frame, group, prefix in curves:
         for keys, sub in frame.groupby(group, sort=True):
             in_range = sub[(sub["n"] >= (n_min or 0)) & (sub["n"] <= (n_max or np.inf))]
-            extra = {"replicates": int(in_range.groupby(["n", "truth"] if not prefix else ["n", "delta"], dropna=False).size().min()) if len(in_range) else 0,
+            per_n = ["n", "truth"] if not prefix else ["n", "delta"]
+            extra = {"replicates": int(in_range.groupby(per_n, dropna=False).size().min()) if len(in_range) else 0,
                      "certified_fraction": float(in_range["certified"].mean()) if len(in_range) else np.nan}
             for metric in metrics:
                 for st in statistics:
@@ -123,13 +126,54 @@ def slope_table(df: pd.DataFrame, *, metrics=METRICS, statistics=STATISTICS, n_m
 
 def format_slope_table(table: pd.DataFrame, level: float = 0.95) -> str:
     """A fixed-width text rendering of ``slope_table``."""
-    head = f"{'truth':10s} {'estimator':9s} {'L-L*':>4s} {'metric':8s} {'statistic':14s} {'slope':>7s} {int(level * 100)}% CI{'':9s} {'n range':>15s} {'R':>3s} {'cert':>5s}"
+    head = (f"{'truth':10s} {'estimator':9s} {'L-L*':>4s} {'metric':8s} {'statistic':14s} {'slope':>7s} "
+            f"{int(level * 100)}% CI{'':9s} {'n range':>15s} {'R':>3s} {'cert':>5s}")
     lines = [head, "-" * len(head)]
     for r in table.itertuples(index=False):
         ci = f"[{r.ci_low:6.3f}, {r.ci_high:6.3f}]"
         rng = f"{r.n_min}-{r.n_max}" if r.n_min is not None else "-"
-        lines.append(f"{r.truth:10s} {r.estimator:9s} {r.extra:>4d} {r.metric:8s} {r.statistic:14s} {r.slope:7.3f} {ci:17s} {rng:>15s} {r.replicates:>3d} {r.certified_fraction:5.2f}")
+        lines.append(f"{r.truth:10s} {r.estimator:9s} {r.extra:>4d} {r.metric:8s} {r.statistic:14s} {r.slope:7.3f} {ci:17s} "
+                     f"{rng:>15s} {r.replicates:>3d} {r.certified_fraction:5.2f}")
     return "\n".join(lines)
+
+
+def sample_complexity(n, loss, eps):
+    """Smallest n at which a loss curve first drops to ``eps``, NaN where it never does.
+
+    log(loss) is interpolated linearly in log(n) between consecutive sizes; a curve already at
+    or below ``eps`` at its smallest n gives that n. There is no extrapolation beyond the sizes.
+    Non-positive or NaN points are dropped.
+
+    Args:
+        n: sample sizes (distinct).
+        loss: the loss (e.g. the mean over replicates) at each size.
+        eps: a target loss, scalar or array.
+
+    Returns:
+        n(eps), a float for scalar ``eps``, else an array shaped like ``eps``.
+
+    >>> n = np.array([1e2, 1e3, 1e4])
+    >>> [round(float(v), 6) for v in sample_complexity(n, n ** -0.5, [0.2, 10 ** -1.25, 1e-3])]
+    [100.0, 316.227766, nan]
+    """
+    n, loss = np.asarray(n, float), np.asarray(loss, float)
+    keep = (n > 0) & (loss > 0)
+    order = np.argsort(n[keep])
+    sizes = n[keep][order]
+    ln, ll = np.log(sizes), np.log(loss[keep][order])
+    e = np.asarray(eps, float)
+    out = np.full(e.shape, np.nan)
+    for k, le in np.ndenumerate(np.log(np.where(e > 0, e, np.nan))):
+        hit = np.flatnonzero(ll <= le)
+        if not len(hit):
+            continue
+        i = hit[0]
+        if i == 0 or ll[i] == le:  # reached exactly at a size
+            out[k] = sizes[i]
+        else:
+            t = (le - ll[i - 1]) / (ll[i] - ll[i - 1])
+            out[k] = np.exp(ln[i - 1] + t * (ln[i] - ln[i - 1]))
+    return float(out) if out.ndim == 0 else out
 
 
 def local_slopes(df: pd.DataFrame, metric: str, statistic: str = "mean") -> pd.DataFrame:

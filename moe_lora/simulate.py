@@ -34,6 +34,8 @@ RISK_SLACK = 1e-10
 class Record(NamedTuple):
     """Everything one replicate's fit produced; nothing is dropped, failures are flagged.
 
+    The fields, in this order, are the columns of the results table (``moe_lora.table``).
+
     Attributes:
         risk: final empirical risk R_n(G_n) of the best restart.
         risk_truth: empirical risk R_n(G*) at the truth, on the same data.
@@ -56,21 +58,21 @@ class Record(NamedTuple):
     risk_truth: Float[Array, ""]
     grad_norm: Float[Array, ""]
     rel_grad: Float[Array, ""]
-    iterations: Int[Array, ""]
-    stop_reason: Int[Array, ""]
-    converged: Bool[Array, ""]
-    certified: Bool[Array, ""]
-    restart: Int[Array, ""]
-    restart_risks: Float[Array, " restarts"]
     min_weight: Float[Array, ""]
     D: Float[Array, ""]
     D_unaligned: Float[Array, ""]
     l2_error: Float[Array, ""]
+    iterations: Int[Array, ""]
+    restart: Int[Array, ""]
+    stop_reason: Int[Array, ""]
+    converged: Bool[Array, ""]
+    certified: Bool[Array, ""]
     cell_size: Int[Array, " L_star"]
     cell_mass: Float[Array, " L_star"]
     cell_parameter: Float[Array, " L_star"]
-    cell: Int[Array, " L"]
     weights: Float[Array, " L"]
+    cell: Int[Array, " L"]
+    restart_risks: Float[Array, " restarts"]
     value_norm: Float[Array, " L"]
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .model import Atoms, gate_strength, regression_function
+from .model import Atoms, FieldError, gate_strength, regression_function
 from .parameterization import Model, atoms, check_finite_params, init_params, param_shapes
 from .voronoi import check_distinct_atoms
 
@@ -40,9 +40,9 @@ class Design:
 
     def __post_init__(self):
         if self.kind not in DESIGNS:
-            raise ValueError(f"Unknown design {self.kind!r}; expected one of {DESIGNS}")
+            raise FieldError("kind", f"Unknown design {self.kind!r}; expected one of {DESIGNS}")
         if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"Design scale must be positive and finite, got {self.scale!r}")
+            raise FieldError("scale", f"Design scale must be positive and finite, got {self.scale!r}")
 
 
 def sample_inputs(key: PRNGKeyArray, n: int, d: int, design: Design = Design(), dtype=None) -> Float[Array, "n d"]:
@@ -86,12 +86,12 @@ def _separation(a: Atoms, blocks=("S", "V")) -> float:
     return float(dist.min())
 
 
-def make_truth(model: Model, params, *, design: Design = Design(), key: PRNGKeyArray | None = None) -> Truth:
+def make_truth(model: Model, params, *, key: PRNGKeyArray, design: Design = Design()) -> Truth:
     """Wrap user-chosen raw parameters as a ``Truth`` after checking them.
 
     Raises ``ValueError`` for wrong shapes, non-finite entries or coinciding atoms (the Voronoi
     loss is not relabelling-invariant then). ``key`` draws the Monte Carlo sample used to
-    report the gate strength (a fixed key is used when omitted).
+    report the gate strength.
     """
     shapes = param_shapes(model, len(params.c))
     if type(params) is not type(shapes):
@@ -102,7 +102,7 @@ def make_truth(model: Model, params, *, design: Design = Design(), key: PRNGKeyA
     check_finite_params(params, "truth parameters")
     a = atoms(model, params)
     check_distinct_atoms({"S": a.S, "V": a.V})
-    X = sample_inputs(jax.random.key(0) if key is None else key, 4096, model.spec.d, design)
+    X = sample_inputs(key, 4096, model.spec.d, design)
     return Truth(model, params, a, _separation(a), float(gate_strength(model.spec, model.base, a, X)), _separation(a, ("V",)))
 
 
@@ -151,6 +151,35 @@ def draw_truth(
         f"separation >= {min_expert_separation} in {max_tries} draws (best: separation {best[0]:.3g}, "
         f"gate strength {best[1]:.3g}, expert separation {best[2]:.3g}); lower the thresholds or raise scale / gate_scale"
     )
+
+
+def merging_truth(truth: Truth, delta: float, *, key: PRNGKeyArray, design: Design = Design()) -> Truth:
+    """A truth whose atoms 0 and 1 are pulled together: the minimax family of the sweeps.
+
+    Atom 1's raw parameters (every field but the gate bias c) move to
+    ``theta_0 + delta (theta_1 - theta_0)`` in the parameterization the truth was drawn through,
+    so as delta -> 0 the two atoms' gates and experts merge: the singular configuration where
+    vanilla LoRA's derivatives become linearly dependent (docs/model.md, "Predictions").
+    ``delta = 1`` gives the truth's own atoms back.
+
+    Args:
+        truth: a truth with at least two atoms.
+        delta: in (0, 1].
+        key: draws the sample that reports the gate strength (``make_truth``).
+        design: the input distribution.
+
+    Raises:
+        ValueError: fewer than two atoms, delta outside (0, 1], or atoms that coincide.
+    """
+    if len(truth.atoms.c) < 2:
+        raise ValueError(f"merging_truth pulls atoms 0 and 1 together; the truth has {len(truth.atoms.c)} atom")
+    if not (isinstance(delta, (int, float)) and 0 < delta <= 1):
+        raise ValueError(f"delta must be a number in (0, 1], got {delta!r}")
+    params = truth.params
+    moved = type(params)(*(
+        p if name == "c" else p.at[1].set(p[0] + delta * (p[1] - p[0])) for name, p in zip(params._fields, params)
+    ))
+    return make_truth(truth.model, moved, key=key, design=design)
 
 
 def sample_dataset(

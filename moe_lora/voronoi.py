@@ -27,10 +27,10 @@ class VoronoiLoss(NamedTuple):
     """Voronoi loss with its per-true-atom breakdown (``total = mass.sum() + parameter.sum()``)."""
 
     total: Float[Array, ""]
-    mass: Float[Array, "L_star"]
-    parameter: Float[Array, "L_star"]
-    cell_size: Int[Array, "L_star"]
-    cell: Int[Array, "L"]
+    mass: Float[Array, " L_star"]
+    parameter: Float[Array, " L_star"]
+    cell_size: Int[Array, " L_star"]
+    cell: Int[Array, " L"]
 
 
 class Exponents(NamedTuple):
@@ -72,7 +72,7 @@ def _validate(weights, blocks: Blocks, true_weights, true_blocks: Blocks) -> lis
     return names
 
 
-def voronoi_cells(blocks: Blocks, true_blocks: Blocks) -> Int[Array, "L"]:
+def voronoi_cells(blocks: Blocks, true_blocks: Blocks) -> Int[Array, " L"]:
     """Index of the nearest true atom for each fitted atom: cell(i) = argmin_j ||theta_i - theta*_j||.
 
     Args:
@@ -94,7 +94,7 @@ def voronoi_cells(blocks: Blocks, true_blocks: Blocks) -> Int[Array, "L"]:
     return jnp.argmin(sq_dist, axis=1)
 
 
-def _norm_power(diff: Array, exponent) -> Float[Array, "L"]:
+def _norm_power(diff: Array, exponent) -> Float[Array, " L"]:
     """||diff_i||^exponent per atom, with zero (not NaN) gradient at diff_i == 0."""
     sq = jnp.sum(jnp.reshape(diff, (diff.shape[0], -1)) ** 2, axis=1)
     positive = sq > 0
@@ -103,9 +103,9 @@ def _norm_power(diff: Array, exponent) -> Float[Array, "L"]:
 
 
 def voronoi_loss(
-    weights: Float[Array, "L"],
+    weights: Float[Array, " L"],
     blocks: Blocks,
-    true_weights: Float[Array, "L_star"],
+    true_weights: Float[Array, " L_star"],
     true_blocks: Blocks,
     exponents: Mapping[str, Exponents],
 ) -> VoronoiLoss:

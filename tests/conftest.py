@@ -16,13 +16,14 @@ min_gate_strength = 0.5
 sigma = 0.05
 sizes = [60, 120]
 replicates = 2
-chunk = 1
 n_eval = 200
 [fit]
 extra_components = [1]
 max_iter = 30
 [minimax]
 deltas = [0.5]
+[execution]
+replicates_per_unit = 1
 """
 
 

@@ -8,6 +8,7 @@ import pytest
 
 import moe_lora as ml
 from moe_lora.optimize import CONVERGED, PRECISE
+from moe_lora.parameterization import canonicalize
 
 SPEC = ml.ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0)
 TANH = ml.make_model(SPEC, ml.nonlinear("tanh"), key=jax.random.key(1))
@@ -231,3 +232,38 @@ def test_replicate_batches_give_the_same_records():
         np.testing.assert_allclose(getattr(batched, field), getattr(whole, field), rtol=1e-4)
     with pytest.raises(ValueError, match="batch must be a positive integer or None, got 0"):
         run(0)
+
+
+def test_levenberg_marquardt_agrees_with_minpack():
+    """Oracle: scipy's MINPACK Levenberg-Marquardt (least_squares, method="lm") on the same
+    exact-specified tanh fit from the same start reaches the same least-squares fit.
+
+    Sigmoid gating, so the problem has no exactly flat direction (softmax's common shift of c
+    keeps MINPACK from meeting its tolerances), and a start near the truth at n = 1000, so both
+    reach the same isolated minimum (from a start at scale 0.3 and n = 300 they stopped in two
+    different local minima: no oracle for either)."""
+    from scipy.optimize import least_squares
+
+    spec = ml.ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0, gating="sigmoid")
+    model = ml.make_model(spec, ml.nonlinear("tanh"), key=jax.random.key(1))
+    truth = ml.draw_truth(jax.random.key(2), model, 2, min_separation=0.5, min_gate_strength=0.5)
+    n = 1000
+    data = ml.sample_dataset(jax.random.key(8), truth, n, 0.02)
+    start = ml.split_truth(jax.random.key(9), model, truth.params, 2, 0.05)
+    theta0, unravel = jax.flatten_util.ravel_pytree(start)
+    f = lambda t, X: ml.regression_function(spec, model.base, ml.atoms(model, unravel(t)), X)
+    residual = jax.jit(lambda t: ((f(t, data.X) - data.Y) / np.sqrt(n)).ravel())
+    jac = jax.jit(jax.jacfwd(residual))
+
+    canonical = lambda t: jax.flatten_util.ravel_pytree(canonicalize(model, unravel(t)))[0]
+    ours, stats = ml.LevenbergMarquardt().run(residual, theta0, canonical)  # gtol 1e-6, as in every fit
+    assert ml.STOP_REASONS[int(stats.stop_reason)] == "converged"
+    # MINPACK at its default tolerances (1e-8), the exact Jacobian.
+    ref = least_squares(lambda t: np.asarray(residual(t)), np.asarray(theta0), jac=lambda t: np.asarray(jac(t)), method="lm")
+    assert ref.success
+    risk_ref = 2 * ref.cost  # scipy's cost is half the sum of squares
+    np.testing.assert_allclose(float(stats.risk), risk_ref, rtol=1e-8)
+    assert float(stats.risk) <= risk_ref * (1 + 1e-9)
+    np.testing.assert_allclose(ours, ref.x, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(f(ours, X_EVAL), f(jnp.asarray(ref.x), X_EVAL), atol=1e-5)
+    assert float(stats.risk) < float(jnp.sum(residual(theta0) ** 2))  # the start was not already the fit

@@ -24,7 +24,7 @@ def test_losses_vanish_at_the_truth(truth):
 
 def test_alignment_removes_a_common_gate_shift(truth):
     Q = jnp.array([[0.05, -0.02], [-0.02, 0.03]])
-    shifted = truth.atoms._replace(S=truth.atoms.S + Q, c=truth.atoms.c + 1.0)
+    shifted = truth.atoms._replace(S=truth.atoms.S + Q[None], c=truth.atoms.c + 1.0)
     aligned = ml.lora_voronoi_loss(shifted, truth.atoms, "softmax")
     unaligned = ml.lora_voronoi_loss(shifted, truth.atoms, "softmax", align=False)
     assert float(aligned.total) < 1e-12
@@ -72,4 +72,5 @@ def test_l2_error_against_a_direct_computation(truth):
     other = truth.atoms._replace(V=truth.atoms.V * 1.1)
     f = ml.regression_function(SPEC, truth.model.base, other, X)
     g = ml.regression_function(SPEC, truth.model.base, truth.atoms, X)
-    np.testing.assert_allclose(ml.l2_error(truth.model, other, truth.model, truth.atoms, X), np.sqrt(np.mean(np.sum((f - g) ** 2, -1))), rtol=1e-12)
+    np.testing.assert_allclose(ml.l2_error(truth.model, other, truth.model, truth.atoms, X),
+                               np.sqrt(np.mean(np.sum((f - g) ** 2, -1))), rtol=1e-12)

@@ -11,7 +11,8 @@ import moe_lora as ml
 from moe_lora.parameterization import canonicalize
 
 SPEC = ml.ModelSpec(d=3, d_out=2, r=2, d_k=4)
-PARAMETERIZATIONS = [ml.Vanilla(), ml.linear(3), ml.nonlinear("tanh", 3), ml.nonlinear("relu", 3), ml.nonlinear("gelu", 3), ml.nonlinear("sigmoid", 3)]
+PARAMETERIZATIONS = [ml.Vanilla(), ml.linear(3), ml.nonlinear("tanh", 3), ml.nonlinear("relu", 3), ml.nonlinear("gelu", 3),
+                     ml.nonlinear("sigmoid", 3)]
 
 
 def _model(par, spec=SPEC, key=0):
@@ -50,7 +51,7 @@ def test_softmax_invariances_and_sigmoid_has_none():
     a = ml.atoms(model, ml.init_params(jax.random.key(1), model, 3, 1.0))
     X = ml.sample_inputs(jax.random.key(2), 50, SPEC.d)
     Q = jnp.array([[0.3, -0.2, 0.1], [-0.2, 0.5, 0.0], [0.1, 0.0, -0.4]])
-    shifted = a._replace(S=a.S + Q, c=a.c + 2.0)
+    shifted = a._replace(S=a.S + Q[None], c=a.c + 2.0)
     f = lambda spec, atoms: ml.regression_function(spec, model.base, atoms, X)
     np.testing.assert_allclose(f(SPEC, shifted), f(SPEC, a), atol=1e-13)
     sig = ml.ModelSpec(d=3, d_out=2, r=2, d_k=4, gating="sigmoid")
@@ -117,15 +118,15 @@ def test_truth_checks():
     spec = ml.ModelSpec(d=2, d_out=1, r=1)
     model = ml.make_model(spec, ml.Vanilla())
     good = ml.init_params(jax.random.key(0), model, 2, 1.0)
-    truth = ml.make_truth(model, good)
+    truth = ml.make_truth(model, good, key=jax.random.key(0))
     assert truth.separation > 0 and truth.gate_strength > 0
     twin = jax.tree.map(lambda x: jnp.stack([x[0], x[0]]), good)
     with pytest.raises(ValueError, match="coincide|relabel"):
-        ml.make_truth(model, twin)
+        ml.make_truth(model, twin, key=jax.random.key(0))
     with pytest.raises(ValueError, match="Non-finite entries in truth parameters field 'A_Q'"):
-        ml.make_truth(model, good._replace(A_Q=good.A_Q.at[0, 0, 0].set(jnp.nan)))
+        ml.make_truth(model, good._replace(A_Q=good.A_Q.at[0, 0, 0].set(jnp.nan)), key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"Shape mismatch for truth parameter B_V: got \(2, 3, 1\)"):
-        ml.make_truth(model, good._replace(B_V=jnp.zeros((2, 3, 1))))
+        ml.make_truth(model, good._replace(B_V=jnp.zeros((2, 3, 1))), key=jax.random.key(0))
     with pytest.raises(ValueError, match="Noise level sigma must be positive"):
         ml.sample_dataset(jax.random.key(0), truth, 10, 0.0)
     with pytest.raises(ValueError, match="Sample size n must be a positive integer, got 0"):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moe_lora.rates import curve_slope, format_slope_table, loglog_slope, slope_table
+from moe_lora.rates import curve_slope, format_slope_table, loglog_slope, sample_complexity, slope_table
 
 SIZES = np.array([100, 300, 1000, 3000, 10000, 30000])
 
@@ -14,7 +14,8 @@ def _table(slope=-0.5, R=32, seed=0, noise=0.3, **cols):
     rows = []
     for n in SIZES:
         for k in range(R):
-            rows.append({"n": n, "replicate": k, "D": 2.0 * n ** slope * rng.lognormal(0, noise), "l2_error": n ** -0.5, "certified": k > 0} | cols)
+            rows.append({"n": n, "replicate": k, "D": 2.0 * n ** slope * rng.lognormal(0, noise), "l2_error": n ** -0.5,
+                         "certified": k > 0} | cols)
     return pd.DataFrame(rows)
 
 
@@ -44,10 +45,9 @@ def test_fit_range_and_noise_free_interval():
 
 
 def test_minimax_curve_takes_the_worst_member():
-    # Member delta=0.5 is 10x worse at large n: the worst-case curve follows it there.
+    # Member delta=0.5 decays at -0.25 against -0.5: the worst-case curve follows it at large n.
     a = _table(-0.5, noise=0.0, delta=np.nan)
     b = _table(-0.25, noise=0.0, delta=0.5)
-    b["D"] *= 1.0
     df = pd.concat([a, b]).assign(truth="t", through="t", estimator="vanilla", extra=1)
     df.loc[df["delta"] == 0.5, "truth"] = "t@delta=0.5"
     table = slope_table(df, metrics=["D"], statistics=["mean"], bootstrap=50)
@@ -68,3 +68,19 @@ def test_slope_table_rows_per_curve():
     l2 = table[table["metric"] == "l2_error"]
     np.testing.assert_allclose(l2["slope"], -0.5)
     assert set(table.columns) >= {"slope", "ci_low", "ci_high", "n_min", "n_max", "replicates", "certified_fraction"}
+
+
+def test_sample_complexity_is_exact_on_a_power_law():
+    n = np.array([100.0, 1000.0, 10000.0])
+    loss = n**-0.5
+    assert sample_complexity(n, loss, 10**-1.25) == pytest.approx(10**2.5, rel=1e-12)  # between sizes
+    assert sample_complexity(n, loss, 0.01) == pytest.approx(1e4, rel=1e-12)  # at the last size
+    assert sample_complexity(n, loss, 0.5) == 100.0  # already reached at the smallest size
+    assert np.isnan(sample_complexity(n, loss, 1e-3))  # never reached: no extrapolation
+    out = sample_complexity(n[::-1], loss[::-1], np.array([10**-1.5, 1e-3]))  # any order, array eps
+    assert out[0] == pytest.approx(1000.0) and np.isnan(out[1])
+
+
+def test_sample_complexity_first_crossing_of_a_non_monotone_curve():
+    n = np.array([10.0, 100.0, 1000.0])
+    assert sample_complexity(n, [1.0, 0.1, 0.5], 0.2) == pytest.approx(50.0)  # 1 -> 0.1 crosses 0.2 at n = 50

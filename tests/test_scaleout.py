@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from moe_lora import cli, ray_backend
+from moe_lora import cli
 from moe_lora.experiment import load_experiment
-from moe_lora.sweep import compute_unit, units
+from moe_lora.runs import compute_unit, units
+from moe_lora.runs import ray as ray_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 N_UNITS = 8  # 2 sizes x 2 truths (tanh, tanh@delta=0.5) x 1 estimator x 2 replicate blocks
@@ -55,10 +56,11 @@ def _table(out):
 
 
 def test_the_package_does_not_import_ray():
-    code = "import sys, moe_lora, moe_lora.cli, moe_lora.ray_backend; assert 'ray' not in sys.modules, 'ray imported'"
+    code = "import sys, moe_lora, moe_lora.cli, moe_lora.runs.ray; assert 'ray' not in sys.modules, 'ray imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_ray_run_gives_the_local_table(ray_instance, config, reference, tmp_path, capsys):
     assert len(units(load_experiment(config))) == N_UNITS
     assert cli.main(["run", str(config), "--out", str(tmp_path), "--backend", "ray", "--quiet"]) == 0
@@ -89,6 +91,7 @@ def _injected(always: str, crash: str, log: Path):
     return compute
 
 
+@pytest.mark.slow
 def test_failing_unit_is_retried_recorded_and_named_by_merge(ray_instance, config, reference, tmp_path, monkeypatch, capsys):
     ids = [u.id for u in units(load_experiment(config))]
     always, crash = ids[0], ids[5]
@@ -122,6 +125,7 @@ def test_failing_unit_is_retried_recorded_and_named_by_merge(ray_instance, confi
     pd.testing.assert_frame_equal(_table(out), reference)
 
 
+@pytest.mark.slow
 def test_run_joins_a_running_cluster_by_address(ray_instance, config, reference, tmp_path):
     """A separate driver process joins the test's Ray instance with --address, as on a cluster."""
     out = tmp_path / "out"
@@ -133,7 +137,8 @@ def test_run_joins_a_running_cluster_by_address(ray_instance, config, reference,
     (unit,) = units(load_experiment(config))[0::8]
     (timing,) = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
     assert timing["unit"] == unit.id and timing["backend"] == "ray"
-    rows = reference[(reference["truth"] == unit.truth) & (reference["estimator"] == unit.estimator) & (reference["extra"] == unit.extra)
+    rows = reference[(reference["truth"] == str(unit.truth)) & (reference["estimator"] == unit.estimator)
+                     & (reference["extra"] == unit.extra)
                      & (reference["n"] == unit.n) & reference["replicate"].between(unit.start, unit.stop - 1)]
     assert len(rows) == unit.fits
     pd.testing.assert_frame_equal(pd.read_parquet(out / "units" / f"{unit.id}.parquet"), rows.reset_index(drop=True))
@@ -141,13 +146,15 @@ def test_run_joins_a_running_cluster_by_address(ray_instance, config, reference,
 
 def test_worker_refuses_truths_other_than_the_drivers(config):
     exp = load_experiment(config)
-    good = ray_backend._fingerprint(exp.draw_truths())
+    good = ray_backend.fingerprint(exp.draw_truths())
     bad = good.replace("0.", "1.", 1)
     with pytest.raises(RuntimeError, match="drew other truths than the driver"):
-        ray_backend.worker_context(exp.raw, exp.name, bad)
-    assert ray_backend.worker_context(exp.raw, exp.name, good).truths.keys() == {"tanh", "tanh@delta=0.5"}
+        ray_backend.worker_context(exp.config.to_dict(), exp.name, bad)
+    context = ray_backend.worker_context(exp.config.to_dict(), exp.name, good)
+    assert {str(label) for label in context.truths} == {"tanh", "tanh@delta=0.5"}
 
 
+@pytest.mark.slow
 def test_slurm_array_script_and_merge_give_the_local_table(config, reference, tmp_path, capsys):
     out = tmp_path / "out"
     script = ROOT / "simulations" / "slurm_array.sh"
@@ -167,6 +174,7 @@ def test_slurm_array_script_and_merge_give_the_local_table(config, reference, tm
     assert len(pd.read_csv(out / "results.csv")) == len(reference)
 
 
+@pytest.mark.slow
 def test_slurm_resubmitted_indices_keep_their_shards(config, reference, tmp_path):
     """sbatch --export=ALL,SHARDS=3 --array=2 after a 3-task array lost its task 2: shard 2/3, not 0/1."""
     out = tmp_path / "out"

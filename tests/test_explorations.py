@@ -9,13 +9,13 @@ from matplotlib.figure import Figure
 
 import moe_lora as ml
 from moe_lora import rates
-from moe_lora.experiment import ConfigError, Experiment
-from moe_lora.explore import (cell_patterns, dead_atoms, derivative_family, mixture_on_grid, run_estimator, run_variants,
-                              value_valley, with_values)
-from moe_lora.plots import figure_cells, figure_curves, figure_mixture, figure_valley
-from moe_lora.sweep import run_frame
-
-jax.config.update("jax_enable_x64", True)
+from moe_lora.config import ConfigError, with_values
+from moe_lora.experiment import Experiment
+from moe_lora.figures import figure_cells, figure_curves, figure_mixture, figure_valley
+from moe_lora.model import mixture_on_grid
+from moe_lora.parameterization import derivative_family
+from moe_lora.runs import run_estimator, run_frame, run_variants
+from moe_lora.table import cell_patterns, dead_atoms, value_valley
 
 TINY = {
     "name": "tiny", "seed": 3, "estimators": ["vanilla", "tanh"],

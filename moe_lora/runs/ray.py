@@ -5,7 +5,7 @@ Ray is optional (``pip install 'moe_lora[ray]'``) and imported only when this ba
 runs in a Ray worker, a fresh process started by the raylet (never a fork of a process that has
 started JAX), turns on float64 before any JAX computation, rebuilds the experiment from its
 resolved config (the truths are drawn once per worker process and cached), computes the unit
-with ``sweep.compute_unit`` and writes ``DIR/units/<unit id>.parquet`` atomically itself. The
+with ``compute_unit`` and writes ``DIR/units/<unit id>.parquet`` atomically itself. The
 workers therefore need the driver's ``DIR`` on a shared file system. The driver appends each
 finished unit's line to ``DIR/timings.jsonl`` (one writer, so lines never interleave).
 
@@ -23,29 +23,15 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import jax
 
-from .experiment import Experiment
-from .sweep import (
-    Progress,
-    RunSummary,
-    Unit,
-    UnitContext,
-    _atomic_write_frame,
-    _truth_summary,
-    compute_unit,
-    missing_units,
-    record_failure,
-    record_timing,
-    shard_units,
-    unit_path,
-    units,
-    write_or_check_manifest,
-    write_results,
-)
+from ..experiment import Experiment
+from . import store
+from .local import RunSummary, UnitContext, UnitResult, compute_unit, finish, require_float64, run_units
+from .plan import Unit, shard_units, units
 
 #: Environment of the Ray workers: float64 from the process's first JAX call on.
 WORKER_ENV = {"JAX_ENABLE_X64": "1"}
@@ -70,19 +56,19 @@ def import_ray():
 _CONTEXTS: dict[str, UnitContext] = {}
 
 
-def _fingerprint(truths: dict) -> str:
+def fingerprint(truths: dict) -> str:
     """The truths' atoms, weights and separations as exact JSON (floats round-trip)."""
-    return json.dumps({label: _truth_summary(t) for label, t in truths.items()}, sort_keys=True)
+    return json.dumps({str(label): store.truth_summary(t) for label, t in truths.items()}, sort_keys=True)
 
 
-def worker_context(raw: dict, name: str, fingerprint: str) -> UnitContext:
+def worker_context(raw: dict, name: str, expected: str) -> UnitContext:
     """The experiment's ``UnitContext``, built once per worker process and checked against the
     driver's truths (a worker whose truths differ, e.g. another library version, must not write).
 
     Args:
-        raw: the resolved config (``Experiment.raw``).
+        raw: the resolved config (``Config.to_dict()``).
         name: the experiment name.
-        fingerprint: ``_fingerprint`` of the truths the driver drew.
+        expected: ``fingerprint`` of the truths the driver drew.
 
     Returns:
         The cached ``UnitContext``.
@@ -90,8 +76,7 @@ def worker_context(raw: dict, name: str, fingerprint: str) -> UnitContext:
     key = json.dumps([name, raw], sort_keys=True)
     if key not in _CONTEXTS:
         context = UnitContext.of(Experiment.from_dict(raw, name=name))
-        mine = _fingerprint(context.truths)
-        if mine != fingerprint:
+        if fingerprint(context.truths) != expected:
             raise RuntimeError(f"worker {socket.gethostname()}:{os.getpid()} drew other truths than the driver for "
                                f"experiment {name!r}; check that every node runs the same moe_lora, jax and jaxlib")
         _CONTEXTS.clear()
@@ -99,16 +84,16 @@ def worker_context(raw: dict, name: str, fingerprint: str) -> UnitContext:
     return _CONTEXTS[key]
 
 
-def unit_task(raw: dict, name: str, fingerprint: str, unit: Unit, out: str, compute: Callable = compute_unit) -> dict:
+def unit_task(raw: dict, name: str, expected: str, unit: Unit, out: str, compute: Callable = compute_unit) -> dict:
     """One Ray task: compute ``unit`` and write its result file; returns its timing record."""
     jax.config.update("jax_enable_x64", True)
-    context = worker_context(raw, name, fingerprint)
+    context = worker_context(raw, name, expected)
     cpu = time.process_time()
     frame, seconds, compiled = compute(context, unit)
     cpu = time.process_time() - cpu
-    _atomic_write_frame(unit_path(Path(out), unit), frame)
-    return {"unit": unit.id, "fits": unit.fits, "seconds": seconds, "cpu_seconds": cpu, "compiled": compiled, "backend": "ray",
-            "host": socket.gethostname(), "pid": os.getpid()}
+    store.write_unit(out, unit, frame)
+    return {"unit": unit.id, "fits": unit.fits, "seconds": seconds, "cpu_seconds": cpu, "compiled": compiled,
+            "backend": "ray", "host": socket.gethostname(), "pid": os.getpid()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +108,32 @@ def _error_text(err) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
+def compute_with_ray(ray, exp: Experiment, out: Path, truths: dict, todo: list[Unit], *, retries: int,
+                     compute: Callable) -> Iterator[UnitResult]:
+    """The Ray backend: one task per unit of ``todo``, results as the tasks finish.
+
+    A unit whose task failed ``retries + 1`` times comes back with its ``error`` set.
+    """
+    task = ray.remote(unit_task).options(
+        max_retries=retries, retry_exceptions=True, num_cpus=1, runtime_env={"env_vars": WORKER_ENV})
+    expected = fingerprint(truths)
+    raw = exp.config.to_dict()
+    refs = {task.remote(raw, exp.name, expected, u, str(out), compute): u for u in todo}
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    yield UnitResult(refs[ref], None, ray.get(ref))
+                except ray.exceptions.RayError as e:
+                    yield UnitResult(refs[ref], None, None, _error_text(e))
+    except (KeyboardInterrupt, GeneratorExit):
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+
+
 def run_sweep_ray(
     exp: Experiment,
     out: str | Path,
@@ -135,7 +146,7 @@ def run_sweep_ray(
     stream=None,
     compute: Callable = compute_unit,
 ) -> RunSummary:
-    """``sweep.run_sweep`` with the units of ``shard`` computed as Ray tasks, one per unit.
+    """``run_sweep`` with the units of ``shard`` computed as Ray tasks, one per unit.
 
     Args:
         exp: the experiment.
@@ -155,8 +166,7 @@ def run_sweep_ray(
     Returns:
         A ``RunSummary``; ``failed`` lists the failure records of this run.
     """
-    if not jax.config.jax_enable_x64:
-        raise ValueError("run_sweep_ray measures rates in float64; call jax.config.update('jax_enable_x64', True) first (the CLI does)")
+    require_float64("run_sweep_ray")
     if not (isinstance(retries, int) and retries >= 0):
         raise ValueError(f"--retries: expected a non-negative integer, got {retries!r}")
     if num_cpus is not None and address is not None:
@@ -164,63 +174,29 @@ def run_sweep_ray(
     ray = import_ray()
     stream = stream or sys.stderr
     out = Path(out).resolve()
-    mine = shard_units(units(exp), shard)
-    todo = [u for u in mine if not unit_path(out, u).exists()]
     t_start = time.perf_counter()
-    computed, failed = 0, []
+    mine = shard_units(units(exp), shard)
+    todo = [u for u in mine if not store.unit_path(out, u).exists()]
+    failed: list[dict] = []
+
+    def keep(result: UnitResult) -> None:
+        if result.error is None:
+            store.record_timing(out, result.timing)
+            return
+        failed.append(store.record_failure(out, result.unit, result.error, attempts=retries + 1))
+        print(f"\nunit {result.unit.id} failed after {retries + 1} attempts: {result.error}", file=stream, flush=True)
+
     # Start Ray before this process runs any JAX computation: ray.init forks helper processes.
     started = bool(todo) and not ray.is_initialized()
     if started:
-        kwargs = {} if num_cpus is None else {"num_cpus": num_cpus}
-        ray.init(address=address, include_dashboard=False, **kwargs)
+        ray.init(address=address, include_dashboard=False, **({} if num_cpus is None else {"num_cpus": num_cpus}))
     try:
         truths = exp.draw_truths()
-        write_or_check_manifest(out, exp, truths)
+        store.write_or_check_manifest(out, exp, truths)
         if todo:
-            computed, failed = _run_tasks(ray, exp, out, truths, todo, len(mine), retries=retries, compute=compute,
-                                          progress=progress, stream=stream)
+            results = compute_with_ray(ray, exp, out, truths, todo, retries=retries, compute=compute)
+            run_units(results, todo, len(mine), on_result=keep, progress=progress, stream=stream)
     finally:
         if started:
             ray.shutdown()
-    missing = missing_units(exp, out)
-    results = None if missing else write_results(exp, out)
-    return RunSummary(computed, len(mine) - len(todo), [u.id for u in missing], time.perf_counter() - t_start, results, failed)
-
-
-def _run_tasks(ray, exp: Experiment, out: Path, truths: dict, todo: list[Unit], total: int, *, retries: int,
-               compute: Callable, progress: bool, stream) -> tuple[int, list[dict]]:
-    """Submit one task per unit of ``todo`` and collect them as they finish.
-
-    Returns:
-        (units computed, failure records).
-    """
-    task = ray.remote(unit_task).options(
-        max_retries=retries, retry_exceptions=True, num_cpus=1, runtime_env={"env_vars": WORKER_ENV})
-    fingerprint = _fingerprint(truths)
-    refs = {task.remote(exp.raw, exp.name, fingerprint, u, str(out), compute): u for u in todo}
-    pending = list(refs)
-    computed, failed = 0, []
-    bar = Progress(todo, total, stream=stream) if progress else None
-    try:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                u = refs[ref]
-                try:
-                    rec = ray.get(ref)
-                except ray.exceptions.RayError as e:
-                    failed.append(record_failure(out, u, _error_text(e), attempts=retries + 1))
-                    print(f"\nunit {u.id} failed after {retries + 1} attempts: {_error_text(e)}", file=stream, flush=True)
-                    continue
-                record_timing(out, rec)
-                computed += 1
-                if bar is not None:
-                    bar.update(u, rec["seconds"])
-    except KeyboardInterrupt:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
-    finally:
-        if bar is not None and bar.done_units < bar.total_units:
-            bar.close()
-    return computed, failed
+    return finish(exp, out, mine, todo, t_start, failed)

@@ -1,8 +1,9 @@
 """Figures of a sweep's tidy results table (one row per truth, estimator, setting, n, replicate).
 
 Every function is a pure function of the table: it draws on a ``matplotlib.figure.Figure`` (no
-pyplot, no global state, nothing shown), writes ``<stem>.pdf`` and ``<stem>.png`` and returns
-their paths. Panels are (truth, setting) with settings ``extra = L - L*`` as columns; each
+pyplot, no global state, nothing shown) and returns it; nothing is written here (the ``moe-lora
+plot`` command saves PDF and PNG files). In Jupyter a Figure displays itself as a cell's last value.
+Panels are (truth, setting) with settings ``extra = L - L*`` as columns; each
 estimator has one colour in every figure. NaN and non-positive values are dropped from log plots.
 
 - Figure 1, ``loss_D``: Voronoi loss D against n, log-log, one line per estimator: mean over
@@ -16,14 +17,15 @@ estimator has one colour in every figure. NaN and non-positive values are droppe
 - Supporting figure, ``diagnostics``: certified and converged fractions, median smallest mixture
   weight, fraction of fits with a multi-atom Voronoi cell and median iterations, against n.
 
-Figures 1-3 use the single truths (``delta`` NaN), figure 4 the families; ``plot_all`` makes
-every figure that applies, with stems prefixed by the experiment name when the table has one.
+Figures 1-3 use the single truths (``delta`` NaN), figure 4 the families; ``run_figures`` makes
+every figure that applies, keyed by its file stem (prefixed by the experiment name when the
+table has one). For explorations: ``figure_mixture``, ``figure_curves``, ``figure_cells`` and
+``figure_valley``.
 """
 
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,6 +35,7 @@ from matplotlib.ticker import LogFormatter, NullFormatter
 from matplotlib.transforms import ScaledTranslation
 
 from . import rates
+from .table import cell_patterns, dead_atoms, families, multi_cell, pooled_truth, single_truths
 
 METRIC_LABELS = {"D": "Voronoi loss D", "l2_error": "L2 error ||f_G_n - f_G*||", "D_unaligned": "unaligned Voronoi loss D"}
 _STEMS = {"D": "loss_D", "l2_error": "loss_l2"}
@@ -40,7 +43,6 @@ _COLORS = {"vanilla": "tab:blue", "linear": "tab:orange", "tanh": "tab:green", "
            "gelu": "tab:purple", "relu": "tab:brown"}
 _SPARE = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy")
 _MARKERS = "osD^vP*X"
-_DPI = 150
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,18 +70,6 @@ def _estimators(df: pd.DataFrame) -> list[str]:
 def _setting(extra) -> str:
     extra = int(extra)
     return "exact (L = L*)" if extra == 0 else f"over-specified (L = L* + {extra})"
-
-
-def _single(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["delta"].isna()] if "delta" in df else df
-
-
-def _family(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the truths in a family: the members with a ``delta`` and the drawn truth (delta = 1)."""
-    if "delta" not in df or df["delta"].isna().all():
-        return df.iloc[:0]
-    fam = df[df["through"].isin(df.loc[df["delta"].notna(), "through"].unique())]
-    return fam.assign(delta=fam["delta"].fillna(1.0))
 
 
 def _grid(nrows: int, ncols: int, *, sharey="row", w: float = 4.4, h: float = 3.4):
@@ -168,16 +158,6 @@ def _stem(df: pd.DataFrame, base: str) -> str:
     return base
 
 
-def _save(fig: Figure, out_dir, stem: str) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.pdf", out / f"{stem}.png"]
-    for p in paths:
-        fig.savefig(p, dpi=_DPI)
-    fig.clear()
-    return paths
-
-
 def _check_metric(df: pd.DataFrame, metric: str) -> None:
     if metric not in df:
         raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
@@ -187,7 +167,7 @@ def _check_metric(df: pd.DataFrame, metric: str) -> None:
 # Figures
 
 
-def plot_loss(df: pd.DataFrame, metric: str, out_dir, *, slopes: pd.DataFrame | None = None, stem: str | None = None) -> list[Path]:
+def figure_loss(df: pd.DataFrame, metric: str, *, slopes: pd.DataFrame | None = None) -> Figure | None:
     """Figure 1 (``metric="D"``) or 2 (``"l2_error"``): loss against n per (truth, setting).
 
     Family rows (``delta`` not NaN) are left out; they are figure 4.
@@ -195,18 +175,16 @@ def plot_loss(df: pd.DataFrame, metric: str, out_dir, *, slopes: pd.DataFrame | 
     Args:
         df: the results table.
         metric: the loss column.
-        out_dir: folder the files are written to (created if missing).
         slopes: ``rates.slope_table`` rows; those with statistic ``"mean"`` label the legend.
             Computed from ``df`` when None.
-        stem: file name without suffix; default ``[<experiment>_]loss_D`` / ``loss_l2``.
 
     Returns:
-        The paths of the PDF and PNG written ([] when the table has no single truth).
+        The Figure (None when the table has no single truth).
     """
     _check_metric(df, metric)
-    df = _single(df)
+    df = single_truths(df)
     if df.empty:
-        return []
+        return None
     if slopes is None:
         slopes = rates.slope_table(df, metrics=(metric,), statistics=("mean",))
     fig, panels = _panels(df, "truth", "truth", "n", METRIC_LABELS.get(metric, metric))
@@ -225,70 +203,28 @@ def plot_loss(df: pd.DataFrame, metric: str, out_dir, *, slopes: pd.DataFrame | 
         _references(ax, sub["n"].unique(), anchors)
         _legend(ax, Line2D([], [], color="0.3", ls="none", marker="x", label="median (band: 10-90%)"))
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against n: mean over replicates, log-log")
-    return _save(fig, out_dir, stem or _stem(df, _STEMS.get(metric, f"loss_{metric}")))
+    return fig
 
 
-def sample_complexity(n, loss, eps):
-    """Smallest n at which a loss curve first drops to ``eps``, NaN where it never does.
-
-    log(loss) is interpolated linearly in log(n) between consecutive sizes; a curve already at
-    or below ``eps`` at its smallest n gives that n. There is no extrapolation beyond the sizes.
-    Non-positive or NaN points are dropped.
-
-    Args:
-        n: sample sizes (distinct).
-        loss: the loss (e.g. the mean over replicates) at each size.
-        eps: a target loss, scalar or array.
-
-    Returns:
-        n(eps), a float for scalar ``eps``, else an array shaped like ``eps``.
-
-    >>> n = np.array([1e2, 1e3, 1e4])
-    >>> [round(float(v), 6) for v in sample_complexity(n, n ** -0.5, [0.2, 10 ** -1.25, 1e-3])]
-    [100.0, 316.227766, nan]
-    """
-    n, loss = np.asarray(n, float), np.asarray(loss, float)
-    keep = (n > 0) & (loss > 0)
-    order = np.argsort(n[keep])
-    sizes = n[keep][order]
-    ln, ll = np.log(sizes), np.log(loss[keep][order])
-    e = np.asarray(eps, float)
-    out = np.full(e.shape, np.nan)
-    for k, le in np.ndenumerate(np.log(np.where(e > 0, e, np.nan))):
-        hit = np.flatnonzero(ll <= le)
-        if not len(hit):
-            continue
-        i = hit[0]
-        if i == 0 or ll[i] == le:  # reached exactly at a size
-            out[k] = sizes[i]
-        else:
-            t = (le - ll[i - 1]) / (ll[i] - ll[i - 1])
-            out[k] = np.exp(ln[i - 1] + t * (ln[i] - ln[i - 1]))
-    return float(out) if out.ndim == 0 else out
-
-
-def plot_sample_complexity(df: pd.DataFrame, out_dir, metric: str = "D", *, stem: str | None = None,
-                           points: int = 30) -> list[Path]:
+def figure_sample_complexity(df: pd.DataFrame, metric: str = "D", *, points: int = 30) -> Figure | None:
     """Figure 3: sample complexity n(eps) against 1 / eps per (truth, setting), log-log.
 
     For each panel, eps runs over ``points`` log-spaced values between the largest and the
     smallest mean loss reached by any estimator of the panel; an estimator has a point at eps
-    only if its mean curve reaches eps (see ``sample_complexity``). Family rows are left out.
+    only if its mean curve reaches eps (see ``rates.sample_complexity``). Family rows are left out.
 
     Args:
         df: the results table.
-        out_dir: folder the files are written to.
         metric: the loss column.
-        stem: file name without suffix; default ``[<experiment>_]sample_complexity``.
         points: number of eps values per panel.
 
     Returns:
-        The paths of the PDF and PNG written ([] when the table has no single truth).
+        The Figure (None when the table has no single truth).
     """
     _check_metric(df, metric)
-    df = _single(df)
+    df = single_truths(df)
     if df.empty:
-        return []
+        return None
     fig, panels = _panels(df, "truth", "truth", "1 / eps", f"n(eps): smallest n with mean {metric} <= eps")
     for ax, _, _, sub in panels:
         curves = {est: _curve(sub[sub["estimator"] == est], metric)["mean"] for est in _estimators(sub)}
@@ -297,17 +233,15 @@ def plot_sample_complexity(df: pd.DataFrame, out_dir, metric: str = "D", *, stem
             continue
         eps = np.geomspace(means.max(), means.min(), points)
         for est, c in curves.items():
-            ne = sample_complexity(c.index, c.to_numpy(), eps)
+            ne = rates.sample_complexity(c.index, c.to_numpy(), eps)
             ok = np.isfinite(ne)
             ax.plot(1 / eps[ok], ne[ok], color=estimator_color(est), marker=".", lw=1.6, label=est)
         _legend(ax)
     fig.suptitle(f"Sample complexity: n at which the mean {METRIC_LABELS.get(metric, metric)} first reaches eps")
-    suffix = "" if metric == "D" else f"_{metric}"
-    return _save(fig, out_dir, stem or _stem(df, f"sample_complexity{suffix}"))
+    return fig
 
 
-def plot_minimax(df: pd.DataFrame, out_dir, metric: str = "D", *, slopes: pd.DataFrame | None = None,
-                 stem: str | None = None) -> list[Path]:
+def figure_minimax(df: pd.DataFrame, metric: str = "D", *, slopes: pd.DataFrame | None = None) -> Figure | None:
     """Figure 4: worst mean loss over a family of truths against n, per (through, setting).
 
     Thick lines with markers: max over ``delta`` of the mean over replicates; thin faint lines:
@@ -316,19 +250,17 @@ def plot_minimax(df: pd.DataFrame, out_dir, metric: str = "D", *, slopes: pd.Dat
 
     Args:
         df: the results table.
-        out_dir: folder the files are written to.
         metric: the loss column.
         slopes: ``rates.slope_table`` rows; those with statistic ``"minimax-mean"`` label the
             legend. Computed from the family rows when None.
-        stem: file name without suffix; default ``[<experiment>_]minimax``.
 
     Returns:
-        The paths of the PDF and PNG written ([] when the table has no family).
+        The Figure (None when the table has no family).
     """
     _check_metric(df, metric)
-    df = _family(df)
+    df = families(df)
     if df.empty:
-        return []
+        return None
     if slopes is None:
         slopes = rates.slope_table(df, metrics=(metric,), statistics=("mean",))
     fig, panels = _panels(df, "through", "family", "n", f"{METRIC_LABELS.get(metric, metric)}, worst over delta")
@@ -349,24 +281,10 @@ def plot_minimax(df: pd.DataFrame, out_dir, metric: str = "D", *, slopes: pd.Dat
         _references(ax, sub["n"].unique(), anchors)
         _legend(ax, Line2D([], [], color="0.3", lw=0.8, alpha=0.4, label="each delta (mean)"))
     fig.suptitle(f"Empirical minimax risk: worst mean {METRIC_LABELS.get(metric, metric)} over the family, log-log")
-    suffix = "" if metric == "D" else f"_{metric}"
-    return _save(fig, out_dir, stem or _stem(df, f"minimax{suffix}"))
+    return fig
 
 
-def _multi_cell(df: pd.DataFrame) -> pd.Series:
-    """Per row: some true atom's Voronoi cell holds more than one fitted atom (NaN if unknown)."""
-    from .explore import indexed_columns
-
-    cols = indexed_columns(df, "cell_size_")
-    if not cols:
-        return pd.Series(np.nan, index=df.index)
-    sizes = df[cols].to_numpy(float)
-    if "L_star" in df:  # only the L* true atoms' cells are meaningful
-        sizes = np.where(np.arange(len(cols))[None, :] < df["L_star"].to_numpy()[:, None], sizes, np.nan)
-    return pd.Series((sizes > 1).any(axis=1).astype(float), index=df.index)
-
-
-def plot_diagnostics(df: pd.DataFrame, out_dir, *, stem: str | None = None) -> list[Path]:
+def figure_diagnostics(df: pd.DataFrame) -> Figure:
     """Supporting figure: fit diagnostics against n, one column per setting (extra).
 
     Rows: certified fraction (solid) and converged fraction (dashed); median smallest fitted
@@ -376,15 +294,11 @@ def plot_diagnostics(df: pd.DataFrame, out_dir, *, stem: str | None = None) -> l
 
     Args:
         df: the results table.
-        out_dir: folder the files are written to.
-        stem: file name without suffix; default ``[<experiment>_]diagnostics``.
 
     Returns:
-        The paths of the PDF and PNG written.
+        The Figure.
     """
-    d = df.assign(_multi=_multi_cell(df))
-    if "delta" in d:
-        d["truth"] = d["truth"].where(d["delta"].isna(), d["through"] + "@delta=*")
+    d = df.assign(_multi=multi_cell(df), truth=pooled_truth(df))
     rows = [("fraction certified (solid)\n/ converged (dashed)", [("certified", "mean", "-"), ("converged", "mean", "--")], False),
             ("median smallest weight", [("min_weight", "median", "-")], True),
             ("fraction with a\nmulti-atom cell", [("_multi", "mean", "-")], False),
@@ -416,11 +330,11 @@ def plot_diagnostics(df: pd.DataFrame, out_dir, *, stem: str | None = None) -> l
     per_row = 4 if max(len(h.get_label()) for h in handles) < 24 else 2
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), per_row), fontsize=8)
     fig.suptitle("Fit diagnostics against n")
-    return _save(fig, out_dir, stem or _stem(df, "diagnostics"))
+    return fig
 
 
-def plot_all(df: pd.DataFrame, out_dir, slopes: pd.DataFrame | None = None) -> list[Path]:
-    """Every figure that applies to the table.
+def run_figures(df: pd.DataFrame, slopes: pd.DataFrame | None = None) -> dict[str, Figure]:
+    """Every figure that applies to a run's table, keyed by its file stem.
 
     Figures 1-3 when the table has single truths (``delta`` NaN), figure 4 when it has a family,
     and the diagnostics always. Stems: ``loss_D``, ``loss_l2``, ``sample_complexity``,
@@ -428,34 +342,34 @@ def plot_all(df: pd.DataFrame, out_dir, slopes: pd.DataFrame | None = None) -> l
 
     Args:
         df: the results table.
-        out_dir: folder the files are written to.
         slopes: ``rates.slope_table`` rows (statistic ``"mean"`` for single truths,
             ``"minimax-mean"`` for families); computed when None.
 
     Returns:
-        The paths of all files written.
+        Stem -> Figure, in drawing order.
     """
-    single, family = _single(df), _family(df)
+    single, family = single_truths(df), families(df)
     metrics = [m for m in ("D", "l2_error") if m in df]
-    paths: list[Path] = []
+    figures: dict[str, Figure | None] = {}
     if not single.empty:
         s = slopes if slopes is not None else rates.slope_table(single, metrics=metrics, statistics=("mean",))
         for m in metrics:
-            paths += plot_loss(single, m, out_dir, slopes=s)
-        paths += plot_sample_complexity(single, out_dir) if "D" in df else []
+            figures[_STEMS.get(m, f"loss_{m}")] = figure_loss(single, m, slopes=s)
+        if "D" in df:
+            figures["sample_complexity"] = figure_sample_complexity(single)
     if not family.empty and "D" in df:
         f = slopes if slopes is not None else rates.slope_table(family, metrics=("D",), statistics=("mean",))
-        paths += plot_minimax(family, out_dir, slopes=f)
-    return paths + plot_diagnostics(df, out_dir)
+        figures["minimax"] = figure_minimax(family, slopes=f)
+    figures["diagnostics"] = figure_diagnostics(df)
+    return {_stem(df, stem): fig for stem, fig in figures.items() if fig is not None}
 
 
 # --------------------------------------------------------------------------------------------
-# Figures for exploration (the notebooks): these return the Figure and write nothing; save one
-# with ``fig.savefig(path)``. In Jupyter a Figure displays itself as a cell's last value.
+# Figures for exploration (the notebooks)
 
 
 def figure_mixture(view, *, title: str = "") -> Figure:
-    """Gates and experts of a mixture over the input square (``explore.mixture_on_grid``).
+    """Gates and experts of a mixture over the input square (``moe_lora.model.mixture_on_grid``).
 
     Top row: each gate gate_j(X) (0 to 1) and the dominant gate argmax_j gate_j(X); bottom row:
     each expert's first output (V0 + V_j)^T X and the mixture f_G(X).
@@ -492,7 +406,7 @@ def figure_curves(df: pd.DataFrame, metric: str = "D", *, hue: str = "estimator"
     legend; grey references sqrt(log n / n) (dashed) and 1 / log n (dotted) as in figure 1.
 
     Args:
-        df: a results table (``run_frame``, ``explore.run_variants``).
+        df: a results table (``run_frame``, ``run_variants``).
         metric: the loss column.
         hue: the column whose values are lines (``"estimator"``, ``"variant"``, ...).
         panel: the column whose values are panels (``"extra"``, ``"estimator"``, ...); more
@@ -542,12 +456,10 @@ def figure_curves(df: pd.DataFrame, metric: str = "D", *, hue: str = "estimator"
 def figure_cells(df: pd.DataFrame, *, threshold: float = 1e-3, title: str = "") -> Figure:
     """How fitted atoms fill the true atoms' Voronoi cells, per estimator and setting, against n.
 
-    Top row: the fraction of fits with each cell pattern (``explore.cell_patterns``: "2+1" =
+    Top row: the fraction of fits with each cell pattern (``moe_lora.table.cell_patterns``: "2+1" =
     two fitted atoms in true atom 0's cell, one in atom 1's), stacked. Bottom row: the fraction
     of fits with a dead atom (weight below ``threshold``) and the median smallest weight.
     """
-    from .explore import cell_patterns, dead_atoms
-
     d = df.assign(_pattern=cell_patterns(df), _dead=dead_atoms(df, threshold=threshold) > 0)
     combos = d[["estimator", "extra"]].drop_duplicates().sort_values(["extra", "estimator"]).itertuples(index=False)
     combos = list(combos)
@@ -579,7 +491,7 @@ def figure_cells(df: pd.DataFrame, *, threshold: float = 1e-3, title: str = "") 
 
 
 def figure_valley(atoms_df: pd.DataFrame, *, hue: str = "estimator", title: str = "") -> Figure:
-    """Weight pi_i against ||V_i|| of every fitted atom (``explore.value_valley``), log-log.
+    """Weight pi_i against ||V_i|| of every fitted atom (``moe_lora.table.value_valley``), log-log.
 
     One panel per n, one colour per ``hue`` value. Atoms in vanilla's weight/value valley lie
     along pi ||V|| = const (the grey lines of slope -1): their cell's pi_1 V_1 + pi_2 V_2 is fixed
@@ -587,7 +499,7 @@ def figure_valley(atoms_df: pd.DataFrame, *, hue: str = "estimator", title: str 
     """
     for col in (hue, "n", "weight", "value_norm"):
         if col not in atoms_df:
-            raise ValueError(f"Unknown column {col!r}; expected the table of explore.value_valley")
+            raise ValueError(f"Unknown column {col!r}; expected the table of moe_lora.table.value_valley")
     sizes = sorted(atoms_df["n"].unique())
     hues = list(dict.fromkeys(atoms_df[hue]))
     # Known estimators keep their colours; other values take colours no known estimator uses.

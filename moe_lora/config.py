@@ -1,0 +1,474 @@
+"""Experiment configs: a TOML file read into frozen, typed sections, each checked once.
+
+A config has top-level keys (``name``, ``description``, ``seed``, ``estimators``) and the
+sections ``[model]``, ``[truth]``, ``[data]``, ``[fit]``, ``[execution]``, ``[rates]`` and the
+optional ``[minimax]``. Each section is a frozen dataclass whose fields are its keys; reading a
+section checks every key's type, fills the defaults, builds the domain objects the section
+describes (``ModelSpec``, ``Design``, ``LevenbergMarquardt``, ``InitConfig``, ``Vanilla``) and
+turns their ``FieldError`` into a ``ConfigError`` that names the config key. So every error
+names its key by construction (``data.sizes: ...``, ``fit.damping: ...``) and no check of a
+domain object is written twice.
+
+Three size knobs, three names (the old names are still read, with a ``FutureWarning``):
+
+* ``execution.replicates_per_unit`` (was ``data.chunk``): replicates in one work unit, the
+  grain of resume, shards and Ray tasks; default all replicates;
+* ``execution.replicates_per_batch`` (was ``fit.replicate_batch``): replicates vmapped together
+  inside a unit (default 1);
+* ``fit.rows_per_chunk`` (was ``fit.chunk_rows``): data rows per chunk of J^T J in
+  Levenberg-Marquardt (default 16384), which bounds memory at large n.
+
+Example:
+    >>> cfg = Config.from_dict({"estimators": ["tanh"], "model": {"d": 2},
+    ...                         "data": {"sigma": 0.02, "sizes": {"min": 100, "max": 1000, "count": 3}, "replicates": 4}})
+    >>> cfg.data.sizes, cfg.replicates_per_unit, cfg.model.spec.d
+    ((100, 316, 1000), 4, 2)
+    >>> Config.from_dict({"estimators": ["tanh"], "model": {"d": 2},
+    ...                   "data": {"sigma": -1.0, "sizes": [100], "replicates": 4}})
+    Traceback (most recent call last):
+    ...
+    moe_lora.config.ConfigError: data.sigma: expected a positive finite number, got -1.0
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import tomllib
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .fit import InitConfig
+from .model import FieldError, ModelSpec
+from .optimize import LevenbergMarquardt
+from .parameterization import Vanilla
+from .truth import Design
+
+#: Estimator names a config may use, in the order that fixes their keys (``moe_lora.experiment``).
+ESTIMATORS = ("vanilla", "linear", "tanh", "sigmoid", "gelu", "relu")
+
+_NUM = (int, float)
+_REQUIRED = dataclasses.MISSING
+
+
+class ConfigError(ValueError):
+    """A bad experiment config; the message names the offending key."""
+
+
+def _key(types, default=_REQUIRED, **kwargs):
+    """A section key: its accepted TOML types and its default (none: required)."""
+    meta = {"types": types if isinstance(types, tuple) else (types,)}
+    if default is _REQUIRED:
+        return dataclasses.field(metadata=meta, **kwargs)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: default, metadata=meta, **kwargs)
+    return dataclasses.field(default=default, metadata=meta, **kwargs)
+
+
+def _built():
+    """A domain object built from the section's keys: not a key, not compared."""
+    return dataclasses.field(init=False, repr=False, compare=False, default=None)
+
+
+def _type_name(types) -> str:
+    if types == _NUM:
+        return "a number"
+    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table", bool: "true or false"}
+    return " or ".join(names[t] for t in types)
+
+
+def _check_type(key: str, value, types) -> None:
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise ConfigError(f"{key}: expected {_type_name(types)}, got {value!r} ({type(value).__name__})")
+
+
+class _Section:
+    """Reading, checking and writing back one section; subclasses are frozen dataclasses."""
+
+    NAME: ClassVar[str]
+    #: Domain-object field name -> this section's key, where they differ.
+    FIELD_KEYS: ClassVar[dict] = {}
+
+    @classmethod
+    def parse(cls, body) -> _Section:
+        if not isinstance(body, dict):
+            raise ConfigError(f"{cls.NAME}: expected a table [{cls.NAME}], got {body!r}")
+        keys = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        for k in body:
+            if k not in keys:
+                raise ConfigError(f"{cls.NAME}.{k}: unknown key; expected one of {sorted(keys)}")
+        values = {}
+        for k, f in keys.items():
+            if k in body and body[k] is not None:
+                _check_type(f"{cls.NAME}.{k}", body[k], f.metadata["types"])
+                values[k] = body[k]
+            elif f.default is _REQUIRED and f.default_factory is _REQUIRED:
+                raise ConfigError(f"{cls.NAME}.{k}: missing required key")
+        return cls(**values)
+
+    def fail(self, key: str, message: str):
+        raise ConfigError(f"{self.NAME}.{key}: {message}")
+
+    def positive(self, *keys: str) -> None:
+        for k in keys:
+            v = getattr(self, k)
+            if not (math.isfinite(v) and v > 0):
+                self.fail(k, f"expected a positive finite number, got {v!r}")
+
+    def count(self, *keys: str, minimum: int = 1) -> None:
+        for k in keys:
+            v = getattr(self, k)
+            if v is not None and v < minimum:
+                self.fail(k, f"expected an integer >= {minimum}, got {v!r}")
+
+    def build(self, factory, **kwargs):
+        """``factory(**kwargs)``; its ``FieldError`` becomes a ``ConfigError`` naming this section's key."""
+        try:
+            return factory(**kwargs)
+        except FieldError as e:
+            self.fail(self.FIELD_KEYS.get(e.field, e.field), str(e))
+
+    def set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection(_Section):
+    """``[model]``: the ``ModelSpec`` (input and output dimensions, rank, gating)."""
+
+    NAME: ClassVar[str] = "model"
+    d: int = _key(int)
+    d_out: int = _key(int, 1)
+    r: int = _key(int, 1)
+    d_k: int | None = _key(int, None)
+    gate_scale: float = _key(_NUM, 1.0)
+    gating: str = _key(str, "softmax")
+    spec: ModelSpec = _built()
+
+    def __post_init__(self):
+        self.set("spec", self.build(ModelSpec, d=self.d, d_out=self.d_out, r=self.r,
+                                    d_k=self.d if self.d_k is None else self.d_k, gating=self.gating,
+                                    gate_scale=float(self.gate_scale)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthSection(_Section):
+    """``[truth]``: how the true mixing measures are drawn (``moe_lora.truth.draw_truth``).
+
+    ``through``: the parameterizations they are drawn through (default: every non-vanilla
+    estimator, or tanh if there is none).
+    """
+
+    NAME: ClassVar[str] = "truth"
+    through: tuple[str, ...] | None = _key(list, None)
+    components: int = _key(int, 2)
+    latent_dim: int = _key(int, 2)
+    scale: float = _key(_NUM, 1.0)
+    min_separation: float = _key(_NUM, 0.1)
+    min_gate_strength: float = _key(_NUM, 0.1)
+    min_expert_separation: float = _key(_NUM, 0.0)
+
+    def __post_init__(self):
+        self.count("components", "latent_dim")
+        self.positive("scale")
+        for k in ("min_separation", "min_gate_strength", "min_expert_separation"):
+            if not (math.isfinite(getattr(self, k)) and getattr(self, k) >= 0):
+                self.fail(k, f"expected a finite number >= 0, got {getattr(self, k)!r}")
+        if self.through is not None:
+            for e in self.through:
+                if e not in ESTIMATORS[1:]:
+                    self.fail("through", f"expected non-vanilla estimators {list(ESTIMATORS[1:])}, got {e!r}")
+            self.set("through", tuple(self.through))
+
+
+def _sizes(section: _Section, spec) -> tuple[int, ...]:
+    if isinstance(spec, dict):
+        if set(spec) != {"min", "max", "count"}:
+            section.fail("sizes", f"expected a list of sizes or a table {{min, max, count}}, got {spec!r}")
+        for k in ("min", "max", "count"):
+            _check_type(f"data.sizes.{k}", spec[k], _NUM if k != "count" else (int,))
+        lo, hi, count = spec["min"], spec["max"], spec["count"]
+        if not (1 <= lo < hi) or count < 2:
+            section.fail("sizes", f"expected 1 <= min < max and count >= 2, got {spec!r}")
+        sizes = np.unique(np.round(np.geomspace(lo, hi, count)).astype(int))
+        if len(sizes) != count:
+            section.fail("sizes", f"{count} log-spaced sizes in [{lo}, {hi}] round to duplicates; lower count")
+        return tuple(int(s) for s in sizes)
+    for s in spec:
+        _check_type("data.sizes[]", s, (int,))
+    if not spec or any(s < 1 for s in spec) or len(set(spec)) != len(spec):
+        section.fail("sizes", f"expected distinct positive integers, got {spec!r}")
+    return tuple(sorted(int(s) for s in spec))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSection(_Section):
+    """``[data]``: noise, sample sizes (a list or ``{min, max, count}`` log-spaced), replicates, design."""
+
+    NAME: ClassVar[str] = "data"
+    FIELD_KEYS: ClassVar[dict] = {"kind": "design", "scale": "design_scale"}
+    sigma: float = _key(_NUM)
+    sizes: tuple[int, ...] = _key((list, dict))
+    replicates: int = _key(int)
+    design: str = _key(str, "uniform")
+    design_scale: float = _key(_NUM, 1.0)
+    n_eval: int = _key(int, 2000)
+    input_design: Design = _built()
+
+    def __post_init__(self):
+        self.positive("sigma")
+        self.count("replicates", "n_eval")
+        self.set("sizes", _sizes(self, self.sizes))
+        self.set("input_design", self.build(Design, kind=self.design, scale=float(self.design_scale)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSection(_Section):
+    """``[fit]``: fitted components (``extra_components`` = L - L* settings), compact space,
+    Levenberg-Marquardt and restarts."""
+
+    NAME: ClassVar[str] = "fit"
+    FIELD_KEYS: ClassVar[dict] = {"chunk_size": "rows_per_chunk"}
+    extra_components: tuple[int, ...] = _key(list, [0])
+    bound: float = _key(_NUM, 5.0)
+    bias_bound: float = _key(_NUM, 10.0)
+    max_iter: int = _key(int, 2000)
+    gtol: float = _key(_NUM, 1e-6)
+    damping: str = _key(str, "marquardt")
+    stat_tol: float = _key(_NUM, 0.0)
+    rows_per_chunk: int = _key(int, 16384)
+    near_truth: int = _key(int, 1)
+    random: int = _key(int, 0)
+    near_truth_scale: float = _key(_NUM, 0.1)
+    random_scale: float = _key(_NUM, 1.0)
+    canonicalize: bool = _key(bool, True)
+    finisher: LevenbergMarquardt = _built()
+    init: InitConfig = _built()
+
+    def __post_init__(self):
+        settings = self.extra_components
+        for s in settings:
+            _check_type("fit.extra_components[]", s, (int,))
+        if not settings or any(s < 0 for s in settings) or len(set(settings)) != len(settings):
+            self.fail("extra_components", f"expected distinct integers >= 0 (L - L*), got {settings!r}")
+        self.set("extra_components", tuple(settings))
+        if not (math.isfinite(self.stat_tol) and self.stat_tol >= 0):
+            self.fail("stat_tol", f"expected a finite number >= 0 (0 turns the rule off), got {self.stat_tol!r}")
+        self.build(Vanilla, bound=float(self.bound), bias_bound=float(self.bias_bound))
+        self.set("finisher", self.build(LevenbergMarquardt, max_iter=self.max_iter, gtol=float(self.gtol),
+                                        damping=self.damping, stat_tol=float(self.stat_tol) or None,
+                                        chunk_size=self.rows_per_chunk))
+        self.set("init", self.build(InitConfig, near_truth=self.near_truth, random=self.random,
+                                    near_truth_scale=float(self.near_truth_scale),
+                                    random_scale=float(self.random_scale)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionSection(_Section):
+    """``[execution]``: how the work is cut, none of which changes a number of the results table
+    except ``replicates_per_batch`` (vmapped and mapped code round differently)."""
+
+    NAME: ClassVar[str] = "execution"
+    replicates_per_unit: int | None = _key(int, None)
+    replicates_per_batch: int = _key(int, 1)
+
+    def __post_init__(self):
+        self.count("replicates_per_unit", "replicates_per_batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class MinimaxSection(_Section):
+    """``[minimax]``: ``deltas`` in (0, 1] of the family of truths whose atoms 0 and 1 merge
+    (``moe_lora.truth.merging_truth``); stored largest first."""
+
+    NAME: ClassVar[str] = "minimax"
+    deltas: tuple[float, ...] = _key(list)
+
+    def __post_init__(self):
+        for x in self.deltas:
+            _check_type("minimax.deltas[]", x, _NUM)
+        d = self.deltas
+        if not d or any(not (0 < x <= 1) for x in d) or len(set(d)) != len(d):
+            self.fail("deltas", f"expected distinct numbers in (0, 1], got {list(d)!r}")
+        self.set("deltas", tuple(float(x) for x in sorted(d, reverse=True)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RatesSection(_Section):
+    """``[rates]``: fit range and bootstrap of the slope table (``moe_lora.rates.slope_table``)."""
+
+    NAME: ClassVar[str] = "rates"
+    n_min: int | None = _key(int, None)
+    n_max: int | None = _key(int, None)
+    bootstrap: int = _key(int, 1000)
+    level: float = _key(_NUM, 0.95)
+
+    def __post_init__(self):
+        self.count("bootstrap")
+        if not 0 < self.level < 1:
+            self.fail("level", f"expected a number in (0, 1), got {self.level!r}")
+
+    def slope_kwargs(self) -> dict:
+        """Keyword arguments of ``rates.slope_table`` (fit range, bootstrap draws, level)."""
+        return dict(n_min=self.n_min, n_max=self.n_max, bootstrap=self.bootstrap, level=self.level)
+
+
+#: Old key -> (new section, new key), read with a FutureWarning.
+RENAMED = {
+    ("data", "chunk"): ("execution", "replicates_per_unit"),
+    ("fit", "replicate_batch"): ("execution", "replicates_per_batch"),
+    ("fit", "chunk_rows"): ("fit", "rows_per_chunk"),
+}
+
+SECTIONS = {s.NAME: s for s in (ModelSection, TruthSection, DataSection, FitSection, ExecutionSection,
+                                MinimaxSection, RatesSection)}
+#: Sections that are absent (None) unless given; the others take their defaults.
+OPTIONAL = ("minimax",)
+_TOP = {"name": (str,), "description": (str,), "seed": (int,), "estimators": (list,)}
+
+
+def _migrate(raw: dict) -> dict:
+    """Move renamed keys to their new place, with one ``FutureWarning`` naming every rename."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    moved = []
+    for (sec, old), (new_sec, new) in RENAMED.items():
+        body = raw.get(sec)
+        if not isinstance(body, dict) or old not in body:
+            continue
+        value = body.pop(old)
+        target = raw.setdefault(new_sec, {})
+        if not isinstance(target, dict):
+            continue  # the section check names it
+        if target.get(new) is not None and value is not None:
+            raise ConfigError(f"{sec}.{old}: renamed {new_sec}.{new}, which is also given; keep only {new_sec}.{new}")
+        if value is not None:
+            target[new] = value
+        moved.append(f"{sec}.{old} -> {new_sec}.{new}")
+    if moved:
+        warnings.warn(f"config keys renamed: {', '.join(moved)}; the old names will stop working in a later version",
+                      FutureWarning, stacklevel=4)
+    return raw
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A checked experiment config: top-level keys and one typed section each.
+
+    Build it with ``Config.from_dict`` or ``load_config``; ``to_dict`` gives the resolved config
+    (every default filled in), which ``from_dict`` reads back to an equal ``Config``.
+    """
+
+    name: str
+    description: str
+    seed: int
+    estimators: tuple[str, ...]
+    model: ModelSection
+    truth: TruthSection
+    data: DataSection
+    fit: FitSection
+    execution: ExecutionSection
+    rates: RatesSection
+    minimax: MinimaxSection | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict, name: str = "experiment") -> Config:
+        """Check ``raw`` (the TOML layout) and build the config; errors name the key."""
+        raw = _migrate({k: v for k, v in raw.items() if v is not None})
+        for k in raw:
+            if k not in _TOP and k not in SECTIONS:
+                raise ConfigError(f"{k}: unknown key at top level; expected one of {sorted([*_TOP, *SECTIONS])}")
+        for k, types in _TOP.items():
+            if k in raw:
+                _check_type(k, raw[k], types)
+        if "estimators" not in raw:
+            raise ConfigError("estimators: missing required key")
+        sections = {}
+        for sec, kind in SECTIONS.items():
+            if sec not in raw and sec in OPTIONAL:
+                sections[sec] = None
+            elif sec not in raw and any(f.default is _REQUIRED and f.default_factory is _REQUIRED and f.init
+                                        for f in dataclasses.fields(kind)):
+                raise ConfigError(f"[{sec}]: missing required section")
+            else:
+                sections[sec] = kind.parse(raw.get(sec, {}))
+        estimators = raw["estimators"]
+        for e in estimators:
+            if e not in ESTIMATORS:
+                raise ConfigError(f"estimators: unknown estimator {e!r}; expected one of {list(ESTIMATORS)}")
+        if not estimators or len(set(estimators)) != len(estimators):
+            raise ConfigError(f"estimators: expected a non-empty list without repeats, got {estimators!r}")
+        truth = sections["truth"]
+        through = truth.through or tuple(e for e in estimators if e != "vanilla") or ("tanh",)
+        for e in estimators:
+            if e != "vanilla" and e not in through:
+                raise ConfigError(f"estimators: {e!r} fits no truth (truth.through = {list(through)}); "
+                                  "a shared estimator only contains the truth drawn through itself")
+        sections["truth"] = dataclasses.replace(truth, through=list(through))
+        if sections["minimax"] is not None and truth.components < 2:
+            raise ConfigError("minimax: the family merges true atoms 0 and 1; truth.components must be >= 2")
+        return cls(name=raw.get("name") or name, description=raw.get("description", ""), seed=raw.get("seed", 0),
+                   estimators=tuple(estimators), **sections)
+
+    def to_dict(self) -> dict:
+        """The resolved config as plain data (TOML layout; absent optional sections are None)."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed,
+                               "estimators": list(self.estimators)}
+        for sec in SECTIONS:
+            section = getattr(self, sec)
+            out[sec] = None if section is None else section.to_dict()
+        return out
+
+    @property
+    def replicates_per_unit(self) -> int:
+        """Replicates in one work unit (``execution.replicates_per_unit``, at most all)."""
+        per_unit = self.execution.replicates_per_unit
+        return self.data.replicates if per_unit is None else min(per_unit, self.data.replicates)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a TOML config; errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return Config.from_dict(raw, name=path.stem)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def with_values(config: dict, updates: dict) -> dict:
+    """A deep copy of ``config`` (a dict in the TOML layout) with dotted keys set.
+
+    Sections missing from ``config`` are created; the result is checked only when it is read
+    (``Config.from_dict``, which names a bad key or value).
+
+    >>> with_values({"data": {"sigma": 0.02}}, {"data.sigma": 0.1, "model.d": 3})
+    {'data': {'sigma': 0.1}, 'model': {'d': 3}}
+    """
+    out = copy.deepcopy(config)
+    for dotted, value in updates.items():
+        *sections, key = dotted.split(".")
+        if len(sections) > 1 or not key:
+            raise ConfigError(f"{dotted!r}: expected 'key' or 'section.key'")
+        target = out
+        for s in sections:
+            if not isinstance(target.setdefault(s, {}), dict):
+                raise ConfigError(f"{dotted!r}: {s!r} is not a section of the config")
+            target = target[s]
+        target[key] = copy.deepcopy(value)
+    return out

@@ -1,0 +1,107 @@
+"""Figures of a run: built from a table made by the real row builder, checked for what they draw."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from moe_lora import cli
+from moe_lora.figures import figure_loss, run_figures
+from moe_lora.simulate import Record
+from moe_lora.table import record_rows
+
+SIZES = [100, 316, 1000, 3162, 10000]
+ESTIMATORS = {"vanilla": 3.0, "tanh": 1.0}  # estimator -> constant C of D ~ C n^-1/2
+L_STAR = 2
+
+
+def _record(rng, n, C, extra, replicates):
+    """A Record with D, l2_error ~ C n^-1/2 times lognormal noise, every field filled."""
+    R, L = replicates, L_STAR + extra
+    D = C * n**-0.5 * rng.lognormal(0, 0.3, R)
+    scalar = lambda v: np.asarray(v, np.float64)
+    cells = np.stack([np.sort(rng.integers(0, L_STAR, L)) for _ in range(R)])
+    return Record(
+        risk=scalar(rng.uniform(1, 2, R)), risk_truth=scalar(rng.uniform(2, 3, R)), grad_norm=scalar(rng.uniform(0, 1, R)),
+        rel_grad=scalar(rng.uniform(0, 1e-6, R)), min_weight=scalar(rng.uniform(0.05, 0.5, R)), D=D,
+        D_unaligned=1.1 * D, l2_error=0.5 * D * rng.lognormal(0, 0.2, R), iterations=rng.integers(10, 200, R),
+        restart=np.zeros(R, np.int64), stop_reason=np.zeros(R, np.int64), converged=rng.random(R) < 0.95,
+        certified=rng.random(R) < 0.9, cell_size=np.stack([np.bincount(c, minlength=L_STAR) for c in cells]),
+        cell_mass=rng.uniform(0, 0.1, (R, L_STAR)), cell_parameter=rng.uniform(0, 0.1, (R, L_STAR)),
+        weights=rng.dirichlet(np.ones(L), R), cell=cells, restart_risks=rng.uniform(1, 2, (R, 1)),
+        value_norm=rng.uniform(0.1, 2, (R, L)))
+
+
+def synthetic_table(deltas=(None,), replicates=8, seed=0) -> pd.DataFrame:
+    """A results table built with the real row builder, L* = 2, settings L = L* and L* + 1."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for delta in deltas:
+        truth = "tanh" if delta is None else f"tanh@delta={delta}"
+        for est, C in ESTIMATORS.items():
+            for extra in (0, 1):
+                for n in SIZES:
+                    ids = dict(experiment="synthetic", truth=truth, through="tanh", delta=delta, estimator=est, extra=extra,
+                               L=L_STAR + extra, L_star=L_STAR, n=n, sigma=0.02, truth_separation=1.0,
+                               truth_gate_strength=1.0, truth_expert_separation=1.0)
+                    frames.append(record_rows(_record(rng, n, C, extra, replicates), ids, range(replicates)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _lines(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_run_figures_of_single_truths_draw_every_estimator_with_its_slope():
+    df = synthetic_table()
+    df.loc[0, "D"] = np.nan  # NaN and non-positive values are dropped, not fatal
+    df.loc[1, "l2_error"] = 0.0
+    figures = run_figures(df)
+    assert list(figures) == ["synthetic_loss_D", "synthetic_loss_l2", "synthetic_sample_complexity", "synthetic_diagnostics"]
+    assert all(isinstance(f, Figure) for f in figures.values())
+    fig = figures["synthetic_loss_D"]
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    assert len(panels) == 2  # truth tanh x settings exact, over-specified
+    assert [ax.get_title() for ax in panels] == ["truth tanh, exact (L = L*)", "truth tanh, over-specified (L = L* + 1)"]
+    for ax in panels:
+        assert ax.get_xscale() == ax.get_yscale() == "log" and ax.get_xlabel() == "n"
+        lines = _lines(ax)
+        for est in ESTIMATORS:
+            (label,) = [k for k in lines if k.startswith(f"{est}: slope")]
+            slope = float(label.split("slope ")[1].split(" ")[0])
+            assert slope == pytest.approx(-0.5, abs=0.15)  # the table's D ~ n^-1/2
+            assert list(lines[label].get_xdata()) == SIZES
+        assert {"sqrt(log n / n)", "1 / log n"} <= set(lines)
+    # vanilla's curve lies above tanh's (C = 3 against 1)
+    lines = _lines(panels[0])
+    van = next(v for k, v in lines.items() if k.startswith("vanilla"))
+    tanh = next(v for k, v in lines.items() if k.startswith("tanh"))
+    assert (np.asarray(van.get_ydata()) > np.asarray(tanh.get_ydata())).all()
+    assert figures["synthetic_diagnostics"].axes[0].get_ylabel().startswith("fraction certified")
+
+
+def test_run_figures_of_a_family_draw_the_worst_member():
+    df = synthetic_table(deltas=(None, 0.25, 0.5), replicates=4)
+    figures = run_figures(df)
+    assert "synthetic_minimax" in figures
+    ax = figures["synthetic_minimax"].axes[0]
+    assert ax.get_title() == "family tanh, exact (L = L*)"
+    thick = [line for line in ax.get_lines() if line.get_linewidth() > 2]
+    assert len(thick) == len(ESTIMATORS)
+    members = df[(df["estimator"] == "vanilla") & (df["extra"] == 0)].groupby(["truth", "n"])["D"].mean().unstack("truth")
+    vanilla = next(line for line in thick if line.get_label().startswith("vanilla"))
+    np.testing.assert_allclose(vanilla.get_ydata(), members.max(axis=1).to_numpy())
+
+
+def test_figure_loss_without_single_truths_is_none():
+    assert figure_loss(synthetic_table(deltas=(0.5,)), "D") is None
+    with pytest.raises(ValueError, match="Unknown metric 'E'"):
+        figure_loss(synthetic_table(), "E")
+
+
+def test_the_command_saves_each_figure_as_pdf_and_png(tmp_path):
+    fig = run_figures(synthetic_table(replicates=2))["synthetic_loss_D"]
+    paths = cli.save_figure(fig, tmp_path, "synthetic_loss_D")
+    assert [p.name for p in paths] == ["synthetic_loss_D.pdf", "synthetic_loss_D.png"]
+    for p in paths:
+        assert p.stat().st_size > 1000 and p.read_bytes().startswith(b"%PDF" if p.suffix == ".pdf" else b"\x89PNG\r\n\x1a\n")
