@@ -1,4 +1,4 @@
-"""Attention rows with LoRA, written both as attention and as a mixture of experts (MODEL.md section 1).
+"""Attention rows with LoRA, written both as attention and as a mixture of experts (docs/model.md, "Attention as a mixture of experts").
 
 Row i of softmax(X W_Q W_K^T X^T / sqrt(d_k)) X W_V is
 

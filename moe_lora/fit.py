@@ -1,6 +1,6 @@
 """Least-squares fits of a LoRA mixture: initialisation, multi-start, the certified fit record.
 
-The estimator of MODEL.md section 4, G_n in argmin_G (1/n) sum_i ||Y_i - f_G(X_i)||^2, over the
+The estimator of docs/model.md, "Estimator and certification", G_n in argmin_G (1/n) sum_i ||Y_i - f_G(X_i)||^2, over the
 raw parameters of a parameterization with L fitted components. One fit is written for one
 data set; restarts are vmapped inside, replicates outside (``moe_lora.simulate``).
 """

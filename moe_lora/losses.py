@@ -1,4 +1,4 @@
-"""LoRA losses: the Voronoi losses D and D_r of MODEL.md section 4 and the L2 function error.
+"""LoRA losses: the Voronoi losses D and D_r of docs/model.md, "Losses", and the L2 function error.
 
 Both Voronoi losses are configurations of the generic ``moe_lora.voronoi.voronoi_loss`` with
 blocks ``{"S": S, "V": V}`` and weights ``pi = mixture_weights(c)``:

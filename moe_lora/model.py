@@ -1,6 +1,6 @@
 """The regression function f_G of LoRA seen as a gated mixture of linear experts.
 
-MODEL.md section 2. A mixing measure with L components is described by its identifiable
+docs/model.md, "The regression model". A mixing measure with L components is described by its identifiable
 atoms (S_j, V_j, c_j); the frozen base weights (M0, K0, V0) are shared by all components::
 
     score_j(X) = X^T (M + S_j) X + c_j,          M = gate_scale * sym(M0) / sqrt(d_k)
@@ -88,7 +88,7 @@ class Base(NamedTuple):
 
 
 def default_base(spec: ModelSpec, dtype=None) -> Base:
-    """The default frozen base of MODEL.md section 2: M0 = 0, K0 = I, V0 = 0."""
+    """The default frozen base (docs/model.md, "The regression model"): M0 = 0, K0 = I, V0 = 0."""
     dtype = dtype or jnp.result_type(float)
     return Base(
         M0=jnp.zeros((spec.d, spec.d), dtype),
@@ -112,7 +112,7 @@ class Atoms(NamedTuple):
     """Identifiable atoms of a mixing measure: gate matrices, expert updates and gate biases.
 
     ``S`` is symmetric; under softmax gating only ``softmax(c)`` and the S up to a common
-    symmetric shift are identified (MODEL.md section 2).
+    symmetric shift are identified (docs/model.md, "Identifiability").
     """
 
     S: Float[Array, "L d d"]

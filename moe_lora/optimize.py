@@ -6,7 +6,7 @@ written for one problem (vmap it for many) and looping inside ``lax.while_loop``
 * ``LevenbergMarquardt``: damped Gauss-Newton with Nielsen's damping update. The default is
   Marquardt's scaled damping mu * diag(J^T J), floored at a tiny fraction of its largest entry:
   the LoRA Jacobians have exact null directions (gate shift, B A = (B t)(A / t) rescalings,
-  bias shift; MODEL.md section 2), which the floor keeps damped, and directions whose
+  bias shift; docs/model.md, "Identifiability"), which the floor keeps damped, and directions whose
   curvature collapses as a factor saturates at the bound of the compact space, along which
   Levenberg's mu * I stalls the step. Measured on the same truths, data and starts,
   Marquardt certified as many or more fits than Levenberg (``benchmarks/results/``).

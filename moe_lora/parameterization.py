@@ -1,4 +1,4 @@
-"""The three parameterizations of the LoRA factors (MODEL.md section 3) behind one interface.
+"""The three parameterizations of the LoRA factors (docs/model.md, "Parameterizations") behind one interface.
 
 Every parameterization maps free, unconstrained *raw* parameters of L components to the LoRA
 factors (B_Q, A_Q, B_V, A_V, c) and from there to the identifiable atoms (S, V, c):
@@ -13,7 +13,7 @@ Compact parameter space: a raw value x enters as ``R * tanh(x / R)``, so factors
 latents (shared) lie in [-R, R] and gate biases c in [-R_c, R_c] (closed: tanh rounds to 1 in
 floating point for large x). The theory assumes such a
 compact space; without it over-specified vanilla fits slide off along the pi -> 0,
-||V|| -> inf valley and every number depends on the iteration budget (MODEL.md section 5).
+||V|| -> inf valley and every number depends on the iteration budget (docs/model.md, "Compact parameter space").
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class SharedParams(NamedTuple):
 
 
 class SharedMaps(NamedTuple):
-    """Fixed, known maps from latents to flattened factors (MODEL.md section 3)."""
+    """Fixed, known maps from latents to flattened factors (docs/model.md, "Parameterizations")."""
 
     W_AQ: Float[Array, "r*d_k p"]
     W_AV: Float[Array, "r*d_out p"]

@@ -159,7 +159,7 @@ def simulate_replicates(
             batches vectorize better when they are not. Vmapped and mapped code round
             differently, so a fit's path can differ by a few iterations: converged fits agree
             (risk to about 1e-8 relative), but fits in vanilla's weight/value valley can end at
-            different points of it (README, "Empirical minimax").
+            different points of it (docs/results.md, "Empirical minimax").
 
     Returns:
         A ``Record`` whose every field has a leading replicate axis.

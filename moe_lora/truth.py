@@ -1,4 +1,4 @@
-"""Ground-truth mixing measures and data drawn from them (MODEL.md section 2).
+"""Ground-truth mixing measures and data drawn from them (docs/model.md, "The regression model").
 
 A truth is drawn *through a parameterization*, so every estimator whose family contains that
 parameterization contains the truth. Truths whose atoms are too close together, or whose

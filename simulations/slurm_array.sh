@@ -13,7 +13,7 @@
 #   sbatch --export=ALL,SHARDS=32 --array=3,17 simulations/slurm_array.sh CONFIG DIR
 # Without SHARDS the array must be a contiguous range with no step (0-31, not 0-62:2): N is its
 # task count and shard i is its i-th task. DIR must be on a file system every node sees.
-# Expected throughput per task: README, "Running on a cluster".
+# Expected throughput per task: docs/cluster.md.
 #
 #SBATCH --job-name=moe-lora
 #SBATCH --array=0-31

@@ -1,4 +1,5 @@
-"""Oracle: an attention row with LoRA on W_Q and W_V equals its mixture-of-experts form (MODEL.md section 1)."""
+"""Oracle: an attention row with LoRA on W_Q and W_V equals its mixture-of-experts form
+(docs/model.md, "Attention as a mixture of experts")."""
 
 import jax
 import jax.numpy as jnp

@@ -22,7 +22,7 @@ def _model(par, spec=SPEC, key=0):
 
 
 def _naive_f(model, params, x):
-    """f_G(x) for one input, term by term from the LoRA factors (MODEL.md section 2)."""
+    """f_G(x) for one input, term by term from the LoRA factors (docs/model.md, "The regression model")."""
     f = ml.factors(model, params)
     s, b = model.spec, model.base
     scores = []
