@@ -23,12 +23,18 @@ from .losses import score
 from .model import mixture_weights
 from .parameterization import Model, atoms
 from .truth import Design, Truth, sample_dataset
+from .voronoi import VoronoiLoss
 
 #: Number of times ``simulate_replicates`` was traced, per sample size (a compile counter for tests).
 TRACE_COUNT: collections.Counter = collections.Counter()
 
 #: Relative slack for "risk at the estimate <= risk at the truth": round-off only.
 RISK_SLACK = 1e-10
+
+#: Two fitted atoms of one Voronoi cell "share a gate" when ||S_i - S_k||_F is at most this: on
+#: vanilla's exact flat set (docs/model.md, "Identifiability") their experts can then trade
+#: without changing f. Gates here are O(1) (gate_scale 3 in the committed configs).
+SHARED_GATE_TOL = 1e-3
 
 
 class Record(NamedTuple):
@@ -52,6 +58,14 @@ class Record(NamedTuple):
         cell: Voronoi cell of every fitted atom; weights: fitted pi.
         value_norm: Frobenius norm ||V_i|| of every fitted expert update (the weight/value
             valley of vanilla LoRA shows as a small weight with a large ||V_i||).
+        D_mass, D_singleton, D_multi: D taken apart: the mass term sum_j |sum_{A_j} pi_i - pi*_j|,
+            and the parameter terms of singleton and multi-atom cells (they sum to D).
+        D_S, D_V: the parameter terms of the gate block S and the expert block V (D_mass + D_S
+            + D_V = D up to round-off).
+        cell_gate_gap: per true atom j, the smallest ||S_i - S_k||_F between two fitted atoms of
+            its cell (inf if it holds fewer than two).
+        shared_gate: some cell holds two atoms whose gates agree to ``SHARED_GATE_TOL``.
+        D_shared_gate: the part of D (mass and parameter terms) from such cells.
     """
 
     risk: Float[Array, ""]
@@ -74,6 +88,63 @@ class Record(NamedTuple):
     cell: Int[Array, " L"]
     restart_risks: Float[Array, " restarts"]
     value_norm: Float[Array, " L"]
+    D_mass: Float[Array, ""]
+    D_singleton: Float[Array, ""]
+    D_multi: Float[Array, ""]
+    D_S: Float[Array, ""]
+    D_V: Float[Array, ""]
+    shared_gate: Bool[Array, ""]
+    D_shared_gate: Float[Array, ""]
+    cell_gate_gap: Float[Array, " L_star"]
+
+
+class Decomposition(NamedTuple):
+    """D taken apart (the fields of the same names in ``Record``)."""
+
+    D_mass: Float[Array, ""]
+    D_singleton: Float[Array, ""]
+    D_multi: Float[Array, ""]
+    D_S: Float[Array, ""]
+    D_V: Float[Array, ""]
+    shared_gate: Bool[Array, ""]
+    D_shared_gate: Float[Array, ""]
+    cell_gate_gap: Float[Array, " L_star"]
+
+
+def decompose(loss: VoronoiLoss, S: Float[Array, "L d d"]) -> Decomposition:
+    """The pieces of a LoRA Voronoi loss ``loss`` (blocks S and V) of fitted gates ``S``.
+
+    The mass term, the parameter terms of singleton and multi-atom cells, those of the S and V
+    blocks, and the cells whose atoms share a gate: cell j's gate gap is the smallest
+    ||S_i - S_k||_F over two fitted atoms of the cell (inf if it has fewer than two), and the cell
+    shares a gate when the gap is at most ``SHARED_GATE_TOL``.
+
+    Example:
+        >>> from moe_lora.losses import lora_voronoi_loss
+        >>> from moe_lora.model import Atoms
+        >>> truth = Atoms(S=jnp.zeros((1, 2, 2)), V=jnp.ones((1, 2, 1)), c=jnp.zeros(1))
+        >>> split = Atoms(S=jnp.zeros((2, 2, 2)), V=jnp.stack([0.5 * jnp.ones((2, 1)), 1.5 * jnp.ones((2, 1))]), c=jnp.zeros(2))
+        >>> parts = decompose(lora_voronoi_loss(split, truth, "softmax"), split.S)
+        >>> bool(parts.shared_gate), float(parts.D_shared_gate), float(parts.D_multi), float(parts.D_S)
+        (True, 0.5, 0.5, 0.0)
+    """
+    cell, L_star = loss.cell, loss.mass.shape[0]
+    singleton = loss.cell_size == 1
+    dist = jnp.sqrt(jnp.sum((S[:, None] - S[None, :]) ** 2, axis=(-2, -1)))
+    pair = (cell[:, None] == cell[None, :]) & ~jnp.eye(cell.shape[0], dtype=bool)
+    gaps = jax.ops.segment_min(jnp.min(jnp.where(pair, dist, jnp.inf), axis=1), cell, num_segments=L_star)
+    gaps = jnp.where(loss.cell_size >= 2, gaps, jnp.inf)
+    shared = gaps <= SHARED_GATE_TOL
+    return Decomposition(
+        D_mass=jnp.sum(loss.mass),
+        D_singleton=jnp.sum(jnp.where(singleton, loss.parameter, 0.0)),
+        D_multi=jnp.sum(jnp.where(singleton, 0.0, loss.parameter)),
+        D_S=jnp.sum(loss.block_parameter["S"]),
+        D_V=jnp.sum(loss.block_parameter["V"]),
+        shared_gate=jnp.any(shared),
+        D_shared_gate=jnp.sum(jnp.where(shared, loss.mass + loss.parameter, 0.0)),
+        cell_gate_gap=gaps,
+    )
 
 
 def simulate_replicate(
@@ -108,6 +179,7 @@ def simulate_replicate(
         cell=scores.D.cell,
         weights=weights,
         value_norm=jnp.sqrt(jnp.sum(fitted.V**2, axis=(-2, -1))),
+        **decompose(scores.D, fitted.S)._asdict(),
     )
 
 

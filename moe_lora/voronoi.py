@@ -24,13 +24,18 @@ Blocks = Mapping[str, Array]
 
 
 class VoronoiLoss(NamedTuple):
-    """Voronoi loss with its per-true-atom breakdown (``total = mass.sum() + parameter.sum()``)."""
+    """Voronoi loss with its per-true-atom breakdown (``total = mass.sum() + parameter.sum()``).
+
+    ``block_parameter[b]`` is block b's share of ``parameter`` (the shares sum to it up to
+    round-off).
+    """
 
     total: Float[Array, ""]
     mass: Float[Array, " L_star"]
     parameter: Float[Array, " L_star"]
     cell_size: Int[Array, " L_star"]
     cell: Int[Array, " L"]
+    block_parameter: Mapping[str, Float[Array, " L_star"]] | None = None
 
 
 class Exponents(NamedTuple):
@@ -152,12 +157,13 @@ def voronoi_loss(
     mass = jnp.abs(jax.ops.segment_sum(weights, cell, num_segments=L_star) - true_weights)
 
     singleton = cell_size[cell] == 1
-    distance = sum(
-        _norm_power(blocks[k] - true_blocks[k][cell], jnp.where(singleton, exps[k].singleton, exps[k].multi))
+    per_block = {
+        k: _norm_power(blocks[k] - true_blocks[k][cell], jnp.where(singleton, exps[k].singleton, exps[k].multi))
         for k in names
-    )
-    parameter = jax.ops.segment_sum(weights * distance, cell, num_segments=L_star)
-    return VoronoiLoss(jnp.sum(mass) + jnp.sum(parameter), mass, parameter, cell_size, cell)
+    }
+    parameter = jax.ops.segment_sum(weights * sum(per_block.values()), cell, num_segments=L_star)
+    block_parameter = {k: jax.ops.segment_sum(weights * v, cell, num_segments=L_star) for k, v in per_block.items()}
+    return VoronoiLoss(jnp.sum(mass) + jnp.sum(parameter), mass, parameter, cell_size, cell, block_parameter)
 
 
 def check_distinct_atoms(true_blocks: Blocks, *, atol: float = 0.0) -> None:

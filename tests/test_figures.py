@@ -29,7 +29,8 @@ def _record(rng, n, C, extra, replicates):
         certified=rng.random(R) < 0.9, cell_size=np.stack([np.bincount(c, minlength=L_STAR) for c in cells]),
         cell_mass=rng.uniform(0, 0.1, (R, L_STAR)), cell_parameter=rng.uniform(0, 0.1, (R, L_STAR)),
         weights=rng.dirichlet(np.ones(L), R), cell=cells, restart_risks=rng.uniform(1, 2, (R, 1)),
-        value_norm=rng.uniform(0.1, 2, (R, L)))
+        value_norm=rng.uniform(0.1, 2, (R, L)), D_mass=0.2 * D, D_singleton=0.3 * D, D_multi=0.5 * D, D_S=0.4 * D, D_V=0.4 * D,
+        shared_gate=np.zeros(R, bool), D_shared_gate=np.zeros(R), cell_gate_gap=np.full((R, L_STAR), np.inf))
 
 
 def synthetic_table(deltas=(None,), replicates=8, seed=0) -> pd.DataFrame:
