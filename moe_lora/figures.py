@@ -206,38 +206,70 @@ def figure_loss(df: pd.DataFrame, metric: str, *, slopes: pd.DataFrame | None = 
     return fig
 
 
-def figure_sample_complexity(df: pd.DataFrame, metric: str = "D", *, points: int = 30) -> Figure | None:
+def _complexity_references(ax, inv_eps, n_eps) -> None:
+    """Grey C eps^-2 (dashed), C eps^-4 (dash-dot) and exp(C eps^-1/2) (dotted) through the
+    panel's reached point of smallest 1/eps."""
+    if not len(inv_eps):
+        return
+    k = int(np.argmin(inv_eps))
+    x0, n0 = inv_eps[k], n_eps[k]
+    grid = np.geomspace(min(inv_eps), max(inv_eps), 60)
+    curves = ((lambda x: n0 * (x / x0) ** 2, "--", "C eps^-2"), (lambda x: n0 * (x / x0) ** 4, "-.", "C eps^-4"),
+              (lambda x: np.exp(np.log(n0) * np.sqrt(x / x0)), ":", "exp(C eps^-1/2)"))
+    for f, ls, label in curves:
+        ax.plot(grid, f(grid), ls=ls, color="0.45", lw=1.1, label=label)
+
+
+def figure_sample_complexity(df: pd.DataFrame, metric: str = "D", *, statistic: str = "mean",
+                             points: int = 30) -> Figure | None:
     """Figure 3: sample complexity n(eps) against 1 / eps per (truth, setting), log-log.
 
     For each panel, eps runs over ``points`` log-spaced values between the largest and the
-    smallest mean loss reached by any estimator of the panel; an estimator has a point at eps
-    only if its mean curve reaches eps (see ``rates.sample_complexity``). Family rows are left out.
+    smallest ``statistic`` (mean or median over replicates) of any estimator of the panel. An
+    estimator's line joins the eps its curve reaches inside the grid (``rates.crossing``,
+    interpolated in log-log); eps already reached at the smallest n are marked at n_min with a
+    hollow down-triangle (n(eps) <= n_min), eps never reached at n_max with a hollow up-triangle
+    (n(eps) > n_max): censored, not pinned. Grey references C eps^-2, C eps^-4 and
+    exp(C eps^-1/2) pass through the panel's first reached point. Family rows are left out.
 
     Args:
         df: the results table.
         metric: the loss column.
+        statistic: ``"mean"`` or ``"median"`` over replicates (vanilla's means are driven by a
+            heavy tail).
         points: number of eps values per panel.
 
     Returns:
         The Figure (None when the table has no single truth).
     """
     _check_metric(df, metric)
+    if statistic not in rates.STATISTICS:
+        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {rates.STATISTICS}")
     df = single_truths(df)
     if df.empty:
         return None
-    fig, panels = _panels(df, "truth", "truth", "1 / eps", f"n(eps): smallest n with mean {metric} <= eps")
+    fig, panels = _panels(df, "truth", "truth", "1 / eps", f"n(eps): smallest n with {statistic} {metric} <= eps")
     for ax, _, _, sub in panels:
-        curves = {est: _curve(sub[sub["estimator"] == est], metric)["mean"] for est in _estimators(sub)}
-        means = pd.concat(curves.values())
-        if means.empty:
+        curves = {est: _curve(sub[sub["estimator"] == est], metric)[statistic] for est in _estimators(sub)}
+        values = pd.concat(curves.values())
+        if values.empty:
             continue
-        eps = np.geomspace(means.max(), means.min(), points)
+        eps = np.geomspace(values.max(), values.min(), points)
+        reached_x, reached_n = [], []
         for est, c in curves.items():
-            ne = rates.sample_complexity(c.index, c.to_numpy(), eps)
-            ok = np.isfinite(ne)
-            ax.plot(1 / eps[ok], ne[ok], color=estimator_color(est), marker=".", lw=1.6, label=est)
-        _legend(ax)
-    fig.suptitle(f"Sample complexity: n at which the mean {METRIC_LABELS.get(metric, metric)} first reaches eps")
+            ne, status = rates.crossing(c.index, c.to_numpy(), eps)
+            color = estimator_color(est)
+            ok = status == rates.REACHED
+            ax.plot(1 / eps[ok], ne[ok], color=color, marker=".", lw=1.6, label=est)
+            for st, marker in ((rates.LEFT_CENSORED, "v"), (rates.RIGHT_CENSORED, "^")):
+                m = status == st
+                ax.plot(1 / eps[m], ne[m], ls="none", marker=marker, ms=4, mfc="none", color=color)
+            reached_x += list(1 / eps[ok])
+            reached_n += list(ne[ok])
+        _complexity_references(ax, np.asarray(reached_x), np.asarray(reached_n))
+        _legend(ax, Line2D([], [], color="0.3", ls="none", marker="v", mfc="none", label="n(eps) <= smallest n"),
+                Line2D([], [], color="0.3", ls="none", marker="^", mfc="none", label="n(eps) > largest n"))
+    fig.suptitle(f"Sample complexity: n at which the {statistic} {METRIC_LABELS.get(metric, metric)} first reaches eps")
     return fig
 
 
@@ -337,8 +369,8 @@ def run_figures(df: pd.DataFrame, slopes: pd.DataFrame | None = None) -> dict[st
     """Every figure that applies to a run's table, keyed by its file stem.
 
     Figures 1-3 when the table has single truths (``delta`` NaN), figure 4 when it has a family,
-    and the diagnostics always. Stems: ``loss_D``, ``loss_l2``, ``sample_complexity``,
-    ``minimax``, ``diagnostics``, prefixed with ``<experiment>_`` for a single-experiment table.
+    and the diagnostics always. Stems: ``loss_D``, ``loss_l2``, ``sample_complexity`` (and
+    ``sample_complexity_median``), ``minimax``, ``diagnostics``, prefixed with ``<experiment>_`` for a single-experiment table.
 
     Args:
         df: the results table.
@@ -357,6 +389,7 @@ def run_figures(df: pd.DataFrame, slopes: pd.DataFrame | None = None) -> dict[st
             figures[_STEMS.get(m, f"loss_{m}")] = figure_loss(single, m, slopes=s)
         if "D" in df:
             figures["sample_complexity"] = figure_sample_complexity(single)
+            figures["sample_complexity_median"] = figure_sample_complexity(single, statistic="median")
     if not family.empty and "D" in df:
         f = slopes if slopes is not None else rates.slope_table(family, metrics=("D",), statistics=("mean",))
         figures["minimax"] = figure_minimax(family, slopes=f)

@@ -137,24 +137,32 @@ def format_slope_table(table: pd.DataFrame, level: float = 0.95) -> str:
     return "\n".join(lines)
 
 
-def sample_complexity(n, loss, eps):
-    """Smallest n at which a loss curve first drops to ``eps``, NaN where it never does.
+#: ``crossing`` statuses: reached inside the grid, already reached at the smallest n (n(eps) <= n_min,
+#: left-censored), not reached by the largest n (n(eps) > n_max, right-censored).
+REACHED, LEFT_CENSORED, RIGHT_CENSORED = "reached", "left-censored", "right-censored"
 
-    log(loss) is interpolated linearly in log(n) between consecutive sizes; a curve already at
-    or below ``eps`` at its smallest n gives that n. There is no extrapolation beyond the sizes.
-    Non-positive or NaN points are dropped.
+
+def crossing(n, loss, eps) -> tuple[np.ndarray, np.ndarray]:
+    """Where a loss curve first drops to ``eps``: (n(eps), status) for every eps.
+
+    log(loss) is interpolated linearly in log(n) between consecutive sizes, and n(eps) is the
+    first crossing. A curve already at or below ``eps`` at its smallest size only says
+    n(eps) <= n_min (status ``LEFT_CENSORED``, n(eps) returned as n_min); one that never reaches
+    ``eps`` only says n(eps) > n_max (``RIGHT_CENSORED``, n_max returned). There is no
+    extrapolation. Non-positive or NaN points are dropped.
 
     Args:
         n: sample sizes (distinct).
         loss: the loss (e.g. the mean over replicates) at each size.
-        eps: a target loss, scalar or array.
+        eps: target losses, a scalar or an array.
 
     Returns:
-        n(eps), a float for scalar ``eps``, else an array shaped like ``eps``.
+        Two arrays shaped like ``eps``: n(eps) (or the censoring bound) and the status.
 
     >>> n = np.array([1e2, 1e3, 1e4])
-    >>> [round(float(v), 6) for v in sample_complexity(n, n ** -0.5, [0.2, 10 ** -1.25, 1e-3])]
-    [100.0, 316.227766, nan]
+    >>> ne, status = crossing(n, n ** -0.5, [0.2, 10 ** -1.25, 1e-3])
+    >>> [round(float(v), 6) for v in ne], status.tolist()
+    ([100.0, 316.227766, 10000.0], ['left-censored', 'reached', 'right-censored'])
     """
     n, loss = np.asarray(n, float), np.asarray(loss, float)
     keep = (n > 0) & (loss > 0)
@@ -163,16 +171,41 @@ def sample_complexity(n, loss, eps):
     ln, ll = np.log(sizes), np.log(loss[keep][order])
     e = np.asarray(eps, float)
     out = np.full(e.shape, np.nan)
+    status = np.full(e.shape, RIGHT_CENSORED, dtype=object)
+    if not len(sizes):
+        return out, status
     for k, le in np.ndenumerate(np.log(np.where(e > 0, e, np.nan))):
         hit = np.flatnonzero(ll <= le)
         if not len(hit):
+            out[k] = sizes[-1]
             continue
         i = hit[0]
-        if i == 0 or ll[i] == le:  # reached exactly at a size
-            out[k] = sizes[i]
-        else:
-            t = (le - ll[i - 1]) / (ll[i] - ll[i - 1])
-            out[k] = np.exp(ln[i - 1] + t * (ln[i] - ln[i - 1]))
+        if i == 0:
+            out[k], status[k] = sizes[0], LEFT_CENSORED
+            continue
+        t = (le - ll[i - 1]) / (ll[i] - ll[i - 1])
+        out[k], status[k] = np.exp(ln[i - 1] + t * (ln[i] - ln[i - 1])), REACHED
+    return out, status
+
+
+def sample_complexity(n, loss, eps):
+    """n(eps), the smallest n at which a loss curve first drops to ``eps``; NaN where the grid
+    does not contain the crossing (censored: see ``crossing``).
+
+    Args:
+        n: sample sizes (distinct).
+        loss: the loss at each size.
+        eps: a target loss, scalar or array.
+
+    Returns:
+        n(eps), a float for scalar ``eps``, else an array shaped like ``eps``.
+
+    >>> n = np.array([1e2, 1e3, 1e4])
+    >>> [round(float(v), 6) for v in sample_complexity(n, n ** -0.5, [0.2, 10 ** -1.25, 1e-3])]
+    [nan, 316.227766, nan]
+    """
+    ne, status = crossing(n, loss, eps)
+    out = np.where(status == REACHED, ne, np.nan)
     return float(out) if out.ndim == 0 else out
 
 

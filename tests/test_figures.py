@@ -58,7 +58,8 @@ def test_run_figures_of_single_truths_draw_every_estimator_with_its_slope():
     df.loc[0, "D"] = np.nan  # NaN and non-positive values are dropped, not fatal
     df.loc[1, "l2_error"] = 0.0
     figures = run_figures(df)
-    assert list(figures) == ["synthetic_loss_D", "synthetic_loss_l2", "synthetic_sample_complexity", "synthetic_diagnostics"]
+    assert list(figures) == ["synthetic_loss_D", "synthetic_loss_l2", "synthetic_sample_complexity",
+                             "synthetic_sample_complexity_median", "synthetic_diagnostics"]
     assert all(isinstance(f, Figure) for f in figures.values())
     fig = figures["synthetic_loss_D"]
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
@@ -79,6 +80,15 @@ def test_run_figures_of_single_truths_draw_every_estimator_with_its_slope():
     tanh = next(v for k, v in lines.items() if k.startswith("tanh"))
     assert (np.asarray(van.get_ydata()) > np.asarray(tanh.get_ydata())).all()
     assert figures["synthetic_diagnostics"].axes[0].get_ylabel().startswith("fraction certified")
+    # n(eps): reference curves and censored markers, no point pinned to the smallest n on a line
+    lines = _lines(figures["synthetic_sample_complexity"].axes[0])
+    assert {"C eps^-2", "C eps^-4", "exp(C eps^-1/2)", "vanilla", "tanh"} <= set(lines)
+    for est in ESTIMATORS:
+        n_eps = np.asarray(lines[est].get_ydata())
+        assert (n_eps > SIZES[0]).all() and (n_eps <= SIZES[-1] * (1 + 1e-9)).all()
+    ref = lines["C eps^-2"]
+    x, y = np.asarray(ref.get_xdata()), np.asarray(ref.get_ydata())
+    np.testing.assert_allclose(np.diff(np.log(y)) / np.diff(np.log(x)), 2.0)
 
 
 def test_run_figures_of_a_family_draw_the_worst_member():

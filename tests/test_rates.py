@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moe_lora.rates import curve_slope, format_slope_table, loglog_slope, sample_complexity, slope_table
+from moe_lora.rates import (LEFT_CENSORED, REACHED, RIGHT_CENSORED, crossing, curve_slope, format_slope_table, loglog_slope,
+                            sample_complexity, slope_table)
 
 SIZES = np.array([100, 300, 1000, 3000, 10000, 30000])
 
@@ -70,15 +71,28 @@ def test_slope_table_rows_per_curve():
     assert set(table.columns) >= {"slope", "ci_low", "ci_high", "n_min", "n_max", "replicates", "certified_fraction"}
 
 
-def test_sample_complexity_is_exact_on_a_power_law():
+def test_sample_complexity_is_exact_on_a_power_law_and_censors_the_ends():
     n = np.array([100.0, 1000.0, 10000.0])
     loss = n**-0.5
     assert sample_complexity(n, loss, 10**-1.25) == pytest.approx(10**2.5, rel=1e-12)  # between sizes
     assert sample_complexity(n, loss, 0.01) == pytest.approx(1e4, rel=1e-12)  # at the last size
-    assert sample_complexity(n, loss, 0.5) == 100.0  # already reached at the smallest size
+    assert np.isnan(sample_complexity(n, loss, 0.5))  # already reached at the smallest size: not pinned to it
     assert np.isnan(sample_complexity(n, loss, 1e-3))  # never reached: no extrapolation
     out = sample_complexity(n[::-1], loss[::-1], np.array([10**-1.5, 1e-3]))  # any order, array eps
     assert out[0] == pytest.approx(1000.0) and np.isnan(out[1])
+    ne, status = crossing(n, loss, [0.5, 10**-1.25, 1e-3])
+    assert status.tolist() == [LEFT_CENSORED, REACHED, RIGHT_CENSORED]
+    np.testing.assert_allclose(ne, [100.0, 10**2.5, 1e4], rtol=1e-12)  # censored: the bound that is known
+
+
+def test_crossing_recovers_known_answers_on_synthetic_curves():
+    rng = np.random.default_rng(0)
+    n = np.geomspace(100, 1e5, 14)
+    for a, C in ((-0.5, 2.0), (-0.25, 0.7), (-1.0, 30.0)):
+        eps = C * np.exp(rng.uniform(np.log(n[1]), np.log(n[-1]), 20)) ** a  # losses the curve reaches inside the grid
+        ne, status = crossing(n, C * n**a, eps)
+        assert (status == REACHED).all()
+        np.testing.assert_allclose(ne, (eps / C) ** (1 / a), rtol=1e-10)  # exact on a power law: log-log interpolation
 
 
 def test_sample_complexity_first_crossing_of_a_non_monotone_curve():
