@@ -4,8 +4,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moe_lora.rates import (LEFT_CENSORED, REACHED, RIGHT_CENSORED, crossing, curve_slope, format_slope_table, loglog_slope,
-                            sample_complexity, slope_table)
+from moe_lora.rates import (
+    LEFT_CENSORED,
+    REACHED,
+    RIGHT_CENSORED,
+    crossing,
+    curve_slope,
+    format_slope_table,
+    loglog_slope,
+    sample_complexity,
+    slope_table,
+)
 
 SIZES = np.array([100, 300, 1000, 3000, 10000, 30000])
 
