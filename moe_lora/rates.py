@@ -20,6 +20,8 @@ import pandas as pd
 from .table import families, single_truths
 
 METRICS = ("D", "l2_error")
+#: The pieces of D in the results table (``moe_lora.simulate.decompose``).
+D_TERMS = ("D", "D_mass", "D_singleton", "D_multi", "D_S", "D_V")
 STATISTICS = ("mean", "median")
 
 
@@ -273,4 +275,57 @@ def onset_table(df: pd.DataFrame, by, metric: str, target: float, statistic: str
     by = [by] if isinstance(by, str) else list(by)
     rows = [dict(zip(by, keys if isinstance(keys, tuple) else (keys,))) | asymptotic_onset(sub, metric, target, statistic, **kwargs)
             for keys, sub in df.groupby(by, sort=False)]
+    return pd.DataFrame(rows)
+
+
+def term_slopes(df: pd.DataFrame, ranges, *, terms=D_TERMS, statistic: str = "mean", bootstrap: int = 1000,
+                level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Slope and bootstrap interval of every piece of D, for every curve and size range.
+
+    Args:
+        df: results table rows of drawn truths (``table.single_truths``).
+        ranges: (n_min, n_max) pairs; None leaves an end open.
+        terms: the columns to fit (``D_TERMS`` by default; missing ones are skipped).
+        statistic: ``"mean"`` or ``"median"`` over replicates.
+
+    Returns:
+        One row per (truth, estimator, extra, term, range): ``slope``, ``ci_low``, ``ci_high``,
+        the range actually covered (``n_min``, ``n_max``, ``points``). A term that is zero at some
+        size in the range (no multi-atom cell, say) has no log-log slope: NaN.
+
+    >>> n = np.repeat([100, 1000, 10000], 4)
+    >>> d = pd.DataFrame({"truth": "t", "estimator": "e", "extra": 1, "n": n, "D": n ** -0.5, "D_mass": 2 * n ** -1.0})
+    >>> term_slopes(d, [(None, None)], terms=("D", "D_mass"), bootstrap=20)[["term", "slope"]].round(3).values.tolist()
+    [['D', -0.5], ['D_mass', -1.0]]
+    """
+    rows = []
+    for (truth, est, extra), sub in df.groupby(["truth", "estimator", "extra"], sort=True):
+        for term in (t for t in terms if t in df):
+            for lo, hi in ranges:
+                res = curve_slope(sub, term, statistic, n_min=lo, n_max=hi, bootstrap=bootstrap, level=level, seed=seed)
+                rows.append({"truth": truth, "estimator": est, "extra": extra, "term": term, "statistic": statistic} | res)
+    return pd.DataFrame(rows)
+
+
+def local_slope_table(df: pd.DataFrame, metric: str, statistic: str = "mean", *, window: int = 3, bootstrap: int = 1000,
+                      level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Slopes of one curve over sliding windows of ``window`` consecutive sizes, with intervals.
+
+    Where ``local_slopes`` differences neighbours, this fits each window by least squares and
+    bootstraps it (``curve_slope``), so a trend of the local slope against n (toward -0.5, or
+    not) can be read with its uncertainty. ``n_mid`` is the window's geometric mean size.
+
+    >>> n = np.repeat([100, 400, 1600, 6400], 3)
+    >>> d = pd.DataFrame({"n": n, "D": np.where(n < 1000, 1.0, 1.0) * n ** np.where(n < 1000, -0.25, -0.5)})
+    >>> local_slope_table(d, "D", window=2, bootstrap=10)["points"].tolist()
+    [2, 2, 2]
+    """
+    if not (isinstance(window, (int, np.integer)) and window >= 2):
+        raise ValueError(f"window must be an integer >= 2, got {window!r}")
+    sizes = np.sort(df["n"].unique())
+    rows = []
+    for k in range(len(sizes) - window + 1):
+        lo, hi = int(sizes[k]), int(sizes[k + window - 1])
+        res = curve_slope(df, metric, statistic, n_min=lo, n_max=hi, bootstrap=bootstrap, level=level, seed=seed)
+        rows.append({"n_mid": float(np.exp(np.mean(np.log(sizes[k:k + window]))))} | res)
     return pd.DataFrame(rows)

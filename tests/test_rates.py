@@ -11,9 +11,11 @@ from moe_lora.rates import (
     crossing,
     curve_slope,
     format_slope_table,
+    local_slope_table,
     loglog_slope,
     sample_complexity,
     slope_table,
+    term_slopes,
 )
 
 SIZES = np.array([100, 300, 1000, 3000, 10000, 30000])
@@ -107,3 +109,23 @@ def test_crossing_recovers_known_answers_on_synthetic_curves():
 def test_sample_complexity_first_crossing_of_a_non_monotone_curve():
     n = np.array([10.0, 100.0, 1000.0])
     assert sample_complexity(n, [1.0, 0.1, 0.5], 0.2) == pytest.approx(50.0)  # 1 -> 0.1 crosses 0.2 at n = 50
+
+
+def test_term_slope_intervals_cover_known_slopes_by_range():
+    # D_mass ~ n^-1 everywhere; D_multi ~ n^-0.25 below n = 1000 and n^-0.5 above: the range matters.
+    rng = np.random.default_rng(3)
+    sizes = np.geomspace(100, 1e5, 10).round()
+    rows = []
+    for n in sizes:
+        for k in range(32):
+            multi = (n ** -0.25 if n <= 1000 else 1000**0.25 * n**-0.5) * rng.lognormal(0, 0.3)
+            rows.append({"truth": "t", "estimator": "e", "extra": 1, "n": n, "replicate": k,
+                         "D_mass": 0.5 / n * rng.lognormal(0, 0.3), "D_multi": multi})
+    df = pd.DataFrame(rows)
+    table = term_slopes(df, [(None, 1000), (1000, None)], terms=("D_mass", "D_multi"), bootstrap=400)
+    truth = {("D_mass", 100): -1.0, ("D_mass", 1000): -1.0, ("D_multi", 100): -0.25, ("D_multi", 1000): -0.5}
+    for row in table.itertuples():
+        assert row.ci_low <= truth[(row.term, row.n_min)] <= row.ci_high, row
+        assert row.ci_high - row.ci_low < 0.2
+    local = local_slope_table(df, "D_multi", window=3, bootstrap=200)
+    assert local["slope"].iloc[0] == pytest.approx(-0.25, abs=0.1) and local["slope"].iloc[-1] == pytest.approx(-0.5, abs=0.1)
