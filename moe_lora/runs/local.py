@@ -113,25 +113,33 @@ def run_units(results: Iterable[UnitResult], todo: list[Unit], total: int, *, on
               progress: bool = True, stream=None) -> None:
     """The run loop: hand every result of a backend to ``on_result``, with a progress line.
 
-    The progress bar counts work as fits x n (a fit's cost grows about linearly in n, and units
-    run small n first), so its time left is an honest extrapolation; its label shows units
-    done of ``total`` and fits per second.
+    Progress counts work as fits x n (a fit's cost grows about linearly in n, and units run small
+    n first), so the time left is an extrapolation by work, not by units; early units, where
+    compilation dominates, make it pessimistic. On a terminal the line is a tqdm bar updated in
+    place; in a log file (a batch job) tqdm's line is written once per finished unit.
     """
-    already = total - len(todo)
-    bar = tqdm(total=sum(u.fits * u.n for u in todo), disable=not progress, file=stream or sys.stderr,
-               unit="work", mininterval=0, dynamic_ncols=True,
-               bar_format="[{desc} units] {percentage:3.0f}% | elapsed {elapsed}, left ~{remaining} | {postfix}")
-    done, fits, t0 = already, 0, time.perf_counter()
-    bar.set_description_str(f"{done}/{total}", refresh=False)
+    stream = stream or sys.stderr
+    work = sum(u.fits * u.n for u in todo)
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    fmt = "[{desc} units] {percentage:3.0f}% | elapsed {elapsed}, left ~{remaining}{postfix}"
+    bar = tqdm(total=work, disable=not (progress and tty), file=stream, mininterval=0, dynamic_ncols=True, bar_format=fmt)
+    done, fits, done_work, t0 = total - len(todo), 0, 0, time.perf_counter()
     try:
         for result in results:
             on_result(result)
-            done, fits = done + 1, fits + result.unit.fits
-            rate = fits / max(time.perf_counter() - t0, 1e-9)
+            u = result.unit
+            done, fits, done_work = done + 1, fits + u.fits, done_work + u.fits * u.n
+            elapsed = time.perf_counter() - t0
             seconds = result.timing["seconds"] if result.timing else float("nan")
-            bar.set_description_str(f"{done}/{total}", refresh=False)
-            bar.set_postfix_str(f"{rate:.2f} fits/s | {result.unit.id} ({seconds:.1f}s)", refresh=False)
-            bar.update(result.unit.fits * result.unit.n)
+            postfix = f"{fits / max(elapsed, 1e-9):.2f} fits/s | {u.id} ({seconds:.1f}s)"
+            if tty:
+                bar.set_description_str(f"{done}/{total}", refresh=False)
+                bar.set_postfix_str(postfix, refresh=False)
+                bar.update(u.fits * u.n)
+            elif progress:
+                line = tqdm.format_meter(done_work, work, elapsed, bar_format=fmt, prefix=f"{done}/{total}", postfix=postfix)
+                stream.write(line + "\n")
+                stream.flush()
     finally:
         bar.close()
 
