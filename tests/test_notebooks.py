@@ -11,9 +11,10 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_the_five_notebooks_are_there():
+def test_the_notebooks_are_there():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == ["01_lora_as_mixture", "02_exact_vs_overspecified", "03_activations", "04_gating", "05_regimes"]
+    assert names == ["01_lora_as_mixture", "02_exact_vs_overspecified", "03_activations", "04_gating", "05_regimes",
+                     "07_attention_head"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

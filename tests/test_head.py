@@ -1,0 +1,217 @@
+"""The attention-head teacher-student simulation (moe_lora.head) and its figure."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from moe_lora import head as hd
+from moe_lora.attention import LoRA, attention, attention_row_as_mixture
+from moe_lora.head_figure import figure_data_efficiency
+
+matplotlib.use("Agg")
+
+TINY = hd.HeadConfig(
+    d=4,
+    d_k=2,
+    d_v=2,
+    N=3,
+    rank_true=1,
+    rank=1,
+    steps=300,
+    patience=50,
+    starts=2,
+    n_test=64,
+    learning_rate=2e-2,
+    sigma=0.1,
+)
+
+
+def test_head_with_lora_equals_the_attention_function():
+    config = hd.HeadConfig()
+    teacher = hd.draw_teacher(jax.random.key(0), config)
+    X = hd.sample_sequences(jax.random.key(1), config, 3)
+    for x in X:
+        H = hd.head_output(config, teacher.weights, teacher.lora, x)
+        np.testing.assert_allclose(H, attention(x, teacher.weights, teacher.lora), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            H[2], attention_row_as_mixture(x, 2, teacher.weights, teacher.lora).row, rtol=1e-12, atol=1e-12
+        )
+    # the teacher's update is not a no-op, so the comparison above is not vacuous
+    zero = LoRA(*(jnp.zeros_like(f) for f in teacher.lora))
+    assert not np.allclose(
+        hd.head_output(config, teacher.weights, zero, X[0]), hd.head_output(config, teacher.weights, teacher.lora, X[0])
+    )
+
+
+def test_sigmoid_gating_is_the_elementwise_sigmoid_with_bias_minus_log_N():
+    config = hd.HeadConfig(gating="sigmoid")
+    t = hd.draw_teacher(jax.random.key(0), config)
+    x = hd.sample_sequences(jax.random.key(1), config, 1)[0]
+    W_Q = t.weights.W_Q + t.lora.B_Q @ t.lora.A_Q
+    s = (x @ W_Q) @ (x @ t.weights.W_K).T / np.sqrt(config.d_k)
+    expected = jax.nn.sigmoid(s - np.log(config.N)) @ (x @ (t.weights.W_V + t.lora.B_V @ t.lora.A_V))
+    np.testing.assert_allclose(hd.head_output(config, t.weights, t.lora, x), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rank,hidden", [(2, None), (3, 5)])
+def test_replora_generator_shapes_and_parameter_counts(rank, hidden):
+    config = hd.HeadConfig(rank=rank, rank_true=2, hidden=hidden)
+    p = hd.init_student(jax.random.key(0), config, "replora")
+    f = hd.replora_factors(p, config.activation)
+    assert [x.shape for x in f] == [(16, rank), (rank, 8), (16, rank), (rank, 8)]
+    counts = hd.parameter_counts(config)
+    assert counts["replora"] == ravel_pytree(p)[0].size
+    assert counts["lora"] == ravel_pytree(hd.init_student(jax.random.key(0), config, "lora"))[0].size
+    # the start is the pre-trained head: a zero update
+    assert float(jnp.abs(f.B_Q @ f.A_Q).max()) == 0 and float(jnp.abs(f.B_V @ f.A_V).max()) == 0
+
+
+@pytest.mark.parametrize("truth", hd.TRUTHS)
+def test_teacher_has_the_stated_update_sizes_and_live_gates(truth):
+    config = hd.HeadConfig(truth=truth, update_q=0.8, update_v=0.3)
+    t = hd.draw_teacher(jax.random.key(3), config)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(t.lora.B_Q @ t.lora.A_Q) / jnp.linalg.norm(t.weights.W_Q), 0.8, rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        jnp.linalg.norm(t.lora.B_V @ t.lora.A_V) / jnp.linalg.norm(t.weights.W_V), 0.3, rtol=1e-10
+    )
+    assert t.gate_change >= hd.MIN_GATE_CHANGE and t.gate_saturation <= hd.MAX_GATE_SATURATION
+    assert np.linalg.matrix_rank(np.asarray(t.lora.B_Q @ t.lora.A_Q)) == config.rank_true
+    if truth == "reparameterized":
+        np.testing.assert_allclose(hd.replora_factors(t.params, config.activation).B_Q, t.lora.B_Q)
+
+
+def test_degenerate_teacher_gates_are_refused():
+    with pytest.raises(ValueError, match="gate_change"):
+        hd.draw_teacher(jax.random.key(0), hd.HeadConfig(update_q=1e-4))
+
+
+@pytest.mark.parametrize("student,truth", [("lora", "vanilla"), ("replora", "reparameterized")])
+def test_student_started_at_the_teacher_stays_there_on_noiseless_data(student, truth):
+    config = hd.HeadConfig(truth=truth, steps=100, patience=100)
+    t = hd.draw_teacher(jax.random.key(0), config)
+    X = hd.sample_sequences(jax.random.key(1), config, 16)
+    Y = jax.vmap(lambda x: hd.head_output(config, t.weights, t.lora, x))(X)
+    best, steps, stopped, val = hd.train_student(
+        config, student, t.weights, t.params, (X[:12], Y[:12]), (X[12:], Y[12:])
+    )
+    for got, want in zip(jax.tree.leaves(best), jax.tree.leaves(t.params)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert float(val) < 1e-20 and int(steps) == 0
+
+
+def test_student_started_off_the_teacher_moves_toward_it():
+    """The check above could pass with an optimizer that never moves; this one could not."""
+    config = hd.HeadConfig(steps=300, patience=300)
+    t = hd.draw_teacher(jax.random.key(0), config)
+    X = hd.sample_sequences(jax.random.key(1), config, 16)
+    Y = jax.vmap(lambda x: hd.head_output(config, t.weights, t.lora, x))(X)
+    start = t.params._replace(A_Q=t.params.A_Q * 0.8)
+    _, _, _, val0 = hd.train_student(config, "lora", t.weights, start, (X[:12], Y[:12]), (X[12:], Y[12:]))
+    initial = hd._mse(config, t.weights, start, X[12:], Y[12:])
+    assert float(val0) < 0.01 * float(initial)
+
+
+@pytest.mark.slow
+def test_more_data_lowers_the_test_error_for_both_students_and_compiles_once():
+    key = jax.random.key(7)
+    for student in hd.STUDENTS:
+        small = hd.simulate_head(key, TINY, student, 4, 6)
+        large = hd.simulate_head(key, TINY, student, 64, 6)
+        assert np.mean(large.function_error) < 0.5 * np.mean(small.function_error), student
+        assert np.mean(large.value_error) < np.mean(small.value_error), student
+        before = hd.TRACE_COUNT[(student, 64)]
+        again = hd.simulate_head(key, TINY, student, 64, [6, 7, 8, 9, 10, 11])
+        assert hd.TRACE_COUNT[(student, 64)] == before == 1
+        assert not np.allclose(again.function_error, large.function_error)
+
+
+def test_unit_is_deterministic_and_a_seed_does_not_depend_on_its_block():
+    config = dataclasses.replace(TINY, steps=40, starts=1)
+    a = hd.head_unit(jax.random.key(2), config, "replora", 8, [0, 1, 2], variation="v")
+    c = hd.head_unit(jax.random.key(2), config, "replora", 8, [4, 5, 1], variation="v")
+    metrics = list(hd.METRICS) + ["steps", "val_loss"]
+    np.testing.assert_allclose(
+        a[a.seed == 1][metrics].to_numpy(float), c[c.seed == 1][metrics].to_numpy(float), rtol=1e-6
+    )
+    assert not np.allclose(a[a.seed == 0][metrics].to_numpy(float), c[c.seed == 4][metrics].to_numpy(float))
+    assert list(a.columns[:3]) == ["student", "n", "seed"] and set(hd.METRICS) <= set(a.columns)
+    assert (a["variation"] == "v").all() and (a["parameters"] == hd.parameter_counts(config)["replora"]).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(rank=17, rank_true=2), "rank 17 is above d=16"),
+        (dict(rank=9, rank_true=2), "above d_k=8"),
+        (dict(rank_true=3, rank=2), "below the teacher's rank_true=3"),
+        (dict(N=0), "N .* >= 1, got 0"),
+        (dict(sigma=0.0), "sigma must be a positive finite number, got 0.0"),
+        (dict(sigma=-1.0), "sigma"),
+        (dict(gating="relu"), "Unknown gating 'relu'"),
+        (dict(truth="other"), "Unknown truth"),
+        (dict(val_fraction=1.0), "val_fraction"),
+        (dict(d_k=0), "d_k must be a positive integer"),
+    ],
+)
+def test_bad_configs_name_the_value_and_the_expectation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        hd.HeadConfig(**kwargs)
+
+
+def test_mismatched_dimensions_are_refused():
+    config = hd.HeadConfig()
+    t = hd.draw_teacher(jax.random.key(0), config)
+    with pytest.raises(ValueError, match=r"Shape mismatch for W_K: got \(16, 4\), expected \(16, 8\)"):
+        hd.check_head(config, t.weights._replace(W_K=t.weights.W_K[:, :4]), t.lora)
+    with pytest.raises(ValueError, match=r"Shape mismatch for A_V"):
+        hd.check_head(config, t.weights, t.lora._replace(A_V=t.lora.A_V[:, :3]))
+    other = hd.draw_teacher(jax.random.key(0), hd.HeadConfig(d_v=4))
+    with pytest.raises(ValueError, match="Shape mismatch for W_V"):
+        hd.simulate_head(jax.random.key(0), config, "lora", 8, 1, teacher=other)
+    with pytest.raises(ValueError, match="n must be an integer >= 2"):
+        hd.simulate_head(jax.random.key(0), config, "lora", 1, 1)
+    with pytest.raises(ValueError, match="Unknown student"):
+        hd.simulate_head(jax.random.key(0), config, "dora", 8, 1)
+
+
+def _synthetic_table():
+    """LoRA error 1/n, RepLoRA 0.5/n, with seed noise that averages out exactly."""
+    rows = []
+    for n in (10, 100, 1000):
+        for seed in range(4):
+            wiggle = 1 + 0.1 * (-1) ** seed
+            rows.append(dict(student="lora", n=n, seed=seed, function_error=wiggle / n, variation="synthetic"))
+            rows.append(dict(student="replora", n=n, seed=seed, function_error=0.5 * wiggle / n, variation="synthetic"))
+    return pd.DataFrame(rows)
+
+
+def test_data_efficiency_and_improvement_on_a_known_table():
+    table = _synthetic_table()
+    eff = hd.data_efficiency(table, n_boot=200, seed=0).iloc[0]
+    assert eff["fraction"] == pytest.approx(0.5, rel=1e-12) and eff["censored"] == ""
+    assert eff["lo"] <= 0.5 <= eff["hi"]
+    imp = hd.improvement(table, n_boot=200, seed=0)
+    np.testing.assert_allclose(imp["improvement"], 0.5, rtol=1e-12)
+    assert (imp["lo"] <= 0.5).all() and (imp["hi"] >= 0.5).all()
+    swapped = table.assign(student=table["student"].map({"lora": "replora", "replora": "lora"}))
+    assert hd.data_efficiency(swapped, n_boot=50, seed=0).iloc[0]["censored"] == "not reached"
+    assert hd.crossing_fraction([10, 100], [1.0, 0.1], [0.01, 0.001]) == pytest.approx(0.1)
+
+
+def test_figure_content():
+    fig = figure_data_efficiency(_synthetic_table(), n_boot=100)
+    left, right = fig.axes
+    assert [line.get_label() for line in left.get_lines()] == ["LoRA", "RepLoRA"]
+    np.testing.assert_allclose(left.get_lines()[0].get_ydata(), [0.1, 0.01, 0.001])
+    np.testing.assert_allclose(right.get_lines()[1].get_xdata(), [0.01, 0.1, 1.0])
+    labels = [line.get_label() for line in right.get_lines()]
+    assert "LoRA at n_max" in labels and any(label.startswith("fraction 0.50") for label in labels)
+    assert len(left.collections) == 2 and left.get_xscale() == "log" and left.get_yscale() == "log"
