@@ -5,6 +5,9 @@
     moe-lora rates DIR
     moe-lora plot DIR [--out figures/]
 
+A config's ``kind`` picks the experiment: ``sweep`` (the default; ``moe_lora.experiment``) or
+``attention_head`` (``moe_lora.head_study``); run, merge, shards and Ray work alike for both.
+
 ``run --backend ray`` computes the units as Ray tasks (``moe_lora.runs.ray``); ``merge`` checks
 that every unit of a run (sharded, e.g. a SLURM job array, or not) is present, names the missing
 ones, and writes the results table.
@@ -67,7 +70,7 @@ def _run(args) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from .experiment import load_experiment
-    from .runs import parse_shard, run_sweep, units
+    from .runs import parse_shard, run_sweep
 
     _check_backend_options(args)
     exp = load_experiment(args.config)
@@ -77,9 +80,7 @@ def _run(args) -> int:
         from .runs.ray import import_ray
 
         import_ray()  # fail before any work if Ray is not installed
-    total = len(units(exp))
-    print(f"moe-lora run: {exp.name}, {total} units ({len(exp.sizes)} sizes x {len(exp.pairs())} truth-estimator pairs "
-          f"x {len(exp.settings)} settings x {-(-exp.replicates // exp.chunk)} replicate blocks), shard {shard[0]}/{shard[1]}, "
+    print(f"moe-lora run: {exp.name} ({exp.kind}), {exp.describe()}, shard {shard[0]}/{shard[1]}, "
           f"backend {args.backend}, out {out}", file=sys.stderr)
     try:
         if args.backend == "ray":
@@ -125,34 +126,55 @@ def _merge(args) -> int:
     return 0
 
 
+def _summaries(df, manifest) -> dict:
+    """File name -> summary table of a run: the slope table of a sweep; the data-efficiency and
+    improvement tables of an attention-head study."""
+    if manifest.get("kind") == "attention_head":
+        from .head import data_efficiency, improvement
+
+        return {"data_efficiency.csv": data_efficiency(df), "improvement.csv": improvement(df)}
+    return {"rates.csv": _slopes(df, manifest)}
+
+
 def _rates(args) -> int:
     from .rates import format_slope_table
     from .runs import load_results
     from .runs.store import experiment_of
 
     df, manifest = load_results(args.dir)
-    table = _slopes(df, manifest)
-    path = Path(args.dir) / "rates.csv"
-    table.to_csv(path, index=False)
-    print(format_slope_table(table, level=experiment_of(manifest).config.rates.level))
-    print(f"\nsaved {path}", file=sys.stderr)
+    for name, table in _summaries(df, manifest).items():
+        path = Path(args.dir) / name
+        table.to_csv(path, index=False)
+        if name == "rates.csv":
+            print(format_slope_table(table, level=experiment_of(manifest).config.rates.level))
+        else:
+            print(f"{name[:-4]}:\n{table.to_string(index=False)}\n")
+        print(f"saved {path}", file=sys.stderr)
     return 0
 
 
 def _plot(args) -> int:
-    from .figures import run_figures
     from .runs import load_results
 
     df, manifest = load_results(args.dir)
-    slopes = _slopes(df, manifest)
-    for stem, fig in run_figures(df, slopes=slopes).items():
+    summaries = _summaries(df, manifest)
+    if manifest.get("kind") == "attention_head":
+        from .head_figure import figure_data_efficiency
+
+        figures = {f"{manifest['name']}_data_efficiency": figure_data_efficiency(df)}
+    else:
+        from .figures import run_figures
+
+        figures = run_figures(df, slopes=summaries["rates.csv"])
+    for stem, fig in figures.items():
         for p in save_figure(fig, args.out, stem):
             print(p)
-    # The figures travel with the table, manifest and slopes they came from.
+    # The figures travel with the table, manifest and summaries they came from.
     data = Path(args.out) / "data" / manifest["name"]
     data.mkdir(parents=True, exist_ok=True)
     df.to_parquet(data / "results.parquet", index=False)
-    slopes.to_csv(data / "rates.csv", index=False)
+    for name, table in summaries.items():
+        table.to_csv(data / name, index=False)
     shutil.copyfile(Path(args.dir) / "manifest.json", data / "manifest.json")
     print(data)
     return 0

@@ -436,15 +436,21 @@ class Config:
         return self.data.replicates if per_unit is None else min(per_unit, self.data.replicates)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and check a TOML config; errors name the file and the key."""
+def read_toml(path: str | Path) -> dict:
+    """A TOML file as a dict; ``ConfigError`` names a missing or malformed file."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a TOML config; errors name the file and the key."""
+    path = Path(path)
+    raw = read_toml(path)
     try:
         return Config.from_dict(raw, name=path.stem)
     except ConfigError as e:

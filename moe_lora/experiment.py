@@ -28,10 +28,10 @@ from typing import NamedTuple
 import jax
 from jaxtyping import PRNGKeyArray
 
-from .config import ESTIMATORS, Config, ConfigError, load_config
+from .config import ESTIMATORS, Config, ConfigError, read_toml
 from .fit import FitConfig
 from .parameterization import Model, Vanilla, linear, make_model, nonlinear
-from .truth import Truth, draw_truth, merging_truth, sample_inputs
+from .truth import Truth, draw_truth, merging_truth, sample_inputs, truth_summary
 
 #: The key of the sample that reports a family member's gate strength (``make_truth``).
 _FAMILY_GATE_KEY = 0
@@ -68,6 +68,34 @@ def label_index(label) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class Unit:
+    """One work unit of a sweep: replicates [start, stop) of (truth, estimator, L* + extra, n)."""
+
+    truth: TruthLabel
+    estimator: str
+    extra: int
+    n: int
+    start: int
+    stop: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "truth", TruthLabel.parse(self.truth))
+
+    @property
+    def id(self) -> str:
+        """The unit's name, unique in its experiment: also its result file's name."""
+        return f"{self.truth}__{self.estimator}__L+{self.extra}__n{self.n}__r{self.start}-{self.stop - 1}"
+
+    @property
+    def fits(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def replicates(self) -> range:
+        return range(self.start, self.stop)
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     """A sample-size sweep: a ``Config`` and what follows from it.
 
@@ -75,10 +103,34 @@ class Experiment:
     """
 
     config: Config
+    kind = "sweep"
+    #: Columns that identify a row of its table, in sort order.
+    key_columns = ("truth", "estimator", "extra", "n", "replicate")
 
     @classmethod
     def from_dict(cls, raw: dict, name: str = "experiment") -> Experiment:
         return cls(Config.from_dict(raw, name=name))
+
+    def units(self) -> list[Unit]:
+        """All units, in the fixed order shards are cut from (small n first)."""
+        step = self.chunk
+        return [Unit(truth, est, extra, n, start, min(start + step, self.replicates))
+                for n in self.sizes for truth, est in self.pairs() for extra in self.settings
+                for start in range(0, self.replicates, step)]
+
+    def truth_summaries(self, truths: dict) -> dict:
+        """Truth label -> ``truth_summary`` (for the manifest and the Ray workers' check)."""
+        return {str(label): truth_summary(t) for label, t in truths.items()}
+
+    def context(self, truths: dict | None = None):
+        """What every unit shares (``moe_lora.runs.local.UnitContext``)."""
+        from .runs.local import UnitContext
+
+        return UnitContext.of(self, truths)
+
+    def describe(self) -> str:
+        return (f"{len(self.units())} units ({len(self.sizes)} sizes x {len(self.pairs())} truth-estimator pairs "
+                f"x {len(self.settings)} settings x {-(-self.replicates // self.chunk)} replicate blocks)")
 
     # Shorthands for what every caller reads.
     name = property(lambda self: self.config.name)
@@ -157,6 +209,29 @@ class Experiment:
         return [(lab, e) for lab in self.truth_labels() for e in self.estimators if e in ("vanilla", lab.through)]
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and check a TOML config (``moe_lora.config.load_config``) into an ``Experiment``."""
-    return Experiment(load_config(path))
+#: Experiment kinds: the top-level ``kind`` key of a config (default ``"sweep"``).
+KINDS = ("sweep", "attention_head")
+
+
+def experiment_from_dict(raw: dict, name: str = "experiment"):
+    """The experiment a config dict describes: an ``Experiment`` (``kind = "sweep"``, the default)
+    or a ``moe_lora.head_study.HeadStudy`` (``kind = "attention_head"``)."""
+    kind = raw.get("kind", "sweep")
+    if kind not in KINDS:
+        raise ConfigError(f"kind: unknown experiment kind {kind!r}; expected one of {list(KINDS)}")
+    if kind == "attention_head":
+        from .head_study import HeadStudy
+
+        return HeadStudy.from_dict(raw, name=name)
+    return Experiment.from_dict({k: v for k, v in raw.items() if k != "kind"}, name=name)
+
+
+def load_experiment(path: str | Path):
+    """Read and check a TOML config into its experiment (``experiment_from_dict``); errors name the
+    file and the key."""
+    path = Path(path)
+    raw = read_toml(path)
+    try:
+        return experiment_from_dict(raw, name=path.stem)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

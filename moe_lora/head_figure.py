@@ -46,8 +46,8 @@ def figure_data_efficiency(
             ax.set_yscale("log")
             ticks = sorted(part["n"].unique())
             # Fractions of n_max as 1/k where they are, so neighbouring labels stay short.
-            label = lambda t: f"{t / scale:.3g}" if scale == 1 or t == scale or scale % t else f"1/{scale // t:g}"
-            ax.set_xticks([t / scale for t in ticks], [label(t) for t in ticks])
+            labels = [f"{t / scale:.3g}" if scale == 1 or t == scale or scale % t else f"1/{scale // t:g}" for t in ticks]
+            ax.set_xticks([t / scale for t in ticks], labels)
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_ylabel(metric.replace("_", " "))
             ax.grid(True, which="both", alpha=0.3)

@@ -83,9 +83,9 @@ def record_rows(record: Record, identifiers: Mapping, replicates) -> pd.DataFram
     return pd.DataFrame(cols)
 
 
-def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The table in its canonical row order (``KEY_COLUMNS``, stable)."""
-    return df.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+def sort_rows(df: pd.DataFrame, key_columns=KEY_COLUMNS) -> pd.DataFrame:
+    """The table in its canonical row order (``key_columns``, stable)."""
+    return df.sort_values(list(key_columns), kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------

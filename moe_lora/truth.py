@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .model import Atoms, FieldError, gate_strength, regression_function
+from .model import Atoms, FieldError, gate_strength, mixture_weights, regression_function
 from .parameterization import Model, atoms, check_finite_params, init_params, param_shapes
 from .voronoi import check_distinct_atoms
 
@@ -180,6 +180,20 @@ def merging_truth(truth: Truth, delta: float, *, key: PRNGKeyArray, design: Desi
         p if name == "c" else p.at[1].set(p[0] + delta * (p[1] - p[0])) for name, p in zip(params._fields, params)
     ))
     return make_truth(truth.model, moved, key=key, design=design)
+
+
+def truth_summary(truth: Truth) -> dict:
+    """A truth as exact JSON: parameterization, separations, weights and atoms (floats round-trip)."""
+    a = truth.atoms
+    return {
+        "parameterization": truth.model.parameterization.name,
+        "separation": float(truth.separation),
+        "gate_strength": float(truth.gate_strength),
+        "expert_separation": float(truth.expert_separation),
+        "weights": np.asarray(mixture_weights(a.c, truth.model.spec.gating)).tolist(),
+        "S": np.asarray(a.S).tolist(),
+        "V": np.asarray(a.V).tolist(),
+    }
 
 
 def sample_dataset(

@@ -58,6 +58,20 @@ class UnitContext:
         truths = exp.draw_truths() if truths is None else truths
         return cls(exp, truths, {name: exp.model(name) for name in exp.estimators}, exp.x_eval())
 
+    def compute(self, unit: Unit) -> tuple[pd.DataFrame, float, bool]:
+        """Fit one unit: (its table rows, wall seconds, whether it compiled)."""
+        exp = self.exp
+        traces = sum(TRACE_COUNT.values())
+        t0 = time.perf_counter()
+        rec = simulate_replicates(
+            exp.sim_key(unit.truth), self.truths[unit.truth], self.models[unit.estimator], unit.n, sigma=exp.sigma,
+            replicates=np.arange(unit.start, unit.stop), config=exp.fit_config(unit.extra), X_eval=self.X_eval,
+            design=exp.design, batch=exp.batch,
+        )
+        rec = jax.block_until_ready(rec)
+        seconds = time.perf_counter() - t0
+        return unit_rows(self, unit, rec), seconds, sum(TRACE_COUNT.values()) > traces
+
 
 def unit_rows(context: UnitContext, unit: Unit, record) -> pd.DataFrame:
     """The table rows of a unit's ``Record``."""
@@ -71,19 +85,13 @@ def unit_rows(context: UnitContext, unit: Unit, record) -> pd.DataFrame:
     return record_rows(record, identifiers, unit.replicates)
 
 
-def compute_unit(context: UnitContext, unit: Unit) -> tuple[pd.DataFrame, float, bool]:
-    """Fit one unit: (its table rows, wall seconds, whether it compiled)."""
-    exp = context.exp
-    traces = sum(TRACE_COUNT.values())
-    t0 = time.perf_counter()
-    rec = simulate_replicates(
-        exp.sim_key(unit.truth), context.truths[unit.truth], context.models[unit.estimator], unit.n, sigma=exp.sigma,
-        replicates=np.arange(unit.start, unit.stop), config=exp.fit_config(unit.extra), X_eval=context.X_eval,
-        design=exp.design, batch=exp.batch,
-    )
-    rec = jax.block_until_ready(rec)
-    seconds = time.perf_counter() - t0
-    return unit_rows(context, unit, rec), seconds, sum(TRACE_COUNT.values()) > traces
+def compute_unit(context, unit) -> tuple[pd.DataFrame, float, bool]:
+    """Compute one unit in this process: (its table rows, wall seconds, whether it compiled).
+
+    ``context`` is the experiment's (``exp.context()``): a sweep's ``UnitContext`` or another
+    kind's; the rows depend only on the config and the unit.
+    """
+    return context.compute(unit)
 
 
 class UnitResult(NamedTuple):
@@ -144,8 +152,8 @@ def run_units(results: Iterable[UnitResult], todo: list[Unit], total: int, *, on
         bar.close()
 
 
-def run_frame(exp: Experiment, *, progress: bool = True, stream=None) -> pd.DataFrame:
-    """Run every unit of ``exp`` in this process and return the results table; writes no files.
+def run_frame(exp, *, progress: bool = True, stream=None) -> pd.DataFrame:
+    """Run every unit of ``exp`` (any kind) in this process and return the results table; writes no files.
 
     For notebooks and small explorations: the table is the one ``run_sweep`` writes to
     ``results.parquet`` (same rows, same order), but nothing survives an interruption. Use
@@ -162,9 +170,9 @@ def run_frame(exp: Experiment, *, progress: bool = True, stream=None) -> pd.Data
     require_float64("run_frame")
     todo = units(exp)
     frames = []
-    run_units(compute_locally(UnitContext.of(exp), todo), todo, len(todo), on_result=lambda r: frames.append(r.frame),
+    run_units(compute_locally(exp.context(), todo), todo, len(todo), on_result=lambda r: frames.append(r.frame),
               progress=progress, stream=stream)
-    return sort_rows(pd.concat(frames, ignore_index=True))
+    return sort_rows(pd.concat(frames, ignore_index=True), exp.key_columns)
 
 
 @dataclasses.dataclass
@@ -179,7 +187,7 @@ class RunSummary:
     failed: list[dict] = dataclasses.field(default_factory=list)
 
 
-def finish(exp: Experiment, out: Path, mine: list[Unit], todo: list[Unit], t_start: float,
+def finish(exp, out: Path, mine: list, todo: list, t_start: float,
            failed: list[dict] | None = None) -> RunSummary:
     """Merge when every unit is present, and summarise the run."""
     missing = store.missing_units(exp, out)
@@ -189,9 +197,11 @@ def finish(exp: Experiment, out: Path, mine: list[Unit], todo: list[Unit], t_sta
                       time.perf_counter() - t_start, results, failed)
 
 
-def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 1), progress: bool = True,
+def run_sweep(exp, out: str | Path, *, shard: tuple[int, int] = (0, 1), progress: bool = True,
               stream=None) -> RunSummary:
     """Compute the units of ``shard`` that have no result file in ``out``; merge when all are present.
+
+    ``exp`` is any experiment kind (a sweep, an attention-head study).
 
     Units are independent and written atomically: stop the run at any time and start it again
     with the same arguments to resume. ``out/timings.jsonl`` gets one line per computed unit
@@ -210,7 +220,7 @@ def run_sweep(exp: Experiment, out: str | Path, *, shard: tuple[int, int] = (0, 
         store.write_unit(out, result.unit, result.frame)
         store.record_timing(out, result.timing)
 
-    run_units(compute_locally(UnitContext.of(exp, truths), todo), todo, len(mine), on_result=keep,
+    run_units(compute_locally(exp.context(truths), todo), todo, len(mine), on_result=keep,
               progress=progress, stream=stream)
     return finish(exp, out, mine, todo, t_start)
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import jax
 
-from ..experiment import Experiment
+from ..experiment import experiment_from_dict
 from . import store
-from .local import RunSummary, UnitContext, UnitResult, compute_unit, finish, require_float64, run_units
-from .plan import Unit, shard_units, units
+from .local import RunSummary, UnitResult, compute_unit, finish, require_float64, run_units
+from .plan import shard_units, units
 
 #: Environment of the Ray workers: float64 from the process's first JAX call on.
 WORKER_ENV = {"JAX_ENABLE_X64": "1"}
@@ -53,38 +53,39 @@ def import_ray():
 
 
 #: Per worker process: the last experiment's shared inputs, keyed by its config.
-_CONTEXTS: dict[str, UnitContext] = {}
+_CONTEXTS: dict = {}
 
 
-def fingerprint(truths: dict) -> str:
-    """The truths' atoms, weights and separations as exact JSON (floats round-trip)."""
-    return json.dumps({str(label): store.truth_summary(t) for label, t in truths.items()}, sort_keys=True)
+def fingerprint(exp, truths: dict) -> str:
+    """The truths' summaries (atoms, weights, separations, ...) as exact JSON (floats round-trip)."""
+    return json.dumps(exp.truth_summaries(truths), sort_keys=True)
 
 
-def worker_context(raw: dict, name: str, expected: str) -> UnitContext:
+def worker_context(raw: dict, name: str, expected: str):
     """The experiment's ``UnitContext``, built once per worker process and checked against the
     driver's truths (a worker whose truths differ, e.g. another library version, must not write).
 
     Args:
-        raw: the resolved config (``Config.to_dict()``).
+        raw: the resolved config (``exp.config.to_dict()``), of any experiment kind.
         name: the experiment name.
         expected: ``fingerprint`` of the truths the driver drew.
 
     Returns:
-        The cached ``UnitContext``.
+        The cached context (``exp.context()``).
     """
     key = json.dumps([name, raw], sort_keys=True)
     if key not in _CONTEXTS:
-        context = UnitContext.of(Experiment.from_dict(raw, name=name))
-        if fingerprint(context.truths) != expected:
+        exp = experiment_from_dict(raw, name=name)
+        truths = exp.draw_truths()
+        if fingerprint(exp, truths) != expected:
             raise RuntimeError(f"worker {socket.gethostname()}:{os.getpid()} drew other truths than the driver for "
                                f"experiment {name!r}; check that every node runs the same moe_lora, jax and jaxlib")
         _CONTEXTS.clear()
-        _CONTEXTS[key] = context
+        _CONTEXTS[key] = exp.context(truths)
     return _CONTEXTS[key]
 
 
-def unit_task(raw: dict, name: str, expected: str, unit: Unit, out: str, compute: Callable = compute_unit) -> dict:
+def unit_task(raw: dict, name: str, expected: str, unit, out: str, compute: Callable = compute_unit) -> dict:
     """One Ray task: compute ``unit`` and write its result file; returns its timing record."""
     jax.config.update("jax_enable_x64", True)
     context = worker_context(raw, name, expected)
@@ -108,7 +109,7 @@ def _error_text(err) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
-def compute_with_ray(ray, exp: Experiment, out: Path, truths: dict, todo: list[Unit], *, retries: int,
+def compute_with_ray(ray, exp, out: Path, truths: dict, todo: list, *, retries: int,
                      compute: Callable) -> Iterator[UnitResult]:
     """The Ray backend: one task per unit of ``todo``, results as the tasks finish.
 
@@ -116,7 +117,7 @@ def compute_with_ray(ray, exp: Experiment, out: Path, truths: dict, todo: list[U
     """
     task = ray.remote(unit_task).options(
         max_retries=retries, retry_exceptions=True, num_cpus=1, runtime_env={"env_vars": WORKER_ENV})
-    expected = fingerprint(truths)
+    expected = fingerprint(exp, truths)
     raw = exp.config.to_dict()
     refs = {task.remote(raw, exp.name, expected, u, str(out), compute): u for u in todo}
     pending = list(refs)
@@ -135,7 +136,7 @@ def compute_with_ray(ray, exp: Experiment, out: Path, truths: dict, todo: list[U
 
 
 def run_sweep_ray(
-    exp: Experiment,
+    exp,
     out: str | Path,
     *,
     shard: tuple[int, int] = (0, 1),
@@ -149,7 +150,7 @@ def run_sweep_ray(
     """``run_sweep`` with the units of ``shard`` computed as Ray tasks, one per unit.
 
     Args:
-        exp: the experiment.
+        exp: the experiment (any kind).
         out: output directory, on a file system every Ray node sees at the same path.
         shard: (i, k): only units i, i + k, ... (as ``run_sweep``).
         address: Ray cluster to connect to (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``).

@@ -28,14 +28,13 @@ import tempfile
 from pathlib import Path
 
 import jax
-import numpy as np
 import pandas as pd
 
 from ..config import ConfigError
-from ..experiment import Experiment
-from ..model import mixture_weights
-from ..table import KEY_COLUMNS, sort_rows
-from .plan import Unit, units
+from ..experiment import experiment_from_dict
+from ..table import sort_rows
+from ..truth import truth_summary as truth_summary
+from .plan import units
 
 _LIBRARIES = ("jax", "jaxlib", "optax", "numpy", "scipy", "pandas", "matplotlib", "pyarrow")
 
@@ -79,12 +78,12 @@ def write_frame(path: str | Path, df: pd.DataFrame) -> None:
             os.remove(tmp)
 
 
-def unit_path(out: str | Path, unit: Unit) -> Path:
+def unit_path(out: str | Path, unit) -> Path:
     """The result file of ``unit`` in run directory ``out``."""
     return Path(out) / "units" / f"{unit.id}.parquet"
 
 
-def write_unit(out: str | Path, unit: Unit, frame: pd.DataFrame) -> None:
+def write_unit(out: str | Path, unit, frame: pd.DataFrame) -> None:
     """Store a computed unit's rows atomically."""
     write_frame(unit_path(out, unit), frame)
 
@@ -117,20 +116,6 @@ def library_versions() -> dict:
     return out
 
 
-def truth_summary(truth) -> dict:
-    """A truth as exact JSON: parameterization, separations, weights and atoms."""
-    a = truth.atoms
-    return {
-        "parameterization": truth.model.parameterization.name,
-        "separation": float(truth.separation),
-        "gate_strength": float(truth.gate_strength),
-        "expert_separation": float(truth.expert_separation),
-        "weights": np.asarray(mixture_weights(a.c, truth.model.spec.gating)).tolist(),
-        "S": np.asarray(a.S).tolist(),
-        "V": np.asarray(a.V).tolist(),
-    }
-
-
 def provenance() -> dict:
     """Package version, git commit, library versions and the float64 flag of this process."""
     from .. import __version__
@@ -139,12 +124,12 @@ def provenance() -> dict:
             "x64": bool(jax.config.jax_enable_x64)}
 
 
-def manifest(exp: Experiment, truths: dict) -> dict:
+def manifest(exp, truths: dict) -> dict:
     """The manifest of a run of ``exp`` with the drawn ``truths``."""
-    return {"name": exp.name, "seed": exp.seed, "config": exp.config.to_dict(), **provenance(),
-            "truths": {str(label): truth_summary(t) for label, t in truths.items()},
+    return {"name": exp.name, "seed": exp.seed, "kind": exp.kind, "config": exp.config.to_dict(), **provenance(),
+            "truths": exp.truth_summaries(truths),
             "units": len(units(exp)),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def read_manifest(out: str | Path) -> dict:
@@ -155,12 +140,12 @@ def read_manifest(out: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def experiment_of(m: dict) -> Experiment:
+def experiment_of(m: dict):
     """The experiment a manifest was written for."""
-    return Experiment.from_dict(m["config"], name=m["name"])
+    return experiment_from_dict(m["config"], name=m["name"])
 
 
-def write_or_check_manifest(out: str | Path, exp: Experiment, truths: dict) -> dict:
+def write_or_check_manifest(out: str | Path, exp, truths: dict) -> dict:
     """Create ``manifest.json``, or check that an existing one holds the same config."""
     path = Path(out) / "manifest.json"
     if path.exists():
@@ -188,7 +173,7 @@ def record_timing(out: str | Path, record: dict) -> None:
     _append(Path(out) / "timings.jsonl", record)
 
 
-def record_failure(out: str | Path, unit: Unit, error: str, attempts: int) -> dict:
+def record_failure(out: str | Path, unit, error: str, attempts: int) -> dict:
     """Append a unit that failed ``attempts`` times, with its last error, to ``out/failed.jsonl``.
 
     The unit keeps no result file, so it stays missing: a later run retries it, and ``merge``
@@ -198,7 +183,7 @@ def record_failure(out: str | Path, unit: Unit, error: str, attempts: int) -> di
         The record written.
     """
     rec = {"unit": unit.id, "error": error, "attempts": attempts,
-           "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+           "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     _append(Path(out) / "failed.jsonl", rec)
     return rec
 
@@ -216,20 +201,20 @@ def read_failures(out: str | Path) -> dict[str, dict]:
 # Merge
 
 
-def missing_units(exp: Experiment, out: str | Path) -> list[Unit]:
+def missing_units(exp, out: str | Path) -> list:
     """Units of the experiment (all shards) without a result file in ``out``."""
     return [u for u in units(exp) if not unit_path(out, u).exists()]
 
 
-def merge_units(exp: Experiment, out: str | Path) -> pd.DataFrame:
+def merge_units(exp, out: str | Path) -> pd.DataFrame:
     """The table of every present unit, in canonical row order."""
     frames = [pd.read_parquet(unit_path(out, u)) for u in units(exp) if unit_path(out, u).exists()]
     if not frames:
         raise FileNotFoundError(f"{out}: no unit results yet; run `moe-lora run` first")
-    return sort_rows(pd.concat(frames, ignore_index=True))
+    return sort_rows(pd.concat(frames, ignore_index=True), exp.key_columns)
 
 
-def write_results(exp: Experiment, out: str | Path, df: pd.DataFrame | None = None) -> Path:
+def write_results(exp, out: str | Path, df: pd.DataFrame | None = None) -> Path:
     """Merge all units (or write the already merged ``df``) into ``results.parquet`` and ``results.csv``."""
     out = Path(out)
     df = merge_units(exp, out) if df is None else df
@@ -245,7 +230,7 @@ class MergeReport:
 
     name: str
     total: int
-    missing: list[Unit]
+    missing: list
     failed: dict[str, dict]
     results: Path | None
 
@@ -271,7 +256,7 @@ def merge_run(out: str | Path) -> MergeReport:
         return MergeReport(exp.name, len(all_units), missing, {u.id: failures[u.id] for u in missing if u.id in failures}, None)
     df = merge_units(exp, out)
     expected = sum(u.fits for u in all_units)
-    duplicated = int(df.duplicated(KEY_COLUMNS).sum())
+    duplicated = int(df.duplicated(list(exp.key_columns)).sum())
     if len(df) != expected or duplicated:
         raise ValueError(f"{out}/units: expected {expected} distinct rows for {len(all_units)} units, got {len(df)} rows "
                          f"({duplicated} duplicated); were units of another config copied in?")
