@@ -67,8 +67,21 @@ def label_index(label) -> int:
     return zlib.crc32(str(label).encode()) & 0x7FFFFFFF
 
 
+class ReplicateBlock:
+    """What the run loop needs of a unit whose fields ``start``, ``stop`` and ``n`` say which
+    replicates (seeds) it computes at which sample size."""
+
+    @property
+    def fits(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def replicates(self) -> range:
+        return range(self.start, self.stop)
+
+
 @dataclasses.dataclass(frozen=True)
-class Unit:
+class Unit(ReplicateBlock):
     """One work unit of a sweep: replicates [start, stop) of (truth, estimator, L* + extra, n)."""
 
     truth: TruthLabel
@@ -85,14 +98,6 @@ class Unit:
     def id(self) -> str:
         """The unit's name, unique in its experiment: also its result file's name."""
         return f"{self.truth}__{self.estimator}__L+{self.extra}__n{self.n}__r{self.start}-{self.stop - 1}"
-
-    @property
-    def fits(self) -> int:
-        return self.stop - self.start
-
-    @property
-    def replicates(self) -> range:
-        return range(self.start, self.stop)
 
 
 @dataclasses.dataclass(frozen=True)

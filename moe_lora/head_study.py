@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ConfigError, _check_type, _sizes
+from .experiment import ReplicateBlock
 from .head import STUDENTS, TRACE_COUNT, HeadConfig, head_unit, parameter_counts, teacher_and_test
 
 KIND = "attention_head"
@@ -129,7 +130,7 @@ class HeadStudyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class HeadUnit:
+class HeadUnit(ReplicateBlock):
     """Seeds [start, stop) of one (variation, student, n)."""
 
     variation: str
@@ -141,14 +142,6 @@ class HeadUnit:
     @property
     def id(self) -> str:
         return f"{self.variation}__{self.student}__n{self.n}__s{self.start}-{self.stop - 1}"
-
-    @property
-    def fits(self) -> int:
-        return self.stop - self.start
-
-    @property
-    def replicates(self) -> range:
-        return range(self.start, self.stop)
 
 
 @dataclasses.dataclass(frozen=True)
