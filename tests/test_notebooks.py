@@ -14,7 +14,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 def test_the_notebooks_are_there():
     names = [p.stem for p in NOTEBOOKS]
     assert names == ["01_lora_as_mixture", "02_exact_vs_overspecified", "03_activations", "04_gating", "05_regimes",
-                     "07_attention_head"]
+                     "06_lower_bounds", "07_attention_head"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

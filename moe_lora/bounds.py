@@ -1,0 +1,661 @@
+"""Lower-bound curves: the modulus of continuity of G -> f_G against the Voronoi loss, computed.
+
+The minimax lower bounds of the theory (docs/model.md, "The two-point curve") rest on one
+quantity. For a truth G* with L* atoms, an estimator family with L >= L* atoms and a loss D:
+
+    M(eta) = sup { D(G, G*) : ||f_G - f_G*||_{L2(mu)} <= eta,  G in N(G*) }
+    m(eps) = inf { ||f_G - f_G*||_{L2(mu)} : D(G, G*) = eps,  G in N(G*) }
+
+N(G*) is the neighbourhood: every fitted atom (gauge-aligned S_i, V_i) lies within ``radius`` of
+the true atom of its Voronoi cell, inside the compact parameter space of the family; optionally
+(``kappa``) fitted atoms sharing a cell keep their gates at least kappa apart, which removes the
+exact flat set of over-specified vanilla LoRA.
+
+How it is computed:
+
+* L2(mu) deterministically: tensor Gauss-Legendre quadrature (uniform or truncated-normal design,
+  d <= 3), a large fixed sample otherwise (``quadrature``).
+* m(eps) as a least-squares problem in residual form, solved by ``LevenbergMarquardt``:
+  residuals sqrt(w_q) (f_G(x_q) - f*(x_q)), sqrt(penalty) (D(G) - eps) / eps and
+  sqrt(barrier) relu(dist_i - radius) (plus relu(kappa - ||S_i - S_k||) for same-cell pairs).
+  D is only piecewise smooth: the Voronoi cells are held fixed inside a solve, the gauge shift
+  Q = -sum_i pi_i (S_i - S*_cell(i)) / sum_i pi_i is recomputed in closed form given the cells
+  (the alignment while-loop has no reverse-mode derivative), then the cells are reassigned and the
+  solve repeated until they stop changing (``cells_stable`` in the result).
+* M(eta) as the monotone envelope of the witnesses: every solved G (every eps target, every start)
+  is a point (D(G, G*), ||f_G - f*||), evaluated with the true (re-aligned) D; M(eta) is the largest
+  D among witnesses inside N(G*) with L2 <= eta. Each such value is attained by an explicit G, so it
+  is a certified lower bound on the true M(eta) (up to the quadrature error).
+* Starts, vmapped over (eps, start): split-truth starts, starts along the shared-gate flat
+  directions (copies of one true atom with identical gates and opposite expert moves) and random
+  perturbations.
+
+Le Cam's two-point lemma (``le_cam_lower_bound``): if D(G1, G0) <= C (D(G, G0) + D(G, G1)) for all
+G (the weak triangle inequality; C measured by ``triangle_ratios``), then for any estimator G_n
+from n samples,
+
+    max_{i=0,1} E_{G_i} D(G_n, G_i) >= D(G1, G0) / (2 C) * (1 - TV(P_0^n, P_1^n)),
+
+and with Gaussian noise TV <= sqrt(KL / 2) = sqrt(n) ||f_G1 - f_G0|| / (2 sigma) (Pinsker). With
+||f_G1 - f_G0|| <= c sigma / sqrt(n): LB(n) = (1 - c / 2) M(c sigma / sqrt(n)) / (2 C).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .fit import truth_in
+from .losses import lora_voronoi_loss
+from .model import Atoms, mixture_weights, regression_function
+from .optimize import MAX_ITER, STOP_REASONS, LevenbergMarquardt, Stats
+from .parameterization import Model, Vanilla, atoms, canonicalize
+from .truth import Design, Truth, sample_inputs
+from .voronoi import Exponents
+
+D_LOSS = Exponents(singleton=1.0, multi=2.0)
+L2_FLOOR = 1e-13
+"""Smallest L2 distance we trust: below it, f_G - f* is round-off (measured: see ``quadrature``)."""
+
+_LOSS_NAME = re.compile(r"^D(?:_(?P<r>[0-9]*\.?[0-9]+))?$")
+
+
+def loss_exponents(name: str) -> Exponents:
+    """Exponents of a loss name: ``"D"`` -> (1, 2), ``"D_r"`` -> (r, r) for r >= 1.
+
+    >>> loss_exponents("D"), loss_exponents("D_2")
+    (Exponents(singleton=1.0, multi=2.0), Exponents(singleton=2.0, multi=2.0))
+    """
+    match = _LOSS_NAME.match(name) if isinstance(name, str) else None
+    if match is None:
+        raise ValueError(f"Unknown loss {name!r}; expected 'D' or 'D_r' with a number r >= 1, e.g. 'D_2'")
+    if match["r"] is None:
+        return D_LOSS
+    r = float(match["r"])
+    if r < 1:
+        raise ValueError(f"Loss {name!r} has r = {r:g}; expected r >= 1")
+    return Exponents(r, r)
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"BoundConfig.{name} must be a positive finite number, got {value!r}")
+
+
+def _count(name, value, minimum):
+    if not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"BoundConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundConfig:
+    """Static settings of one set of lower-bound curves (what a ``[bound]`` config section holds).
+
+    Args:
+        etas: L2 radii eta > 0 at which M(eta) is reported.
+        epsilons: loss targets eps > 0 at which m(eps) is solved (their witnesses also give M).
+        losses: loss names, ``"D"`` or ``"D_r"`` (r >= 1).
+        radius: the neighbourhood N(G*): every fitted atom (S_i, V_i), gauge-aligned, within this
+            Euclidean distance of the true atom of its cell.
+        kappa: if set, fitted atoms sharing a cell keep gates ||S_i - S_k|| >= kappa (excludes the
+            exact flat set of over-specified vanilla); ``None``: no exclusion.
+        split_starts, flat_starts, random_starts: starts per eps target (see ``starts``).
+        start_scale: raw-parameter perturbation of the starts, times sqrt(eps).
+        quadrature_order: Gauss-Legendre nodes per coordinate (d <= 3).
+        n_sample: size of the fixed sample standing in for mu when quadrature does not apply.
+        penalty: weight lambda of the constraint residual sqrt(lambda) (D - eps) / eps.
+        barrier: weight of the neighbourhood (and kappa) residuals.
+        cell_rounds: most solves per start, each with the cells of the previous solve's end point.
+        max_iter, gtol: Levenberg-Marquardt cap and relative-gradient tolerance per solve.
+        constraint_tol: a witness is on target when |D - eps| / eps <= constraint_tol.
+        neighbourhood_tol: largest distance outside N(G*) (and kappa shortfall) still counted inside.
+        agree_rtol: starts within this relative distance of the best value count as reaching it.
+        triangle_samples: random triples used to measure the weak triangle constant.
+    """
+
+    etas: tuple[float, ...] = tuple(float(x) for x in np.logspace(-9, -1, 12))
+    epsilons: tuple[float, ...] = tuple(float(x) for x in np.logspace(-6, 0.5, 12))
+    losses: tuple[str, ...] = ("D", "D_2")
+    radius: float = 0.5
+    kappa: float | None = None
+    split_starts: int = 1
+    flat_starts: int = 2
+    random_starts: int = 1
+    start_scale: float = 0.5
+    quadrature_order: int = 12
+    n_sample: int = 20000
+    penalty: float = 1.0
+    barrier: float = 1e6
+    cell_rounds: int = 4
+    max_iter: int = 1000
+    gtol: float = 1e-10
+    constraint_tol: float = 1e-2
+    neighbourhood_tol: float = 1e-3
+    agree_rtol: float = 0.05
+    triangle_samples: int = 4096
+    canonicalize: bool = True
+
+    def __post_init__(self):
+        for name in ("etas", "epsilons", "losses"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) == 0:
+                raise ValueError(f"BoundConfig.{name} must be a non-empty sequence, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("etas", "epsilons"):
+            for x in getattr(self, name):
+                if not (isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) and x > 0):
+                    raise ValueError(f"BoundConfig.{name} must hold positive finite numbers, got {x!r}")
+        for loss in self.losses:
+            loss_exponents(loss)
+        if not (isinstance(self.radius, (int, float)) and self.radius > 0 and math.isfinite(self.radius)):
+            raise ValueError(f"Empty neighbourhood: radius must be positive and finite, got {self.radius!r}")
+        if self.kappa is not None:
+            _positive("kappa", self.kappa)
+            if self.kappa >= 2 * self.radius:
+                raise ValueError(
+                    f"Empty neighbourhood: kappa = {self.kappa} >= 2 * radius = {2 * self.radius}; two atoms of one "
+                    "cell cannot both lie within radius of its true atom with gates kappa apart"
+                )
+        for name in ("split_starts", "flat_starts", "random_starts"):
+            _count(name, getattr(self, name), 0)
+        if self.split_starts + self.flat_starts + self.random_starts < 1:
+            raise ValueError("BoundConfig needs at least one start (split_starts + flat_starts + random_starts >= 1)")
+        for name in ("quadrature_order", "cell_rounds", "max_iter"):
+            _count(name, getattr(self, name), 1)
+        _count("n_sample", self.n_sample, 100)
+        _count("triangle_samples", self.triangle_samples, 1)
+        for name in ("start_scale", "penalty", "barrier", "gtol", "constraint_tol", "neighbourhood_tol", "agree_rtol"):
+            _positive(name, getattr(self, name))
+
+    @property
+    def n_starts(self) -> int:
+        """Starts per target, the rescaled second-pass start included."""
+        return self.split_starts + self.flat_starts + self.random_starts + 1
+
+
+# --------------------------------------------------------------------------------------------
+# L2(mu)
+
+
+class Quadrature(NamedTuple):
+    """Nodes and probability weights standing in for mu: E_mu[g] ~ sum_q w_q g(x_q)."""
+
+    X: Float[Array, "q d"]
+    w: Float[Array, " q"]
+
+
+def quadrature(d: int, design: Design, order: int, *, key: PRNGKeyArray, n_sample: int = 20000) -> Quadrature:
+    """Tensor Gauss-Legendre rule for mu on [-1, 1]^d (d <= 3), else a fixed sample of n_sample points.
+
+    Uniform design: w_q = prod_k w_GL(x_qk) / 2^d. Truncated normal: the same nodes with weights
+    proportional to w_GL times the density, normalised to sum 1. ``key`` draws the fallback sample
+    (it is unused when quadrature applies). The integrands here (softmax of quadratics times linear
+    experts) are analytic on the box, so the rule converges geometrically in ``order``.
+
+    >>> q = quadrature(2, Design(), 8, key=jax.random.key(0))
+    >>> q.X.shape, round(float(q.w.sum()), 12), round(float(q.w @ q.X[:, 0] ** 2), 12)  # E[x^2] = 1/3
+    ((64, 2), 1.0, 0.333333333333)
+    """
+    if d > 3:
+        X = sample_inputs(key, n_sample, d, design)
+        return Quadrature(X, jnp.full(n_sample, 1.0 / n_sample, X.dtype))
+    x, w = np.polynomial.legendre.leggauss(order)
+    if design.kind == "truncated_normal":
+        w = w * np.exp(-0.5 * (x / design.scale) ** 2)
+    w = w / w.sum()
+    grids = np.meshgrid(*([x] * d), indexing="ij")
+    weights = np.meshgrid(*([w] * d), indexing="ij")
+    X = np.stack([g.ravel() for g in grids], axis=1)
+    W = np.prod(np.stack([g.ravel() for g in weights], axis=1), axis=1)
+    dtype = jnp.result_type(float)
+    return Quadrature(jnp.asarray(X, dtype), jnp.asarray(W, dtype))
+
+
+def l2_distance(model: Model, atoms_: Atoms, true_model: Model, true_atoms: Atoms, quad: Quadrature) -> Float[Array, ""]:
+    """||f_G - f_G*||_{L2(mu)} = sqrt(sum_q w_q ||f_G(x_q) - f_G*(x_q)||^2)."""
+    f = regression_function(model.spec, model.base, atoms_, quad.X)
+    f_star = regression_function(true_model.spec, true_model.base, true_atoms, quad.X)
+    return jnp.sqrt(quad.w @ jnp.sum((f - f_star) ** 2, axis=-1))
+
+
+# --------------------------------------------------------------------------------------------
+# The loss with its cells held fixed
+
+
+def _norm_power(diff, exponent):
+    sq = jnp.sum(jnp.reshape(diff, (diff.shape[0], -1)) ** 2, axis=1)
+    positive = sq > 0
+    return jnp.where(positive, jnp.where(positive, sq, 1.0) ** (exponent / 2), 0.0)
+
+
+def _safe_norm(x, axis):
+    sq = jnp.sum(x**2, axis=axis)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+class CellTerms(NamedTuple):
+    """The loss and the neighbourhood quantities of a fit, with its Voronoi cells held fixed."""
+
+    loss: Float[Array, ""]
+    distance: Float[Array, " L"]
+    gate_gap: Float[Array, "L L"]
+
+
+def fixed_cell_terms(atoms_: Atoms, true_atoms: Atoms, cell, exponents: Exponents, gating: str) -> CellTerms:
+    """D(G, G*) with the cells ``cell`` held fixed and the gauge shift in closed form given them.
+
+    Q = -sum_i pi_i (S_i - S*_cell(i)) / sum_i pi_i (softmax gating; none under sigmoid), then
+    D = sum_j |sum_{i in A_j} pi_i - pi*_j| + sum_i pi_i (||S_i + Q - S*_cell(i)||^e + ||V_i - V*_cell(i)||^e)
+    with e = exponents.singleton for singleton cells, exponents.multi otherwise. Equals
+    ``lora_voronoi_loss`` when ``cell`` is the cell assignment of the aligned atoms. Also returns
+    each atom's distance ||(S_i + Q, V_i) - (S*, V*)_cell(i)|| and the gate gaps ||S_i - S_k||.
+    """
+    pi, pi_star = mixture_weights(atoms_.c, gating), mixture_weights(true_atoms.c, gating)
+    L_star = true_atoms.c.shape[0]
+    dS = atoms_.S - true_atoms.S[cell]
+    if gating == "softmax":
+        dS = dS - (jnp.einsum("i,ijk->jk", pi, dS) / jnp.sum(pi))[None]
+    dV = atoms_.V - true_atoms.V[cell]
+    size = jax.ops.segment_sum(jnp.ones_like(cell), cell, num_segments=L_star)
+    e = jnp.where(size[cell] == 1, exponents.singleton, exponents.multi)
+    mass = jnp.abs(jax.ops.segment_sum(pi, cell, num_segments=L_star) - pi_star)
+    loss = jnp.sum(mass) + jnp.sum(pi * (_norm_power(dS, e) + _norm_power(dV, e)))
+    flat = jnp.concatenate([dS.reshape(dS.shape[0], -1), dV.reshape(dV.shape[0], -1)], axis=1)
+    gap = _safe_norm(atoms_.S[:, None] - atoms_.S[None, :], axis=(-2, -1))
+    return CellTerms(loss, _safe_norm(flat, axis=1), gap)
+
+
+# --------------------------------------------------------------------------------------------
+# Starts
+
+
+def _split(estimator: Model, true_params, parent):
+    """Raw parameters with atom i a copy of true atom parent[i]; copies share their parent's weight."""
+    L_star = true_params.c.shape[0]
+    copies = jnp.zeros(L_star).at[parent].add(1.0)
+    bias_bound = estimator.parameterization.bias_bound
+    c = bias_bound * jnp.tanh(true_params.c / bias_bound)
+    if estimator.spec.gating == "sigmoid":
+        share = jax.nn.sigmoid(c[parent]) / copies[parent]
+        c = jnp.log(share) - jnp.log1p(-share)
+    else:
+        c = c[parent] - jnp.log(copies[parent])
+    c = jnp.clip(c, -bias_bound * (1 - 1e-9), bias_bound * (1 - 1e-9))
+    fields = [x[parent] for x in true_params[:-1]]
+    return type(true_params)(*fields, bias_bound * jnp.arctanh(c / bias_bound))
+
+
+def _expert_fields(estimator: Model) -> tuple[str, ...]:
+    """Raw fields moved along the shared-gate directions: vanilla's expert factor B_V; shared: a, b."""
+    return ("B_V",) if isinstance(estimator.parameterization, Vanilla) else ("a", "b")
+
+
+def starts(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, eps, config: BoundConfig,
+           exponents: Exponents = D_LOSS):
+    """All starts for one eps target, stacked on a leading axis (split, then flat, then random).
+
+    Perturbations are sized so that the loss starts near eps: s1 = start_scale eps^(1/e_singleton)
+    (a singleton cell's term is pi ||Delta||^e_singleton), s2 = start_scale eps^(1/e_multi).
+
+    * split: the true atoms with the L - L* extra atoms copies of true atom k mod L* (weights
+      shared), every raw field but c perturbed by N(0, s1^2);
+    * flat: the extra atoms copies of one true atom with its gate fields untouched and the expert
+      fields moved by +u on the parent and -u on its copies, u ~ N(0, s2^2). Vanilla: B_V moved in
+      factor space, so with one copy the start lies exactly on the flat set (identical gates,
+      pi-weighted experts kept); shared: the latents a, b moved (first order only);
+    * random: all fields, c included, perturbed by N(0, s2^2).
+    """
+    L_star = true_params.c.shape[0]
+    s1 = config.start_scale * eps ** (1 / exponents.singleton)
+    s2 = config.start_scale * eps ** (1 / exponents.multi)
+    out = []
+    keys = iter(jax.random.split(key, config.n_starts - 1))
+
+    def parents(k):
+        return np.concatenate([np.arange(L_star), np.full(n_components - L_star, k % L_star, int)])
+
+    for k in range(config.split_starts):
+        base = _split(estimator, true_params, parents(k))
+        ks = jax.random.split(next(keys), len(base))
+        out.append(type(base)(*[x + s1 * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks[:-1], base[:-1])],
+                              base.c))
+    heaviest = jnp.argsort(-mixture_weights(true_params.c, estimator.spec.gating))
+    for k in range(config.flat_starts):
+        j = heaviest[k % L_star]
+        parent = jnp.concatenate([jnp.arange(L_star), jnp.full(n_components - L_star, j)])
+        base = _split(estimator, true_params, parent)
+        sign = jnp.where(jnp.arange(n_components) == j, 1.0, jnp.where(jnp.asarray(parent) == j, -1.0, 0.0))
+        ks = iter(jax.random.split(next(keys), len(base)))
+        fields = []
+        for name, x in zip(base._fields, base):
+            if name in _expert_fields(estimator):
+                u = s2 * jax.random.normal(next(ks), x.shape[1:], x.dtype)
+                move = sign.reshape((-1,) + (1,) * (x.ndim - 1)) * u[None]
+                if isinstance(estimator.parameterization, Vanilla):
+                    # In factor space, so the pi-weighted experts are kept exactly: the start is on the flat set,
+                    # sized so that its loss pi_j ||u A_Vj||^e_multi is eps.
+                    R = estimator.parameterization.bound
+                    A_V = R * jnp.tanh(true_params.A_V[j] / R)
+                    R_c = estimator.parameterization.bias_bound
+                    pi_j = mixture_weights(R_c * jnp.tanh(true_params.c / R_c), estimator.spec.gating)[j]
+                    size = _safe_norm(u @ A_V, axis=(0, 1))
+                    u = u * jnp.where(size > 0, (eps / pi_j) ** (1 / exponents.multi) / jnp.where(size > 0, size, 1.0), 1.0)
+                    move = sign.reshape((-1,) + (1,) * (x.ndim - 1)) * u[None]
+                    x = R * jnp.arctanh(jnp.clip(jnp.tanh(x / R) + move / R, -1 + 1e-9, 1 - 1e-9))
+                else:
+                    x = x + move
+            fields.append(x)
+        out.append(type(base)(*fields))
+    for k in range(config.random_starts):
+        base = _split(estimator, true_params, parents(k))
+        ks = jax.random.split(next(keys), len(base))
+        out.append(type(base)(*[x + s2 * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks, base)]))
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *out)
+
+
+_all_starts = jax.jit(jax.vmap(starts, in_axes=(0, None, None, None, 0, None, None)), static_argnums=(3, 5))
+
+
+# --------------------------------------------------------------------------------------------
+# The solver
+
+
+class Witness(NamedTuple):
+    """One solved G: its raw parameters, loss, L2 distance and certificate (leading batch axes)."""
+
+    theta: Float[Array, "... P"]
+    D: Float[Array, ...]
+    l2: Float[Array, ...]
+    neighbourhood_violation: Float[Array, ...]
+    rel_grad: Float[Array, ...]
+    stop_reason: Float[Array, ...]
+    iterations: Float[Array, ...]
+    rounds: Float[Array, ...]
+    cells_stable: Float[Array, ...]
+    atoms: Atoms
+
+
+def _problem(estimator: Model, true_atoms: Atoms, quad: Quadrature, f_star, unravel, config: BoundConfig):
+    gating = estimator.spec.gating
+    sqrt_w = jnp.sqrt(quad.w)[:, None]
+    L = unravel.n_components
+    pairs = np.triu_indices(L, k=1)
+
+    def atoms_of(theta):
+        return atoms(estimator, unravel(theta))
+
+    def violations(a, cell, radius):
+        terms = fixed_cell_terms(a, true_atoms, cell, D_LOSS, gating)
+        outside = jax.nn.relu(terms.distance - radius)
+        if config.kappa is None:
+            return terms, outside, jnp.zeros(0, outside.dtype)
+        same = (cell[pairs[0]] == cell[pairs[1]]).astype(outside.dtype)
+        return terms, outside, same * jax.nn.relu(config.kappa - terms.gate_gap[pairs])
+
+    def residual(theta, cell, eps, exps):
+        a = atoms_of(theta)
+        f = regression_function(estimator.spec, estimator.base, a, quad.X)
+        loss = fixed_cell_terms(a, true_atoms, cell, exps, gating).loss
+        _, outside, close = violations(a, cell, config.radius)
+        return jnp.concatenate([
+            (sqrt_w * (f - f_star)).ravel(),
+            jnp.sqrt(config.penalty) * ((loss - eps) / eps)[None],
+            jnp.sqrt(config.barrier) * outside,
+            jnp.sqrt(config.barrier) * close,
+        ])
+
+    def evaluate(theta, exps):
+        a = atoms_of(theta)
+        out = lora_voronoi_loss(a, true_atoms, gating, exps)
+        _, outside, close = violations(a, out.cell, config.radius)
+        l2 = jnp.sqrt(quad.w @ jnp.sum((regression_function(estimator.spec, estimator.base, a, quad.X) - f_star) ** 2, -1))
+        return a, out.total, out.cell, l2, jnp.maximum(jnp.max(outside), jnp.max(close, initial=0.0))
+
+    return residual, evaluate
+
+
+class _Unravel:
+    """``unravel`` of a flat raw-parameter vector, carrying the number of components."""
+
+    def __init__(self, template):
+        self.n_components = template.c.shape[0]
+        self._unravel = ravel_pytree(template)[1]
+
+    def __call__(self, theta):
+        return self._unravel(theta)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _solve(estimator: Model, true_atoms: Atoms, quad: Quadrature, template, thetas0, eps, exps, config: BoundConfig):
+    """Solve every (eps, start) problem: thetas0 (E, K, P), eps (E,). One jitted unit."""
+    unravel = _Unravel(template)
+    f_star = regression_function(estimator.spec, estimator.base, true_atoms, quad.X)
+    residual, evaluate = _problem(estimator, true_atoms, quad, f_star, unravel, config)
+    lm = LevenbergMarquardt(max_iter=config.max_iter, gtol=config.gtol, xtol=1e-15)
+    canonical = lambda theta: ravel_pytree(canonicalize(estimator, unravel(theta)))[0]
+    dtype = quad.X.dtype
+    zero_stats = Stats(jnp.zeros((), dtype), jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype),
+                       jnp.zeros((), jnp.int32), jnp.full((), MAX_ITER, jnp.int32))
+
+    def one(theta0, target):
+        def cond(state):
+            k, _, _, _, stable = state
+            return (k < config.cell_rounds) & ~stable
+
+        def body(state):
+            k, theta, cell, _, _ = state
+            theta, stats = lm.run(lambda t: residual(t, cell, target, exps), theta, canonical if config.canonicalize else None)
+            stats = jax.tree.map(lambda new, old: new.astype(old.dtype), stats, zero_stats)
+            new_cell = evaluate(theta, exps)[2]
+            return k + 1, theta, new_cell, stats, jnp.all(new_cell == cell)
+
+        cell0 = evaluate(theta0, exps)[2]
+        state = (jnp.zeros((), jnp.int32), theta0, cell0, zero_stats, jnp.zeros((), bool))
+        k, theta, _, stats, stable = jax.lax.while_loop(cond, body, state)
+        a, D, _, l2, outside = evaluate(theta, exps)
+        return Witness(theta, D, l2, outside, stats.rel_grad, stats.stop_reason, stats.iterations, k, stable, a)
+
+    return jax.vmap(jax.vmap(one, in_axes=(0, None)))(thetas0, eps)
+
+
+def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
+                    config: BoundConfig, *, quad: Quadrature | None = None) -> Witness:
+    """Solve m(eps) for every eps in ``config.epsilons`` from every start: a Witness with axes (E, K + 1).
+
+    The first K starts per target are those of ``starts``; the last is a second pass from the best
+    witness of a larger target scaled back towards the truth (see the comment in the code).
+
+    Raises ``ValueError`` for L < L*, an estimator family that does not contain the truth, or a bad loss.
+    """
+    exps = loss_exponents(loss)
+    L_star = truth.atoms.c.shape[0]
+    if not isinstance(n_components, (int, np.integer)) or n_components < L_star:
+        raise ValueError(f"n_components L = {n_components!r} is below the truth's L* = {L_star}; expected L >= L*")
+    true_params = truth_in(estimator, truth)
+    if quad is None:
+        quad = quadrature(estimator.spec.d, Design(), config.quadrature_order, key=jax.random.fold_in(key, 1),
+                          n_sample=config.n_sample)
+    eps = jnp.asarray(config.epsilons, quad.X.dtype)
+    keys = jax.random.split(jax.random.fold_in(key, 0), len(config.epsilons))
+    exps_array = Exponents(*(jnp.asarray(x, quad.X.dtype) for x in exps))
+    stacked = _all_starts(keys, estimator, true_params, int(n_components), eps, config, exps_array)
+    thetas0 = jax.vmap(jax.vmap(lambda p: ravel_pytree(p)[0]))(stacked)
+    template = jax.tree.map(lambda x: x[0, 0], stacked)
+    first = _solve(estimator, truth.atoms, quad, template, thetas0, eps, exps_array, config)
+    # Second pass, one start per target: the best witness of a larger target (least L2 per unit of loss)
+    # scaled back towards the truth, theta_base + t (theta_w - theta_base), t = (eps / D_w)^(1 / e_singleton).
+    # Near G* the loss and the L2 distance both scale with the displacement, so this start carries the
+    # cheapest direction found at a large eps down to the small ones, where independent starts often fail.
+    parent = np.concatenate([np.arange(L_star), np.zeros(n_components - L_star, int)])
+    base = ravel_pytree(canonicalize(estimator, _split(estimator, true_params, parent)))[0]
+    D, l2 = np.asarray(first.D), np.asarray(first.l2)
+    targets = np.asarray(config.epsilons)
+    ok = (np.asarray(first.neighbourhood_violation) <= config.neighbourhood_tol) & (
+        np.abs(D / targets[:, None] - 1) <= config.constraint_tol)
+    flat_theta, flat_D = np.asarray(first.theta).reshape(-1, base.shape[0]), D.ravel()
+    ratio = np.where(ok, l2 / D, np.inf).ravel()
+    rescaled = []
+    for target in targets:
+        pick = np.where(flat_D > target, ratio, np.inf)
+        k = int(np.argmin(pick)) if np.isfinite(pick).any() else int(np.argmin(ratio))
+        t = (target / flat_D[k]) ** (1 / exps.singleton) if np.isfinite(ratio[k]) else 1.0
+        rescaled.append(base + t * (flat_theta[k] - base))
+    second = _solve(estimator, truth.atoms, quad, template, jnp.asarray(np.stack(rescaled))[:, None], eps, exps_array,
+                    config)
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), first, second)
+
+
+# --------------------------------------------------------------------------------------------
+# From witnesses to curves
+
+
+def modulus_from_witnesses(D, l2, etas) -> np.ndarray:
+    """M(eta) >= max { D_k : l2_k <= eta } for each eta (0 where no witness qualifies: G* itself).
+
+    >>> modulus_from_witnesses([0.1, 0.5, 0.3], [1e-6, 1e-2, 1e-4], [1e-8, 1e-5, 1e-3, 1.0]).tolist()
+    [0.0, 0.1, 0.3, 0.5]
+    """
+    D, l2, etas = (np.asarray(x, float).ravel() for x in (D, l2, etas))
+    ok = np.isfinite(D) & np.isfinite(l2)
+    D, l2 = D[ok], l2[ok]
+    return np.array([np.max(D[l2 <= eta], initial=0.0) for eta in etas])
+
+
+def le_cam_lower_bound(D, l2, n, sigma: float, constant: float, c: float = 1.0) -> np.ndarray:
+    """Two-point lower bound on any estimator's worst-case E[D] at sample sizes n.
+
+    LB(n) = (1 - c / 2) M(c sigma / sqrt(n)) / (2 C), with M from the witnesses (D_k, l2_k),
+    C the weak triangle constant and 0 < c < 2 (Pinsker: TV <= c / 2). See the module docstring.
+
+    >>> le_cam_lower_bound([0.4], [1e-3], [1e2, 1e6], sigma=0.02, constant=2.0).tolist()
+    [0.05, 0.0]
+    """
+    if not (0 < c < 2):
+        raise ValueError(f"c must lie in (0, 2), got {c!r}")
+    if not constant >= 1:
+        raise ValueError(f"The weak triangle constant must be >= 1, got {constant!r}")
+    n = np.asarray(n, float)
+    return (1 - c / 2) * modulus_from_witnesses(D, l2, c * sigma / np.sqrt(n)) / (2 * constant)
+
+
+def triangle_ratios(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
+                    n_samples: int, scale: float = 0.5) -> Float[Array, " n_samples"]:
+    """Ratios D(G1, G0) / (D(G, G0) + D(G, G1)) over random triples near the truth.
+
+    G0 = G*; G1 and G a split truth (L atoms) with raw parameters perturbed at scales
+    log-uniform in [1e-3, 1] times ``scale``, drawn independently. The weak triangle constant C
+    is the supremum of this ratio; its maximum over the sample is a lower estimate of C.
+    """
+    exps = loss_exponents(loss)
+    true_params = truth_in(estimator, truth)
+    L_star = true_params.c.shape[0]
+    parent = np.concatenate([np.arange(L_star), np.arange(n_components - L_star) % L_star])
+    base = _split(estimator, true_params, parent)
+    gating = estimator.spec.gating
+
+    def draw(k):
+        k_scale, k_dir = jax.random.split(k)
+        s = scale * 10 ** jax.random.uniform(k_scale, (), minval=-3.0, maxval=0.0)
+        ks = jax.random.split(k_dir, len(base))
+        return atoms(estimator, type(base)(*[x + s * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks, base)]))
+
+    def ratio(k):
+        k1, k2 = jax.random.split(k)
+        G1, G = draw(k1), draw(k2)
+        top = lora_voronoi_loss(G1, truth.atoms, gating, exps).total
+        return top / (lora_voronoi_loss(G, truth.atoms, gating, exps).total + lora_voronoi_loss(G, G1, gating, exps).total)
+
+    return jax.jit(jax.vmap(ratio))(jax.random.split(key, n_samples))
+
+
+def _flat(x) -> list[float]:
+    return np.asarray(x, float).ravel().tolist()
+
+
+def _rows(w: Witness, pi, common: dict, config: BoundConfig) -> list[dict]:
+    """Table rows of one loss: the best witness per eps target ("m") and the envelope per eta ("M")."""
+    eps = np.asarray(config.epsilons)[:, None]
+    D, l2 = np.asarray(w.D), np.asarray(w.l2)
+    inside = np.asarray(w.neighbourhood_violation) <= config.neighbourhood_tol
+    violation = (D - eps) / eps
+    on_target = inside & (np.abs(violation) <= config.constraint_tol)
+
+    def row(e, k, **extra):
+        return dict(common, D=float(D[e, k]), l2=float(l2[e, k]), constraint_violation=float(violation[e, k]),
+                    on_target=bool(on_target[e, k]), inside=bool(inside[e, k]),
+                    neighbourhood_violation=float(w.neighbourhood_violation[e, k]), rel_grad=float(w.rel_grad[e, k]),
+                    stop_reason=STOP_REASONS[int(w.stop_reason[e, k])], iterations=int(w.iterations[e, k]),
+                    rounds=int(w.rounds[e, k]), cells_stable=bool(w.cells_stable[e, k]), starts=config.n_starts,
+                    S=_flat(w.atoms.S[e, k]), V=_flat(w.atoms.V[e, k]), pi=_flat(pi[e, k]), **extra)
+
+    rows = []
+    for e, target in enumerate(config.epsilons):
+        ok = on_target[e]
+        if ok.any():
+            k = int(np.argmin(np.where(ok, l2[e], np.inf)))
+            agree = int(np.sum(ok & (l2[e] <= l2[e, k] * (1 + config.agree_rtol) + L2_FLOOR)))
+        else:  # no start on target: report the one closest to it, flagged by on_target
+            k = int(np.argmin(np.abs(violation[e]) + np.where(inside[e], 0.0, np.inf)))
+            agree = 0
+        rows.append(row(e, k, kind="m", eps=float(target), eta=np.nan, value=float(l2[e, k]), starts_agree=agree))
+    D_in = np.where(inside, D, -np.inf)
+    for eta in config.etas:
+        best = np.where(l2 <= eta, D_in, -np.inf)
+        if not np.isfinite(best).any():  # no witness that close: only G* itself, D = 0
+            rows.append(dict(common, kind="M", eps=np.nan, eta=float(eta), value=0.0, D=0.0, l2=0.0,
+                             starts=config.n_starts, starts_agree=0, inside=True, on_target=False))
+            continue
+        e, k = np.unravel_index(int(np.argmax(best)), best.shape)
+        agree = int(np.sum(best >= best[e, k] * (1 - config.agree_rtol)))
+        rows.append(row(e, k, kind="M", eps=float(config.epsilons[e]), eta=float(eta), value=float(D[e, k]),
+                        starts_agree=agree))
+    return rows
+
+
+def bound_curves(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, config: BoundConfig, *,
+                 truth_label: str, estimator_label: str) -> pd.DataFrame:
+    """All curves for one (truth, estimator, L): m(eps) and M(eta) for every loss, as a tidy table.
+
+    One row per (loss, eps) with ``kind = "m"`` (the best witness at that target: least L2 among the
+    starts on target) and per (loss, eta) with ``kind = "M"`` (the witness of largest D with
+    L2 <= eta, over every target and start). Columns: truth, estimator, L, L_star, extra, loss, kind,
+    eps, eta, value (m or M), D and l2 of the witness, on_target (|D - eps| / eps <= constraint_tol,
+    inside N(G*)), constraint_violation, inside, neighbourhood_violation, starts, starts_agree
+    (starts within agree_rtol of the best value), rel_grad and stop_reason of the last
+    Levenberg-Marquardt solve, iterations, rounds (cell reassignments), cells_stable,
+    triangle_constant (largest ratio over ``triangle_samples`` random triples), quadrature_order,
+    radius, kappa, and the witness atoms S, V, pi (flattened lists).
+
+    Raises ``ValueError`` for L < L*, a family that does not contain the truth or a bad loss.
+    """
+    if not isinstance(truth_label, str) or not isinstance(estimator_label, str):
+        raise ValueError("truth_label and estimator_label must be strings")
+    L_star = int(truth.atoms.c.shape[0])
+    if not isinstance(n_components, (int, np.integer)) or n_components < L_star:
+        raise ValueError(f"n_components L = {n_components!r} is below the truth's L* = {L_star}; expected L >= L*")
+    quad = quadrature(estimator.spec.d, Design(), config.quadrature_order, key=jax.random.fold_in(key, 1),
+                      n_sample=config.n_sample)
+    weights = jax.jit(jax.vmap(jax.vmap(lambda c: mixture_weights(c, estimator.spec.gating))))
+    rows = []
+    for i, loss in enumerate(config.losses):
+        k_loss = jax.random.fold_in(key, 100 + i)
+        w = jax.device_get(solve_witnesses(k_loss, truth, estimator, n_components, loss, config, quad=quad))
+        C = float(np.max(np.asarray(triangle_ratios(jax.random.fold_in(k_loss, 7), truth, estimator, n_components,
+                                                     loss, config.triangle_samples))))
+        common = dict(truth=truth_label, estimator=estimator_label, L=int(n_components), L_star=L_star,
+                      extra=int(n_components) - L_star, loss=loss, triangle_constant=C,
+                      quadrature_order=config.quadrature_order, radius=config.radius,
+                      kappa=np.nan if config.kappa is None else config.kappa)
+        rows += _rows(w, np.asarray(weights(w.atoms.c)), common, config)
+    return pd.DataFrame(rows)
