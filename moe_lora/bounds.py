@@ -57,7 +57,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .fit import truth_in
 from .losses import lora_voronoi_loss
-from .model import Atoms, mixture_weights, regression_function
+from .model import Atoms, FieldError, mixture_weights, regression_function
 from .optimize import MAX_ITER, STOP_REASONS, LevenbergMarquardt, Stats
 from .parameterization import Model, Vanilla, atoms, canonicalize
 from .truth import Design, Truth, sample_inputs
@@ -89,12 +89,12 @@ def loss_exponents(name: str) -> Exponents:
 
 def _positive(name, value):
     if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"BoundConfig.{name} must be a positive finite number, got {value!r}")
+        raise FieldError(name, f"BoundConfig.{name} must be a positive finite number, got {value!r}")
 
 
 def _count(name, value, minimum):
     if not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"BoundConfig.{name} must be an integer >= {minimum}, got {value!r}")
+        raise FieldError(name, f"BoundConfig.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,27 +149,30 @@ class BoundConfig:
         for name in ("etas", "epsilons", "losses"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) == 0:
-                raise ValueError(f"BoundConfig.{name} must be a non-empty sequence, got {value!r}")
+                raise FieldError(name, f"BoundConfig.{name} must be a non-empty sequence, got {value!r}")
             object.__setattr__(self, name, tuple(value))
         for name in ("etas", "epsilons"):
             for x in getattr(self, name):
                 if not (isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) and x > 0):
-                    raise ValueError(f"BoundConfig.{name} must hold positive finite numbers, got {x!r}")
+                    raise FieldError(name, f"BoundConfig.{name} must hold positive finite numbers, got {x!r}")
         for loss in self.losses:
-            loss_exponents(loss)
+            try:
+                loss_exponents(loss)
+            except ValueError as e:
+                raise FieldError("losses", str(e)) from None
         if not (isinstance(self.radius, (int, float)) and self.radius > 0 and math.isfinite(self.radius)):
-            raise ValueError(f"Empty neighbourhood: radius must be positive and finite, got {self.radius!r}")
+            raise FieldError("radius", f"Empty neighbourhood: radius must be positive and finite, got {self.radius!r}")
         if self.kappa is not None:
             _positive("kappa", self.kappa)
             if self.kappa >= 2 * self.radius:
-                raise ValueError(
-                    f"Empty neighbourhood: kappa = {self.kappa} >= 2 * radius = {2 * self.radius}; two atoms of one "
+                raise FieldError(
+                    "kappa", f"Empty neighbourhood: kappa = {self.kappa} >= 2 * radius = {2 * self.radius}; two atoms of one "
                     "cell cannot both lie within radius of its true atom with gates kappa apart"
                 )
         for name in ("split_starts", "flat_starts", "random_starts"):
             _count(name, getattr(self, name), 0)
         if self.split_starts + self.flat_starts + self.random_starts < 1:
-            raise ValueError("BoundConfig needs at least one start (split_starts + flat_starts + random_starts >= 1)")
+            raise FieldError("split_starts", "BoundConfig needs at least one start (split_starts + flat_starts + random_starts >= 1)")
         for name in ("quadrature_order", "cell_rounds", "max_iter"):
             _count(name, getattr(self, name), 1)
         _count("n_sample", self.n_sample, 100)

@@ -1,6 +1,7 @@
 """The ``moe-lora`` command: run a sweep, print its rates, draw its figures.
 
     moe-lora run CONFIG.toml [--out DIR] [--shard i/k] [--backend local|ray] [--address ADDR] [--retries N]
+    moe-lora bound CONFIG.toml [--out DIR] [--quiet]
     moe-lora merge DIR
     moe-lora rates DIR
     moe-lora plot DIR [--out figures/]
@@ -109,6 +110,27 @@ def _run(args) -> int:
     return 1 if summary.failed else 0
 
 
+def _bound(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from .experiment import Experiment, load_experiment
+    from .runs.bound import bound_units, run_bounds
+
+    exp = load_experiment(args.config)
+    if not isinstance(exp, Experiment):
+        raise ValueError(f"{args.config}: lower-bound curves are computed for sweep configs, not kind {exp.kind!r}")
+    out = Path(args.out) if args.out else Path("runs") / exp.name
+    print(f"moe-lora bound: {exp.name}, {len(bound_units(exp))} units (truth x estimator x setting), out {out}", file=sys.stderr)
+    try:
+        path = run_bounds(exp, out, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished units are kept in {out}/bound. Run the same command again to resume.", file=sys.stderr)
+        return 130
+    print(f"curves: {path}", file=sys.stderr)
+    return 0
+
+
 def _merge(args) -> int:
     from .runs import merge_run
 
@@ -153,26 +175,55 @@ def _rates(args) -> int:
     return 0
 
 
+def _bound_figures(curves, sweep, manifest) -> dict:
+    """``<name>_bound[_<truth>]``: the two-point bound against the sweep's D, one figure per
+    (truth, setting) of the curves, for the loss D."""
+    from .bounds_figure import figure_bound
+
+    sigma = manifest["config"]["data"]["sigma"]
+    out = {}
+    for (truth, extra), _ in curves[curves["loss"] == "D"].groupby(["truth", "extra"]):
+        stem = f"{manifest['name']}_bound_{truth}_L+{extra}"
+        out[stem] = figure_bound(curves, sweep, sigma, truth=truth, extra=int(extra))
+    return out
+
+
 def _plot(args) -> int:
+    import pandas as pd
+
     from .runs import load_results
+    from .runs.store import read_manifest
 
-    df, manifest = load_results(args.dir)
-    summaries = _summaries(df, manifest)
-    if manifest.get("kind") == "attention_head":
-        from .head_figure import figure_data_efficiency
+    bound = Path(args.dir) / "bound.parquet"
+    try:
+        df, manifest = load_results(args.dir)
+    except FileNotFoundError:
+        if not bound.exists():
+            raise
+        df, manifest = None, read_manifest(args.dir)  # curves of `moe-lora bound` without a sweep
+    figures, summaries = {}, {}
+    if df is not None:
+        summaries = _summaries(df, manifest)
+        if manifest.get("kind") == "attention_head":
+            from .head_figure import figure_data_efficiency
 
-        figures = {f"{manifest['name']}_data_efficiency": figure_data_efficiency(df)}
-    else:
-        from .figures import run_figures
+            figures = {f"{manifest['name']}_data_efficiency": figure_data_efficiency(df)}
+        else:
+            from .figures import run_figures
 
-        figures = run_figures(df, slopes=summaries["rates.csv"])
+            figures = run_figures(df, slopes=summaries["rates.csv"])
+    if bound.exists():
+        figures |= _bound_figures(pd.read_parquet(bound), df, manifest)
     for stem, fig in figures.items():
         for p in save_figure(fig, args.out, stem):
             print(p)
     # The figures travel with the table, manifest and summaries they came from.
     data = Path(args.out) / "data" / manifest["name"]
     data.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(data / "results.parquet", index=False)
+    if df is not None:
+        df.to_parquet(data / "results.parquet", index=False)
+    if bound.exists():
+        shutil.copyfile(bound, data / "bound.parquet")
     for name, table in summaries.items():
         table.to_csv(data / name, index=False)
     shutil.copyfile(Path(args.dir) / "manifest.json", data / "manifest.json")
@@ -195,6 +246,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--retries", type=int, help="ray only: retries of a failed unit before it is recorded as failed (default 2)")
     run.add_argument("--num-cpus", type=int, help="ray only: CPUs (parallel units) of a local instance started by this command")
     run.set_defaults(func=_run)
+    bound = sub.add_parser("bound", help="compute the lower-bound curves of a config's [bound] section (resumable)")
+    bound.add_argument("config", help="experiment config with a [bound] section")
+    bound.add_argument("--out", help="run directory (default runs/<name>; shared with `moe-lora run`)")
+    bound.add_argument("--quiet", action="store_true", help="no progress bar")
+    bound.set_defaults(func=_bound)
     merge = sub.add_parser("merge", help="check that every unit of a run is present (names the missing ones) and write the table")
     merge.add_argument("dir", help="output directory of `moe-lora run` (all shards)")
     merge.set_defaults(func=_merge)

@@ -324,6 +324,56 @@ class RatesSection(_Section):
         return dict(n_min=self.n_min, n_max=self.n_max, bootstrap=self.bootstrap, level=self.level)
 
 
+def _grid(section: _Section, key: str, spec) -> tuple[float, ...]:
+    """A list of positive numbers, or ``{min, max, count}`` log-spaced."""
+    if isinstance(spec, dict):
+        if set(spec) != {"min", "max", "count"} or not all(isinstance(spec[k], _NUM) for k in spec):
+            section.fail(key, f"expected a list of numbers or a table {{min, max, count}}, got {spec!r}")
+        if not (0 < spec["min"] < spec["max"]) or spec["count"] < 2:
+            section.fail(key, f"expected 0 < min < max and count >= 2, got {spec!r}")
+        return tuple(float(x) for x in np.geomspace(spec["min"], spec["max"], int(spec["count"])))
+    for x in spec:
+        _check_type(f"{section.NAME}.{key}[]", x, _NUM)
+    return tuple(float(x) for x in spec)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundSection(_Section):
+    """``[bound]``: the lower-bound curves of ``moe-lora bound`` (``moe_lora.bounds.BoundConfig``).
+
+    ``extra``: the settings L - L* to compute (default: ``fit.extra_components``); the other keys
+    are ``BoundConfig``'s (etas and epsilons as lists or ``{min, max, count}``).
+    """
+
+    NAME: ClassVar[str] = "bound"
+    extra: tuple[int, ...] | None = _key(list, None)
+    etas: tuple[float, ...] = _key((list, dict), {"min": 1e-9, "max": 0.1, "count": 12})
+    epsilons: tuple[float, ...] = _key((list, dict), {"min": 1e-6, "max": 3.1622776601683795, "count": 12})
+    losses: tuple[str, ...] = _key(list, ["D", "D_2"])
+    radius: float = _key(_NUM, 0.5)
+    kappa: float | None = _key(_NUM, None)
+    split_starts: int = _key(int, 1)
+    flat_starts: int = _key(int, 2)
+    random_starts: int = _key(int, 1)
+    quadrature_order: int = _key(int, 12)
+    max_iter: int = _key(int, 1000)
+    bound_config: Any = _built()
+
+    def __post_init__(self):
+        from .bounds import BoundConfig
+
+        self.set("etas", _grid(self, "etas", self.etas))
+        self.set("epsilons", _grid(self, "epsilons", self.epsilons))
+        self.set("losses", tuple(self.losses))
+        if self.extra is not None:
+            if not self.extra or any(not isinstance(x, int) or x < 0 for x in self.extra):
+                self.fail("extra", f"expected integers >= 0 (L - L*), got {list(self.extra)!r}")
+            self.set("extra", tuple(self.extra))
+        keys = ("etas", "epsilons", "losses", "radius", "kappa", "split_starts", "flat_starts", "random_starts",
+                "quadrature_order", "max_iter")
+        self.set("bound_config", self.build(BoundConfig, **{k: getattr(self, k) for k in keys}))
+
+
 #: Old key -> (new section, new key), read with a FutureWarning.
 RENAMED = {
     ("data", "chunk"): ("execution", "replicates_per_unit"),
@@ -332,9 +382,9 @@ RENAMED = {
 }
 
 SECTIONS = {s.NAME: s for s in (ModelSection, TruthSection, DataSection, FitSection, ExecutionSection,
-                                MinimaxSection, RatesSection)}
+                                MinimaxSection, RatesSection, BoundSection)}
 #: Sections that are absent (None) unless given; the others take their defaults.
-OPTIONAL = ("minimax",)
+OPTIONAL = ("minimax", "bound")
 _TOP = {"name": (str,), "description": (str,), "seed": (int,), "estimators": (list,)}
 
 
@@ -380,6 +430,7 @@ class Config:
     execution: ExecutionSection
     rates: RatesSection
     minimax: MinimaxSection | None = None
+    bound: BoundSection | None = None
 
     @classmethod
     def from_dict(cls, raw: dict, name: str = "experiment") -> Config:

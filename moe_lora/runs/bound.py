@@ -1,0 +1,88 @@
+"""``moe-lora bound CONFIG``: the lower-bound curves of a config's truths and estimators, resumable.
+
+A config with a ``[bound]`` section has one bound unit per (drawn truth, estimator that contains
+it, setting L - L* in ``bound.extra``): ``moe_lora.bounds.bound_curves`` for that family. Each
+unit's rows are written atomically to ``DIR/bound/<unit id>.parquet`` in the run directory (the
+same ``manifest.json`` as ``moe-lora run``), so an interrupted computation resumes where it
+stopped; when every unit is present they are merged into ``DIR/bound.parquet``, which
+``moe-lora plot`` draws as ``<name>_bound``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import pandas as pd
+
+from ..config import ConfigError
+from ..experiment import Experiment, TruthLabel, label_index
+from . import store
+from .local import UnitResult, require_float64, run_units
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundUnit:
+    """The curves of one (truth, estimator, L* + extra)."""
+
+    truth: TruthLabel
+    estimator: str
+    extra: int
+    fits = 1  # the run loop weighs units by fits x n; bound units cost about the same
+    n = 1
+
+    @property
+    def id(self) -> str:
+        return f"{self.truth}__{self.estimator}__L+{self.extra}"
+
+
+def bound_units(exp: Experiment) -> list[BoundUnit]:
+    """Every bound unit of a config: drawn truths (not family members), their estimators, the settings."""
+    if exp.config.bound is None:
+        raise ConfigError(f"{exp.name}: no [bound] section; add one to compute lower-bound curves")
+    extras = exp.config.bound.extra or exp.settings
+    return [BoundUnit(label, est, extra) for label, est in exp.pairs() if label.delta is None for extra in extras]
+
+
+def _path(out: Path, unit: BoundUnit) -> Path:
+    return out / "bound" / f"{unit.id}.parquet"
+
+
+def run_bounds(exp: Experiment, out: str | Path, *, progress: bool = True, stream=None) -> Path | None:
+    """Compute the bound units without a result file in ``out``; merge when all are present.
+
+    Returns:
+        The path of ``out/bound.parquet``, or None if a unit is missing.
+    """
+    require_float64("run_bounds")
+    out = Path(out)
+    truths = exp.draw_truths()
+    store.write_or_check_manifest(out, exp, truths)
+    cfg = exp.config.bound.bound_config
+    every = bound_units(exp)
+    todo = [u for u in every if not _path(out, u).exists()]
+
+    def compute() -> Iterator[UnitResult]:
+        for u in todo:
+            t0, cpu = time.perf_counter(), time.process_time()
+            key = jax.random.fold_in(jax.random.key(exp.seed), label_index(u.id))
+            rows = bound_curves(key, truths[u.truth], exp.model(u.estimator), exp.components + u.extra, cfg,
+                                truth_label=str(u.truth), estimator_label=u.estimator)
+            yield UnitResult(u, rows, {"unit": f"bound/{u.id}", "seconds": time.perf_counter() - t0,
+                                       "cpu_seconds": time.process_time() - cpu})
+
+    def keep(result: UnitResult) -> None:
+        store.write_frame(_path(out, result.unit), result.frame)
+        store.record_timing(out, result.timing)
+
+    from ..bounds import bound_curves
+
+    run_units(compute(), todo, len(every), on_result=keep, progress=progress, stream=stream)
+    if any(not _path(out, u).exists() for u in every):
+        return None
+    merged = pd.concat([pd.read_parquet(_path(out, u)) for u in every], ignore_index=True)
+    store.write_frame(out / "bound.parquet", merged)
+    return out / "bound.parquet"
