@@ -125,14 +125,35 @@ def report() -> None:
         print(f"{truth:8s} {est:8s} L={L} C={C:.2f}: " + " ".join(f"n={k:.0e}: {v:.3g}" for k, v in zip(n, lb)))
 
 
+def figures() -> None:
+    """figures/overspecified_bound_<truth>_L+<extra>.{pdf,png}: the committed curves against the
+    committed over-specified sweep (the same truths: seed 0, drawn as in overspecified.toml)."""
+    import json
+
+    import pandas as pd
+
+    from moe_lora.cli import _bound_figures, save_figure
+
+    root = OUT.parents[1]
+    curves = pd.read_parquet(OUT / "curves.parquet")
+    curves = curves[curves["truth"].isin(["tanh", "linear"]) & (curves["extra"] == 1)]  # the sweep's truths and setting
+    sweep = pd.read_parquet(root / "data" / "overspecified" / "results.parquet")
+    manifest = json.loads((root / "data" / "overspecified" / "manifest.json").read_text())
+    for stem, fig in _bound_figures(curves, sweep, manifest).items():
+        for path in save_figure(fig, root, stem):
+            print(path)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("headline", "merging", "report"), required=True)
+    parser.add_argument("--part", choices=("headline", "merging", "report", "figures"), required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--losses", nargs="+", default=None)
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     if args.part == "report":
         report()
+    elif args.part == "figures":
+        figures()
     else:
         compute(args.part, args.seed, args.losses or HEADLINE_LOSSES)
