@@ -132,14 +132,15 @@ def figures() -> None:
 
     import pandas as pd
 
-    from moe_lora.cli import _bound_figures, save_figure
+    from moe_lora.bounds_figure import run_bound_figures
+    from moe_lora.cli import save_figure
 
     root = OUT.parents[1]
     curves = pd.read_parquet(OUT / "curves.parquet")
     curves = curves[curves["truth"].isin(["tanh", "linear"]) & (curves["extra"] == 1)]  # the sweep's truths and setting
     sweep = pd.read_parquet(root / "data" / "overspecified" / "results.parquet")
     manifest = json.loads((root / "data" / "overspecified" / "manifest.json").read_text())
-    for stem, fig in _bound_figures(curves, sweep, manifest).items():
+    for stem, fig in run_bound_figures(curves, sweep, manifest).items():
         for path in save_figure(fig, root, stem):
             print(path)
 

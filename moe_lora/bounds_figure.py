@@ -118,3 +118,11 @@ def figure_bound(curves: pd.DataFrame, sweep: pd.DataFrame | None, sigma: float,
     fig.suptitle(title or f"Lower bounds, truth {truth}, L = L* + {extra}" + (f" (L* = {L_star})" if L_star else "")
                  + f", loss {loss}")
     return fig
+
+
+def run_bound_figures(curves: pd.DataFrame, sweep: pd.DataFrame | None, manifest: dict) -> dict[str, Figure]:
+    """``<name>_bound_<truth>_L+<extra>`` -> ``figure_bound`` for loss D, one per (truth, setting)
+    of ``curves``, against a run's sweep table (or None) at the noise level of its manifest."""
+    sigma = manifest["config"]["data"]["sigma"]
+    return {f"{manifest['name']}_bound_{truth}_L+{extra}": figure_bound(curves, sweep, sigma, truth=truth, extra=int(extra))
+            for (truth, extra), _ in curves[curves["loss"] == "D"].groupby(["truth", "extra"])}

@@ -175,19 +175,6 @@ def _rates(args) -> int:
     return 0
 
 
-def _bound_figures(curves, sweep, manifest) -> dict:
-    """``<name>_bound[_<truth>]``: the two-point bound against the sweep's D, one figure per
-    (truth, setting) of the curves, for the loss D."""
-    from .bounds_figure import figure_bound
-
-    sigma = manifest["config"]["data"]["sigma"]
-    out = {}
-    for (truth, extra), _ in curves[curves["loss"] == "D"].groupby(["truth", "extra"]):
-        stem = f"{manifest['name']}_bound_{truth}_L+{extra}"
-        out[stem] = figure_bound(curves, sweep, sigma, truth=truth, extra=int(extra))
-    return out
-
-
 def _plot(args) -> int:
     import pandas as pd
 
@@ -213,7 +200,9 @@ def _plot(args) -> int:
 
             figures = run_figures(df, slopes=summaries["rates.csv"])
     if bound.exists():
-        figures |= _bound_figures(pd.read_parquet(bound), df, manifest)
+        from .bounds_figure import run_bound_figures
+
+        figures |= run_bound_figures(pd.read_parquet(bound), df, manifest)
     for stem, fig in figures.items():
         for p in save_figure(fig, args.out, stem):
             print(p)
