@@ -146,7 +146,7 @@ def test_run_joins_a_running_cluster_by_address(ray_instance, config, reference,
 
 def test_worker_refuses_truths_other_than_the_drivers(config):
     exp = load_experiment(config)
-    good = ray_backend.fingerprint(exp.draw_truths())
+    good = ray_backend.fingerprint(exp, exp.draw_truths())
     bad = good.replace("0.", "1.", 1)
     with pytest.raises(RuntimeError, match="drew other truths than the driver"):
         ray_backend.worker_context(exp.config.to_dict(), exp.name, bad)

@@ -152,7 +152,7 @@ def test_jit_vmap_and_gradients():
     batched = jax.jit(jax.vmap(f))(ws, bs)
     for n in range(4):
         one = loss(ws[n], {k: x[n] for k, x in bs.items()})
-        for a, b in zip(batched, one):
+        for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(one)):
             np.testing.assert_allclose(a[n], b, rtol=1e-13, atol=1e-15)
 
     total = lambda w, b, tw=TRUE_W, tb=TRUE: voronoi_loss(w, b, tw, tb, EXP).total
