@@ -55,7 +55,7 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .fit import truth_in
+from .fit import split_biases, truth_in
 from .losses import lora_voronoi_loss
 from .model import Atoms, FieldError, mixture_weights, regression_function
 from .optimize import MAX_ITER, STOP_REASONS, LevenbergMarquardt, Stats
@@ -285,18 +285,8 @@ def fixed_cell_terms(atoms_: Atoms, true_atoms: Atoms, cell, exponents: Exponent
 
 def _split(estimator: Model, true_params, parent):
     """Raw parameters with atom i a copy of true atom parent[i]; copies share their parent's weight."""
-    L_star = true_params.c.shape[0]
-    copies = jnp.zeros(L_star).at[parent].add(1.0)
-    bias_bound = estimator.parameterization.bias_bound
-    c = bias_bound * jnp.tanh(true_params.c / bias_bound)
-    if estimator.spec.gating == "sigmoid":
-        share = jax.nn.sigmoid(c[parent]) / copies[parent]
-        c = jnp.log(share) - jnp.log1p(-share)
-    else:
-        c = c[parent] - jnp.log(copies[parent])
-    c = jnp.clip(c, -bias_bound * (1 - 1e-9), bias_bound * (1 - 1e-9))
     fields = [x[parent] for x in true_params[:-1]]
-    return type(true_params)(*fields, bias_bound * jnp.arctanh(c / bias_bound))
+    return type(true_params)(*fields, split_biases(estimator, true_params.c, parent))
 
 
 def _expert_fields(estimator: Model) -> tuple[str, ...]:

@@ -106,13 +106,13 @@ def truth_in(estimator: Model, truth: Truth):
     return estimator.parameterization.embed(estimator, truth.model, truth.params)
 
 
-def split_truth(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, scale: float):
-    """A start near the truth: each true atom split into perturbed copies (see ``InitConfig``)."""
-    L_star = true_params.c.shape[0]
-    parent = np.arange(n_components) % L_star
-    copies = np.bincount(parent, minlength=L_star)
+def split_biases(estimator: Model, true_c, parent):
+    """Raw gate biases of copies of true atoms: atom i copies true atom ``parent[i]``, and the
+    copies of one true atom share its weight equally (``parent`` may be traced)."""
+    L_star = true_c.shape[0]
+    copies = jnp.zeros(L_star, true_c.dtype).at[parent].add(1.0)
     bias_bound = estimator.parameterization.bias_bound
-    c = bias_bound * jnp.tanh(true_params.c / bias_bound)
+    c = bias_bound * jnp.tanh(true_c / bias_bound)
     if estimator.spec.gating == "sigmoid":
         # pi = sigmoid(c): each of k copies gets weight sigmoid(c_j) / k. (Unlike softmax, the
         # copies' gates then agree with the parent's at X = 0 only: sigmoid gates do not split.)
@@ -122,9 +122,15 @@ def split_truth(key: PRNGKeyArray, estimator: Model, true_params, n_components: 
         # exp(c_j - log k) summed over k copies is exp(c_j): the normaliser and the weights are kept.
         c = c[parent] - jnp.log(copies[parent])
     c = jnp.clip(c, -bias_bound * (1 - 1e-9), bias_bound * (1 - 1e-9))
+    return bias_bound * jnp.arctanh(c / bias_bound)
+
+
+def split_truth(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, scale: float):
+    """A start near the truth: each true atom split into perturbed copies (see ``InitConfig``)."""
+    parent = np.arange(n_components) % true_params.c.shape[0]
     noise_keys = jax.random.split(key, len(true_params) - 1)
     perturbed = [x[parent] + scale * jax.random.normal(k, x[parent].shape, x.dtype) for k, x in zip(noise_keys, true_params[:-1])]
-    return type(true_params)(*perturbed, bias_bound * jnp.arctanh(c / bias_bound))
+    return type(true_params)(*perturbed, split_biases(estimator, true_params.c, parent))
 
 
 def initial_params(key: PRNGKeyArray, estimator: Model, true_params, config: FitConfig):
