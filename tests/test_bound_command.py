@@ -8,22 +8,8 @@ from moe_lora.config import Config, ConfigError
 
 BASE = {"estimators": ["tanh"], "model": {"d": 2, "gate_scale": 3.0}, "data": {"sigma": 0.02, "sizes": [100], "replicates": 2}}
 
-TINY = """
-name = "tiny_bound"
-seed = 2
-estimators = ["vanilla", "tanh"]
-[model]
-d = 2
-gate_scale = 3.0
-[truth]
-min_separation = 0.5
-min_gate_strength = 0.5
-[data]
-sigma = 0.02
-sizes = [100]
-replicates = 1
-[fit]
-extra_components = [1]
+# The shared tiny sweep (tests/conftest.py) with a small [bound] section.
+BOUND = """
 [bound]
 etas = [1e-6, 1e-3]
 epsilons = [1e-3, 0.03]
@@ -56,9 +42,9 @@ def test_bound_section_defaults_and_grids():
 
 
 @pytest.mark.slow
-def test_bound_command_resumes_and_plot_draws_the_figure(tmp_path, capsys):
+def test_bound_command_resumes_and_plot_draws_the_figure(tmp_path, capsys, tiny_toml):
     config = tmp_path / "tiny_bound.toml"
-    config.write_text(TINY)
+    config.write_text(tiny_toml("tiny_bound", 2, ["vanilla", "tanh"]) + BOUND)
     out = tmp_path / "run"
     assert cli.main(["bound", str(config), "--out", str(out), "--quiet"]) == 0
     curves = pd.read_parquet(out / "bound.parquet")
