@@ -31,6 +31,7 @@ from jaxtyping import PRNGKeyArray
 from .config import ESTIMATORS, Config, ConfigError, read_toml
 from .fit import FitConfig
 from .parameterization import Model, Vanilla, linear, make_model, nonlinear
+from .table import KEY_COLUMNS
 from .truth import Truth, draw_truth, merging_truth, sample_inputs, truth_summary
 
 #: The key of the sample that reports a family member's gate strength (``make_truth``).
@@ -110,7 +111,7 @@ class Experiment:
     config: Config
     kind = "sweep"
     #: Columns that identify a row of its table, in sort order.
-    key_columns = ("truth", "estimator", "extra", "n", "replicate")
+    key_columns = tuple(KEY_COLUMNS)
 
     @classmethod
     def from_dict(cls, raw: dict, name: str = "experiment") -> Experiment:
