@@ -18,6 +18,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from .jacobian import structured_normal_equations
 from .model import FieldError, regression_function
 from .optimize import Finisher, LevenbergMarquardt, Stats, is_converged, warm_up
 from .parameterization import Model, atoms, canonicalize, init_params
@@ -58,6 +59,9 @@ class InitConfig:
         return self.near_truth + self.random
 
 
+JACOBIANS = ("structured", "jacfwd")
+
+
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     """Everything static about a fit; a static argument of the jitted unit.
@@ -70,6 +74,8 @@ class FitConfig:
         init: the restarts.
         canonicalize: move iterates along exact symmetries to a canonical point
             (``moe_lora.parameterization.canonicalize``); the fitted function is unchanged.
+        jacobian: ``"structured"``: J^T J and J^T r in closed form (``moe_lora.jacobian``);
+            ``"jacfwd"``: by ``jax.jacfwd`` of the residuals (the reference).
     """
 
     n_components: int
@@ -78,8 +84,11 @@ class FitConfig:
     warmup_steps: int = 0
     init: InitConfig = InitConfig()
     canonicalize: bool = True
+    jacobian: str = "structured"
 
     def __post_init__(self):
+        if self.jacobian not in JACOBIANS:
+            raise FieldError("jacobian", f"Unknown jacobian {self.jacobian!r}; expected one of {JACOBIANS}")
         if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
             raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
         if not isinstance(self.warmup_steps, (int, np.integer)) or self.warmup_steps < 0:
@@ -173,11 +182,13 @@ def fit_least_squares(estimator: Model, data: Dataset, starts, config: FitConfig
 
     risk = lambda theta: jnp.sum(residual(theta, *rows) ** 2)
     canonical = lambda theta: ravel_pytree(canonicalize(estimator, unravel(theta)))[0]
+    normal_eqs = structured_normal_equations(estimator, unravel, n) if config.jacobian == "structured" else None
 
     def one(theta0):
         if config.warmup is not None:
             theta0 = warm_up(config.warmup, config.warmup_steps, risk, theta0)
-        return config.finisher.run(residual, theta0, canonical if config.canonicalize else None, data=rows)
+        return config.finisher.run(residual, theta0, canonical if config.canonicalize else None, data=rows,
+                                   normal_eqs=normal_eqs)
 
     thetas, stats = jax.vmap(one)(jax.vmap(lambda s: ravel_pytree(s)[0])(starts))
     best = jnp.argmin(jnp.where(jnp.isfinite(stats.risk), stats.risk, jnp.inf))

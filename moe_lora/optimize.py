@@ -85,19 +85,13 @@ def _chunked(data, chunk_size):
     return tuple(pad(x).reshape((k, chunk_size) + x.shape[1:]) for x in data)
 
 
-def normal_equations(residual_fn: Callable, theta, data=None, chunk_size: int | None = None):
-    """(R, J^T J, J^T r) at theta for R = ||r||^2, r = residual_fn(theta) or residual_fn(theta, *data).
+def chunked_sum(terms: Callable, data, chunk_size: int | None):
+    """sum over row chunks of ``terms(*chunk)`` (a pytree of arrays), in a ``lax.scan``.
 
-    With ``data`` (a tuple of arrays sharing their leading axis of n rows) and ``chunk_size < n``,
-    the three sums run over chunks of rows in a ``lax.scan``; the rows are zero-padded to whole
-    chunks, so ``residual_fn`` must give zero residuals on all-zero rows (pass a row weight).
+    ``data`` is a tuple of arrays sharing their leading axis of n rows; with ``chunk_size`` None
+    or >= n, ``terms(*data)``. The rows are zero-padded to whole chunks, so ``terms`` must give
+    zero on all-zero rows (pass a row weight).
     """
-    def terms(*chunk):
-        J, r = jax.jacfwd(lambda t: (residual_fn(t, *chunk),) * 2, has_aux=True)(theta)
-        return r @ r, J.T @ J, J.T @ r
-
-    if data is None:
-        return terms()
     if chunk_size is None or chunk_size >= data[0].shape[0]:
         return terms(*data)
 
@@ -107,6 +101,23 @@ def normal_equations(residual_fn: Callable, theta, data=None, chunk_size: int | 
     zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(terms, *(x[:chunk_size] for x in data)))
     total, _ = jax.lax.scan(add, zero, _chunked(data, chunk_size))
     return total
+
+
+def normal_equations(residual_fn: Callable, theta, data=None, chunk_size: int | None = None):
+    """(R, J^T J, J^T r) at theta for R = ||r||^2, r = residual_fn(theta) or residual_fn(theta, *data).
+
+    J comes from ``jax.jacfwd`` (the reference path; ``moe_lora.jacobian`` has the closed form
+    for LoRA mixtures). With ``data`` (a tuple of arrays sharing their leading axis of n rows)
+    and ``chunk_size < n``, the three sums run over chunks of rows (``chunked_sum``); the rows
+    are zero-padded to whole chunks, so ``residual_fn`` must give zero residuals on all-zero rows.
+    """
+    def terms(*chunk):
+        J, r = jax.jacfwd(lambda t: (residual_fn(t, *chunk),) * 2, has_aux=True)(theta)
+        return r @ r, J.T @ J, J.T @ r
+
+    if data is None:
+        return terms()
+    return chunked_sum(terms, data, chunk_size)
 
 
 def _residual_count(residual_fn, theta, data):
@@ -170,7 +181,8 @@ class LevenbergMarquardt:
         return diag + self.floor * jnp.max(diag)
 
     def run(
-        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None, data=None
+        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None, data=None,
+        normal_eqs: Callable | None = None,
     ) -> tuple[Float[Array, " P"], Stats]:
         """Minimise ||residual_fn(theta)||^2 from theta0.
 
@@ -180,9 +192,14 @@ class LevenbergMarquardt:
         ``data`` (optional): a tuple of arrays with a leading axis of rows; the residuals are then
         ``residual_fn(theta, *data)``, evaluated in chunks of ``chunk_size`` rows (all-zero rows
         must give zero residuals; see ``normal_equations``).
+        ``normal_eqs`` (optional): ``(theta, data, chunk_size) -> (R, J^T J, J^T r)`` in closed
+        form (``moe_lora.jacobian``); default ``normal_equations`` (``jax.jacfwd``).
         """
         canonicalize = canonicalize or (lambda t: t)
-        evaluate = lambda theta: normal_equations(residual_fn, theta, data, self.chunk_size)
+        if normal_eqs is None:
+            evaluate = lambda theta: normal_equations(residual_fn, theta, data, self.chunk_size)
+        else:
+            evaluate = lambda theta: normal_eqs(theta, data, self.chunk_size)
         m = _residual_count(residual_fn, theta0, data)
 
         def precise(R, A, g):
@@ -243,9 +260,11 @@ class OptaxFinisher:
         _check_positive(max_iter=self.max_iter, gtol=self.gtol)
 
     def run(
-        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None, data=None
+        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None, data=None,
+        normal_eqs: Callable | None = None,
     ) -> tuple[Float[Array, " P"], Stats]:
         """Minimise ||residual_fn(theta)||^2 (or ||residual_fn(theta, *data)||^2) from theta0;
+        ``normal_eqs`` is ignored (first-order methods need only the gradient);
         ``canonicalize`` is applied to theta0 only (moving a quasi-Newton method's iterate would
         invalidate its curvature history)."""
         if canonicalize is not None:
@@ -283,7 +302,7 @@ class Finisher(Protocol):
     """
 
     def run(self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None,
-            data=None) -> tuple[Float[Array, " P"], Stats]: ...
+            data=None, normal_eqs: Callable | None = None) -> tuple[Float[Array, " P"], Stats]: ...
 
 
 def warm_up(optimizer: optax.GradientTransformation, steps: int, risk_fn: Callable, theta0: Float[Array, " P"]):
