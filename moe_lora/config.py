@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .fit import InitConfig
+from .fit import JACOBIANS, InitConfig
 from .model import FieldError, ModelSpec
 from .optimize import LevenbergMarquardt
 from .parameterization import Vanilla
@@ -253,6 +253,7 @@ class FitSection(_Section):
     near_truth_scale: float = _key(_NUM, 0.1)
     random_scale: float = _key(_NUM, 1.0)
     canonicalize: bool = _key(bool, True)
+    jacobian: str = _key(str, "structured")
     finisher: LevenbergMarquardt = _built()
     init: InitConfig = _built()
 
@@ -266,6 +267,8 @@ class FitSection(_Section):
         if not (math.isfinite(self.stat_tol) and self.stat_tol >= 0):
             self.fail("stat_tol", f"expected a finite number >= 0 (0 turns the rule off), got {self.stat_tol!r}")
         self.build(Vanilla, bound=float(self.bound), bias_bound=float(self.bias_bound))
+        if self.jacobian not in JACOBIANS:
+            self.fail("jacobian", f"expected one of {JACOBIANS}, got {self.jacobian!r}")
         self.set("finisher", self.build(LevenbergMarquardt, max_iter=self.max_iter, gtol=float(self.gtol),
                                         damping=self.damping, stat_tol=float(self.stat_tol) or None,
                                         chunk_size=self.rows_per_chunk))

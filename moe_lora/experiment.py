@@ -160,7 +160,7 @@ class Experiment:
         """The ``FitConfig`` of a setting with L = L* + extra fitted components."""
         f = self.config.fit
         return FitConfig(n_components=self.components + extra, finisher=f.finisher, init=f.init,
-                         canonicalize=f.canonicalize)
+                         canonicalize=f.canonicalize, jacobian=f.jacobian)
 
     def keys(self) -> PRNGKeyArray:
         """(maps, truth, eval, sim) keys, all derived from ``seed``."""
