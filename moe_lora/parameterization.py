@@ -106,6 +106,8 @@ class Parameterization(Protocol):
     * ``canonicalize(spec, params)``: a point with the same atoms, moved along exact symmetries;
     * ``embed(estimator, truth_model, truth_params)``: a truth's raw parameters in this
       parameterization, or ``ValueError`` if its family need not contain the truth.
+    * ``to_compact(params)`` / ``from_compact(values)``: raw parameters -> their values in the
+      compact space (same pytree: factors or latents in [-R, R], biases in [-R_c, R_c]) and back.
     """
 
     name: str
@@ -121,6 +123,10 @@ class Parameterization(Protocol):
     def canonicalize(self, spec: ModelSpec, params): ...
 
     def embed(self, estimator: Model, truth_model: Model, truth_params): ...
+
+    def to_compact(self, params): ...
+
+    def from_compact(self, values): ...
 
 
 @jax.tree_util.register_static
@@ -167,6 +173,14 @@ class Vanilla:
     def embed(self, estimator: Model, truth_model: Model, truth_params) -> LoRAFactors:
         """Vanilla's family contains every parameterization's: the truth's factors, as raw values."""
         return to_vanilla_params(truth_model, truth_params, self)
+
+    def to_compact(self, params) -> LoRAFactors:
+        """Raw parameters -> the factors and biases they stand for, R tanh(x / R) (R_c for c)."""
+        return LoRAFactors(*(_squash(x, self.bound) for x in params[:4]), _squash(params.c, self.bias_bound))
+
+    def from_compact(self, values) -> LoRAFactors:
+        """Inverse of ``to_compact`` (entries on the bound are clipped to it)."""
+        return LoRAFactors(*(_unsquash(x, self.bound) for x in values[:4]), _unsquash(values.c, self.bias_bound))
 
 
 @jax.tree_util.register_static
@@ -239,6 +253,16 @@ class Shared:
                 f"{truth_model.parameterization.name} with other maps; draw the truth through the estimator's model"
             )
         return truth_params
+
+    def to_compact(self, params) -> SharedParams:
+        """Raw parameters -> the latents and biases they stand for, R tanh(x / R) (R_c for c)."""
+        return SharedParams(_squash(params.a, self.bound), _squash(params.b, self.bound),
+                            _squash(params.c, self.bias_bound))
+
+    def from_compact(self, values) -> SharedParams:
+        """Inverse of ``to_compact`` (entries on the bound are clipped to it)."""
+        return SharedParams(_unsquash(values.a, self.bound), _unsquash(values.b, self.bound),
+                            _unsquash(values.c, self.bias_bound))
 
 
 def linear(latent_dim: int = 2, **kwargs) -> Shared:
