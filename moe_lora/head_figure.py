@@ -1,4 +1,4 @@
-"""The data-efficiency figure of the attention-head simulation (``moe_lora.head``); draws, saves nothing."""
+"""The figure of an attention-head study (``moe_lora.head``): error against n and the paired log-ratios; saves nothing."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
-from .head import STUDENTS, data_efficiency, mean_bands
+from .head import REFERENCE, data_efficiency, error_bands, improvement, rate_slopes
 
-COLORS = {"lora": "tab:blue", "replora": "tab:red"}
-LABELS = {"lora": "LoRA", "replora": "RepLoRA"}
+COLORS = {"lora": "tab:blue", "learned_generator": "tab:red", "fixed_maps": "tab:green"}
+LABELS = {"lora": "LoRA", "learned_generator": "learned generator", "fixed_maps": "fixed shared maps"}
 
 
 def figure_data_efficiency(
     table: pd.DataFrame, *, metric: str = "function_error", n_boot: int = 2000, seed: int = 0
 ) -> plt.Figure:
-    """Error against n (left) and against n / n_max (right), both students, mean over seeds with 95% bootstrap bands.
+    """Per variation: the median error against n with 95% bootstrap bands (left), and the paired
+    per-seed log-ratio log(e_candidate / e_LoRA), its median with a 95% interval (right).
 
-    One row of panels per variation. The right panel marks LoRA's mean error at n_max (dashed)
-    and the data-efficiency fraction (dotted vertical; ``moe_lora.head.data_efficiency``).
+    The right panel's title gives ``n_ratio`` (``moe_lora.head.data_efficiency``): the share of
+    n_max at which the candidate's fitted power law reaches LoRA's fitted error at n_max.
 
     Args:
         table: tidy rows of ``moe_lora.head.head_unit`` (columns student, n, seed, the metric, and
@@ -29,51 +30,84 @@ def figure_data_efficiency(
     Returns:
         The matplotlib Figure; nothing is saved or shown.
     """
-    bands = mean_bands(table, metric=metric, n_boot=n_boot, seed=seed)
-    eff = data_efficiency(table, metric=metric, n_boot=n_boot, seed=seed).set_index("variation")
+    bands = error_bands(table, metric=metric, n_boot=n_boot, seed=seed)
+    ratios = improvement(table, metric=metric, n_boot=n_boot, seed=seed)
+    eff = data_efficiency(table, metric=metric, n_boot=n_boot, seed=seed)
     variations = list(pd.unique(bands["variation"]))
     fig, axes = plt.subplots(len(variations), 2, figsize=(10, 3.6 * len(variations)), squeeze=False)
-    for row, variation in zip(axes, variations):
+    for (left, right), variation in zip(axes, variations):
         part = bands[bands["variation"] == variation]
-        n_max = part["n"].max()
-        for ax, scale in zip(row, (1, n_max)):
-            for student in STUDENTS:
-                s = part[part["student"] == student]
-                x = s["n"] / scale
-                ax.plot(x, s["mean"], "o-", color=COLORS[student], label=LABELS[student])
-                ax.fill_between(x, s["lo"], s["hi"], color=COLORS[student], alpha=0.25)
+        for student in pd.unique(part["student"]):
+            s = part[part["student"] == student]
+            color = COLORS.get(student)
+            left.plot(s["n"], s["center"], "o-", color=color, label=LABELS.get(student, student))
+            left.fill_between(s["n"], s["lo"], s["hi"], color=color, alpha=0.25)
+        left.set_yscale("log")
+        left.set_ylabel(f"{metric.replace('_', ' ')} (median)")
+        left.set_title(f"{variation}: error against n")
+        left.legend(fontsize=8)
+        r = ratios[ratios["variation"] == variation]
+        titles = []
+        for candidate in pd.unique(r["candidate"]):
+            c = r[r["candidate"] == candidate]
+            color = COLORS.get(candidate)
+            right.plot(c["n"], c["log_ratio_median"], "o-", color=color, label=LABELS.get(candidate, candidate))
+            right.fill_between(c["n"], c["log_ratio_median_lo"], c["log_ratio_median_hi"], color=color, alpha=0.25)
+            e = eff[(eff["variation"] == variation) & (eff["candidate"] == candidate)].iloc[0]
+            if math.isfinite(e["n_ratio"]):
+                titles.append(f"n_ratio {e['n_ratio']:.2f} [{e['n_ratio_lo']:.2f}, {e['n_ratio_hi']:.2f}]")
+        right.axhline(0, color=COLORS[REFERENCE], ls="--", lw=1, label="equal to LoRA")
+        right.set_ylabel(f"log({metric.replace('_', ' ')} / LoRA's), median over seeds")
+        right.set_title(f"{variation}: paired log-ratio" + (f"; {', '.join(titles)}" if titles else ""), fontsize=9)
+        right.legend(fontsize=8)
+        for ax in (left, right):
+            ax.set_xscale("log")
+            ticks = sorted(part["n"].unique())
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("n (sequences)")
+            ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def figure_rates(
+    table: pd.DataFrame,
+    *,
+    metrics=("function_error", "gate_error", "value_error"),
+    n_min: int = 16,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> plt.Figure:
+    """Per variation (rows) and metric (columns): the median error of each student against n, log-log,
+    with 95% bootstrap bands, and the fitted slope on n >= n_min in the legend (``moe_lora.head.rate_slopes``).
+
+    Returns:
+        The matplotlib Figure; nothing is saved or shown.
+    """
+    slopes = rate_slopes(table, metrics=metrics, n_min=n_min, n_boot=n_boot, seed=seed)
+    variations = list(pd.unique(slopes["variation"]))
+    fig, axes = plt.subplots(len(variations), len(metrics), figsize=(4.2 * len(metrics), 3.4 * len(variations)),
+                             squeeze=False)
+    for row, variation in zip(axes, variations):
+        for ax, metric in zip(row, metrics):
+            bands = error_bands(table[table["variation"] == variation] if "variation" in table else table,
+                                metric=metric, n_boot=n_boot, seed=seed)
+            for student in pd.unique(bands["student"]):
+                b = bands[bands["student"] == student]
+                s = slopes[(slopes["variation"] == variation) & (slopes["student"] == student)
+                           & (slopes["metric"] == metric)].iloc[0]
+                color = COLORS.get(student)
+                label = f"{LABELS.get(student, student)}: slope {s['slope']:.2f} [{s['lo']:.2f}, {s['hi']:.2f}]"
+                ax.plot(b["n"], b["center"], "o-", color=color, label=label, ms=3)
+                ax.fill_between(b["n"], b["lo"], b["hi"], color=color, alpha=0.25)
+            ax.axvline(n_min, color="0.6", ls=":", lw=1)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ticks = sorted(part["n"].unique())
-            # Fractions of n_max as 1/k where they are, so neighbouring labels stay short.
-            labels = [f"{t / scale:.3g}" if scale == 1 or t == scale or scale % t else f"1/{scale // t:g}" for t in ticks]
-            ax.set_xticks([t / scale for t in ticks], labels)
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_ylabel(metric.replace("_", " "))
+            ax.set_xlabel("n (sequences)")
+            ax.set_ylabel(f"{metric.replace('_', ' ')} (median)")
+            ax.set_title(f"{variation}: {metric.replace('_', ' ')}", fontsize=9)
+            ax.legend(fontsize=7)
             ax.grid(True, which="both", alpha=0.3)
-        row[0].set_xlabel("n (sequences)")
-        row[0].set_title(f"{variation}: error against n")
-        row[0].legend()
-        e = eff.loc[variation]
-        row[1].axhline(e["lora_at_max"], color=COLORS["lora"], ls="--", lw=1, label="LoRA at n_max")
-        if math.isfinite(e["fraction"]):
-            row[1].axvline(
-                e["fraction"],
-                color="k",
-                ls=":",
-                lw=1,
-                label=f"fraction {e['fraction']:.2f} [{e['lo']:.2f}, {e['hi']:.2f}] {e['censored']}".strip(),
-            )
-        else:
-            row[1].text(
-                0.03,
-                0.05,
-                "RepLoRA does not reach LoRA's error at n_max on this grid",
-                transform=row[1].transAxes,
-                fontsize=8,
-            )
-        row[1].set_xlabel("n / n_max")
-        row[1].set_title(f"{variation}: against the fraction of n_max = {n_max}")
-        row[1].legend(fontsize=8)
     fig.tight_layout()
     return fig

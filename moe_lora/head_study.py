@@ -11,6 +11,7 @@ head (``moe_lora.head``): a base ``[head]`` section (the fields of ``HeadConfig`
 
     [head]                       # HeadConfig: d, d_k, d_v, N, rank_true, rank, sigma, gating, ...
     sigma = 0.1
+    finisher = "lm_if_better"
 
     [variations.overspecified]   # the base with rank = 4
     rank = 4
@@ -19,7 +20,7 @@ head (``moe_lora.head``): a base ``[head]`` section (the fields of ``HeadConfig`
     sizes = [2, 4, 8, 16, 32, 64, 128, 256]   # or {min, max, count}, log-spaced
     seeds = 16
     seeds_per_unit = 4           # the grain of resume, shards and Ray tasks (default: all)
-    students = ["lora", "replora"]
+    students = ["lora", "learned_generator"]   # names of moe_lora.head.STUDENTS (default: these two)
 
 Its units are (variation, student, n, block of seeds), computed by ``moe_lora.head.head_unit``
 with the key ``key(seed)``; seed k at size n uses ``fold_in(fold_in(key, n), k)`` whichever unit
@@ -39,6 +40,8 @@ import pandas as pd
 from .config import ConfigError, _check_type, _sizes
 from .experiment import ReplicateBlock
 from .head import STUDENTS, TRACE_COUNT, HeadConfig, head_unit, parameter_counts, teacher_and_test
+
+DEFAULT_STUDENTS = ("lora", "learned_generator")
 
 KIND = "attention_head"
 _HEAD_FIELDS = {f.name for f in dataclasses.fields(HeadConfig)}
@@ -112,9 +115,11 @@ class HeadStudyConfig:
         for k, v in (("seeds", seeds), ("seeds_per_unit", per_unit)):
             if v < 1:
                 raise ConfigError(f"study.{k}: expected an integer >= 1, got {v!r}")
-        students = tuple(study.get("students", STUDENTS))
+        students = tuple(study.get("students", DEFAULT_STUDENTS))
         if not students or len(set(students)) != len(students) or any(s not in STUDENTS for s in students):
             raise ConfigError(f"study.students: expected distinct students of {list(STUDENTS)}, got {list(students)!r}")
+        if "lora" not in students or len(students) < 2:
+            raise ConfigError(f"study.students: expected 'lora' (the reference) and another student, got {list(students)!r}")
         return cls(name=raw.get("name") or name, description=raw.get("description", ""), seed=raw.get("seed", 0), head=head,
                    variations=variations, sizes=sizes, seeds=seeds, seeds_per_unit=min(per_unit, seeds), students=students)
 

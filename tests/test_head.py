@@ -59,17 +59,40 @@ def test_sigmoid_gating_is_the_elementwise_sigmoid_with_bias_minus_log_N():
     np.testing.assert_allclose(hd.head_output(config, t.weights, t.lora, x), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("rank,hidden", [(2, None), (3, 5)])
-def test_replora_generator_shapes_and_parameter_counts(rank, hidden):
-    config = hd.HeadConfig(rank=rank, rank_true=2, hidden=hidden)
-    p = hd.init_student(jax.random.key(0), config, "replora")
-    f = hd.replora_factors(p, config.activation)
+@pytest.mark.parametrize("name", list(hd.STUDENTS))
+@pytest.mark.parametrize("rank,hidden,separate", [(2, None, False), (3, 5, False), (2, 8, True)])
+def test_student_conformance(name, rank, hidden, separate):
+    """Every student: a HeadStudent, factors of rank r, its stated parameter count, a zero-update start,
+    jit-able and deterministic for a fixed key."""
+    config = hd.HeadConfig(rank=rank, rank_true=2, hidden=hidden, separate_trunks=separate)
+    student = hd.STUDENTS[name]
+    assert isinstance(student, hd.HeadStudent) and student.name == name
+    family = hd.draw_teacher(jax.random.key(0), config).family
+    p = student.init(jax.random.key(1), config)
+    f = jax.jit(lambda q: student.factors(config, family, q))(p)
     assert [x.shape for x in f] == [(16, rank), (rank, 8), (16, rank), (rank, 8)]
-    counts = hd.parameter_counts(config)
-    assert counts["replora"] == ravel_pytree(p)[0].size
-    assert counts["lora"] == ravel_pytree(hd.init_student(jax.random.key(0), config, "lora"))[0].size
+    assert student.parameter_count(config) == ravel_pytree(p)[0].size == hd.parameter_counts(config)[name]
     # the start is the pre-trained head: a zero update
     assert float(jnp.abs(f.B_Q @ f.A_Q).max()) == 0 and float(jnp.abs(f.B_V @ f.A_V).max()) == 0
+    again = student.init(jax.random.key(1), config)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(again)))
+
+
+def test_fixed_maps_are_the_sweeps_shared_parameterization():
+    """The fixed-maps student's factors are Shared.factors of the sweeps times the known scales, and
+    its Q and V updates move together: changing one latent changes both."""
+    from moe_lora.model import ModelSpec
+    from moe_lora.parameterization import Shared, SharedParams
+
+    config = hd.HeadConfig(truth="fixed_maps")
+    t = hd.draw_teacher(jax.random.key(0), config)
+    spec = ModelSpec(d=16, d_out=8, r=2, d_k=8)
+    f = Shared("tanh", latent_dim=2).factors(spec, t.family.maps, SharedParams(t.params.a[None], t.params.b[None],
+                                                                                jnp.zeros(1)))
+    np.testing.assert_allclose(t.lora.A_V, f.A_V[0], rtol=1e-12)
+    np.testing.assert_allclose(t.lora.B_Q, t.family.scale_q * f.B_Q[0], rtol=1e-12)
+    moved = hd.FixedMaps().factors(config, t.family, t.params._replace(a=t.params.a + 0.1))
+    assert not np.allclose(moved.A_Q, t.lora.A_Q) and not np.allclose(moved.A_V, t.lora.A_V)
 
 
 @pytest.mark.parametrize("truth", hd.TRUTHS)
@@ -84,8 +107,8 @@ def test_teacher_has_the_stated_update_sizes_and_live_gates(truth):
     )
     assert t.gate_change >= hd.MIN_GATE_CHANGE and t.gate_saturation <= hd.MAX_GATE_SATURATION
     assert np.linalg.matrix_rank(np.asarray(t.lora.B_Q @ t.lora.A_Q)) == config.rank_true
-    if truth == "reparameterized":
-        np.testing.assert_allclose(hd.replora_factors(t.params, config.activation).B_Q, t.lora.B_Q)
+    if truth == "learned_generator":
+        np.testing.assert_allclose(hd.generator_factors(t.params, config.activation).B_Q, t.lora.B_Q)
 
 
 def test_degenerate_teacher_gates_are_refused():
@@ -93,14 +116,15 @@ def test_degenerate_teacher_gates_are_refused():
         hd.draw_teacher(jax.random.key(0), hd.HeadConfig(update_q=1e-4))
 
 
-@pytest.mark.parametrize("student,truth", [("lora", "vanilla"), ("replora", "reparameterized")])
+@pytest.mark.parametrize("student,truth", [("lora", "vanilla"), ("learned_generator", "learned_generator"),
+                                           ("fixed_maps", "fixed_maps")])
 def test_student_started_at_the_teacher_stays_there_on_noiseless_data(student, truth):
     config = hd.HeadConfig(truth=truth, steps=100, patience=100)
     t = hd.draw_teacher(jax.random.key(0), config)
     X = hd.sample_sequences(jax.random.key(1), config, 16)
-    Y = jax.vmap(lambda x: hd.head_output(config, t.weights, t.lora, x))(X)
+    Y = hd.head_outputs(config, t.weights, t.lora, X)
     best, steps, stopped, val = hd.train_student(
-        config, student, t.weights, t.params, (X[:12], Y[:12]), (X[12:], Y[12:])
+        config, hd.STUDENTS[student], t.family, t.weights, t.params, (X[:12], Y[:12]), (X[12:], Y[12:])
     )
     for got, want in zip(jax.tree.leaves(best), jax.tree.leaves(t.params)):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
@@ -112,10 +136,11 @@ def test_student_started_off_the_teacher_moves_toward_it():
     config = hd.HeadConfig(steps=300, patience=300)
     t = hd.draw_teacher(jax.random.key(0), config)
     X = hd.sample_sequences(jax.random.key(1), config, 16)
-    Y = jax.vmap(lambda x: hd.head_output(config, t.weights, t.lora, x))(X)
+    Y = hd.head_outputs(config, t.weights, t.lora, X)
     start = t.params._replace(A_Q=t.params.A_Q * 0.8)
-    _, _, _, val0 = hd.train_student(config, "lora", t.weights, start, (X[:12], Y[:12]), (X[12:], Y[12:]))
-    initial = hd._mse(config, t.weights, start, X[12:], Y[12:])
+    _, _, _, val0 = hd.train_student(config, hd.LoRAStudent(), t.family, t.weights, start, (X[:12], Y[:12]),
+                                     (X[12:], Y[12:]))
+    initial = hd.mean_squared_error(config, t.weights, start, X[12:], Y[12:])
     assert float(val0) < 0.01 * float(initial)
 
 
@@ -133,17 +158,18 @@ def test_more_data_lowers_the_test_error_for_both_students_and_compiles_once():
         assert not np.allclose(again.function_error, large.function_error)
 
 
+@pytest.mark.slow
 def test_unit_is_deterministic_and_a_seed_does_not_depend_on_its_block():
     config = dataclasses.replace(TINY, steps=40, starts=1)
-    a = hd.head_unit(jax.random.key(2), config, "replora", 8, [0, 1, 2], variation="v")
-    c = hd.head_unit(jax.random.key(2), config, "replora", 8, [4, 5, 1], variation="v")
+    a = hd.head_unit(jax.random.key(2), config, "learned_generator", 8, [0, 1, 2], variation="v")
+    c = hd.head_unit(jax.random.key(2), config, "learned_generator", 8, [4, 5, 1], variation="v")
     metrics = list(hd.METRICS) + ["steps", "val_loss"]
     np.testing.assert_allclose(
         a[a.seed == 1][metrics].to_numpy(float), c[c.seed == 1][metrics].to_numpy(float), rtol=1e-6
     )
     assert not np.allclose(a[a.seed == 0][metrics].to_numpy(float), c[c.seed == 4][metrics].to_numpy(float))
     assert list(a.columns[:3]) == ["student", "n", "seed"] and set(hd.METRICS) <= set(a.columns)
-    assert (a["variation"] == "v").all() and (a["parameters"] == hd.parameter_counts(config)["replora"]).all()
+    assert (a["variation"] == "v").all() and (a["parameters"] == hd.parameter_counts(config)["learned_generator"]).all()
 
 
 @pytest.mark.parametrize(
@@ -157,6 +183,8 @@ def test_unit_is_deterministic_and_a_seed_does_not_depend_on_its_block():
         (dict(sigma=-1.0), "sigma"),
         (dict(gating="relu"), "Unknown gating 'relu'"),
         (dict(truth="other"), "Unknown truth"),
+        (dict(truth="fixed_maps", rank=3, rank_true=2), "rank_true == rank"),
+        (dict(finisher="bfgs"), "Unknown finisher"),
         (dict(val_fraction=1.0), "val_fraction"),
         (dict(d_k=0), "d_k must be a positive integer"),
     ],
@@ -183,35 +211,70 @@ def test_mismatched_dimensions_are_refused():
 
 
 def _synthetic_table():
-    """LoRA error 1/n, RepLoRA 0.5/n, with seed noise that averages out exactly."""
+    """LoRA error 1/n, the learned generator 0.5/n, with seed noise that cancels exactly in every statistic."""
     rows = []
-    for n in (10, 100, 1000):
+    for n in (16, 160, 1600):
         for seed in range(4):
             wiggle = 1 + 0.1 * (-1) ** seed
-            rows.append(dict(student="lora", n=n, seed=seed, function_error=wiggle / n, variation="synthetic"))
-            rows.append(dict(student="replora", n=n, seed=seed, function_error=0.5 * wiggle / n, variation="synthetic"))
+            for student, c in (("lora", 1.0), ("learned_generator", 0.5)):
+                rows.append(dict(student=student, n=n, seed=seed, function_error=c * wiggle / n, variation="synthetic",
+                                 underfit=student == "lora" and seed == 0 and n == 16))
     return pd.DataFrame(rows)
 
 
 def test_data_efficiency_and_improvement_on_a_known_table():
     table = _synthetic_table()
     eff = hd.data_efficiency(table, n_boot=200, seed=0).iloc[0]
-    assert eff["fraction"] == pytest.approx(0.5, rel=1e-12) and eff["censored"] == ""
-    assert eff["lo"] <= 0.5 <= eff["hi"]
+    assert eff["candidate"] == "learned_generator" and eff["censored"] == ""
+    assert eff["n_ratio"] == pytest.approx(0.5, rel=1e-9) and eff["n_ratio_lo"] <= 0.5 <= eff["n_ratio_hi"]
+    assert eff["slope_reference"] == pytest.approx(-1.0) and eff["fraction"] == pytest.approx(0.5, rel=1e-12)
     imp = hd.improvement(table, n_boot=200, seed=0)
     np.testing.assert_allclose(imp["improvement"], 0.5, rtol=1e-12)
-    assert (imp["lo"] <= 0.5).all() and (imp["hi"] >= 0.5).all()
-    swapped = table.assign(student=table["student"].map({"lora": "replora", "replora": "lora"}))
-    assert hd.data_efficiency(swapped, n_boot=50, seed=0).iloc[0]["censored"] == "not reached"
+    np.testing.assert_allclose(imp["improvement_median"], 0.5, rtol=1e-12)
+    np.testing.assert_allclose(imp["log_ratio_median"], np.log(0.5), rtol=1e-12)
+    assert (imp["lo"] <= 0.5).all() and (imp["hi"] >= 0.5).all() and (imp["wins"] == 4).all()
+    assert imp["underfit_reference"].tolist() == [1, 0, 0] and (imp["underfit_candidate"] == 0).all()
+    swapped = table.assign(student=table["student"].map({"lora": "learned_generator", "learned_generator": "lora"}))
+    again = hd.data_efficiency(swapped, n_boot=50, seed=0).iloc[0]
+    assert again["censored"] == "not reached" and again["n_ratio"] == pytest.approx(2.0, rel=1e-9)
     assert hd.crossing_fraction([10, 100], [1.0, 0.1], [0.01, 0.001]) == pytest.approx(0.1)
+
+
+def test_n_ratio_is_not_knife_edged():
+    """Curves that coincide up to noise give n_ratio near 1 whichever side the noise falls on; the
+    crossing fraction flips between about 1 and "not reached"."""
+    base = _synthetic_table()
+    for sign in (1, -1):
+        t = base.copy()
+        rep = t["student"] == "learned_generator"
+        t.loc[rep, "function_error"] = t.loc[~rep, "function_error"].to_numpy() * (1 + sign * 1e-3)
+        eff = hd.data_efficiency(t, n_boot=50, seed=0).iloc[0]
+        assert eff["n_ratio"] == pytest.approx(1.0, abs=0.01)
+        assert eff["censored"] == ("not reached" if sign == 1 else "")
+
+
+def test_rate_slopes_on_a_known_table():
+    slopes = hd.rate_slopes(_synthetic_table(), metrics=("function_error",), n_boot=100)
+    np.testing.assert_allclose(slopes["slope"], -1.0, rtol=1e-9)
+    assert (slopes["lo"] <= -1 + 1e-9).all() and (slopes["hi"] >= -1 - 1e-9).all()
+
+
+def test_underfit_flag_marks_fits_that_do_not_reach_the_teacher():
+    """One Adam step from the zero update cannot reach the teacher: flagged; the least-squares finish
+    from there does: not flagged, and its training loss is at most the teacher's."""
+    config = dataclasses.replace(TINY, steps=1, patience=1, starts=1)
+    stuck = hd.simulate_head(jax.random.key(3), config, "lora", 32, 2)
+    assert bool(stuck.underfit.all())
+    finished = hd.simulate_head(jax.random.key(3), dataclasses.replace(config, finisher="lm"), "lora", 32, 2)
+    assert not bool(finished.underfit.any()) and bool(finished.finisher_kept.all())
+    assert (np.asarray(finished.train_loss) <= np.asarray(finished.train_loss_truth) * (1 + 1e-9)).all()
 
 
 def test_figure_content():
     fig = figure_data_efficiency(_synthetic_table(), n_boot=100)
     left, right = fig.axes
-    assert [line.get_label() for line in left.get_lines()] == ["LoRA", "RepLoRA"]
-    np.testing.assert_allclose(left.get_lines()[0].get_ydata(), [0.1, 0.01, 0.001])
-    np.testing.assert_allclose(right.get_lines()[1].get_xdata(), [0.01, 0.1, 1.0])
-    labels = [line.get_label() for line in right.get_lines()]
-    assert "LoRA at n_max" in labels and any(label.startswith("fraction 0.50") for label in labels)
+    assert [line.get_label() for line in left.get_lines()] == ["LoRA", "learned generator"]
+    np.testing.assert_allclose(left.get_lines()[0].get_ydata(), [1 / 16, 1 / 160, 1 / 1600])
+    np.testing.assert_allclose(right.get_lines()[0].get_ydata(), np.log(0.5))
+    assert "n_ratio 0.50" in right.get_title()
     assert len(left.collections) == 2 and left.get_xscale() == "log" and left.get_yscale() == "log"

@@ -47,7 +47,7 @@ def reference(config, tmp_path_factory):
 def test_units_and_table(config, reference):
     study = load_experiment(config)
     assert isinstance(study, HeadStudy) and len(units(study)) == 2 * 2 * 2 * 2  # sizes x variations x students x seeds
-    assert set(reference["variation"]) == {"headline", "sigmoid"} and set(reference["student"]) == {"lora", "replora"}
+    assert set(reference["variation"]) == {"headline", "sigmoid"} and set(reference["student"]) == {"lora", "learned_generator"}
     assert len(reference) == 16 and not reference.duplicated(["variation", "student", "n", "seed"]).any()
     assert set(reference.loc[reference.variation == "sigmoid", "gating"]) == {"sigmoid"}
     pd.testing.assert_frame_equal(run_frame(study, progress=False), reference)
