@@ -6,8 +6,10 @@
     moe-lora rates DIR
     moe-lora plot DIR [--out figures/]
 
-A config's ``kind`` picks the experiment: ``sweep`` (the default; ``moe_lora.experiment``) or
-``attention_head`` (``moe_lora.head_study``); run, merge, shards and Ray work alike for both.
+A config's ``kind`` picks the experiment (``moe_lora.kinds``): ``sweep`` (the default;
+``moe_lora.experiment``) or ``attention_head`` (``moe_lora.head_study``). The commands know an
+experiment only through the kind contract (``moe_lora.kinds.ExperimentKind``): its units and
+context (run, merge, shards and Ray), its summaries (rates) and its figures (plot).
 
 ``run --backend ray`` computes the units as Ray tasks (``moe_lora.runs.ray``); ``merge`` checks
 that every unit of a run (sharded, e.g. a SLURM job array, or not) is present, names the missing
@@ -28,15 +30,6 @@ from pathlib import Path
 
 #: Resolution of the PNG files.
 DPI = 150
-
-
-def _slopes(df, manifest):
-    """The slope table of a run, with the fit range and bootstrap settings of its config."""
-    from .rates import slope_table
-    from .runs.store import experiment_of
-
-    config = experiment_of(manifest).config
-    return slope_table(df, **config.rates.slope_kwargs(), seed=config.seed)
 
 
 def save_figure(fig, out_dir, stem: str) -> list[Path]:
@@ -70,7 +63,7 @@ def _run(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from .experiment import load_experiment
+    from .kinds import load_experiment
     from .runs import parse_shard, run_sweep
 
     _check_backend_options(args)
@@ -114,12 +107,12 @@ def _bound(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from .experiment import Experiment, load_experiment
+    from .kinds import load_experiment
     from .runs.bound import bound_units, run_bounds
 
     exp = load_experiment(args.config)
-    if not isinstance(exp, Experiment):
-        raise ValueError(f"{args.config}: lower-bound curves are computed for sweep configs, not kind {exp.kind!r}")
+    if getattr(exp.config, "bound", None) is None:
+        raise ValueError(f"{args.config}: no [bound] section (a sweep config's); add one to compute lower-bound curves")
     out = Path(args.out) if args.out else Path("runs") / exp.name
     print(f"moe-lora bound: {exp.name}, {len(bound_units(exp))} units (truth x estimator x setting), out {out}", file=sys.stderr)
     try:
@@ -148,29 +141,17 @@ def _merge(args) -> int:
     return 0
 
 
-def _summaries(df, manifest) -> dict:
-    """File name -> summary table of a run: the slope table of a sweep; the data-efficiency and
-    improvement tables of an attention-head study."""
-    if manifest.get("kind") == "attention_head":
-        from .head import data_efficiency, improvement
-
-        return {"data_efficiency.csv": data_efficiency(df), "improvement.csv": improvement(df)}
-    return {"rates.csv": _slopes(df, manifest)}
-
-
 def _rates(args) -> int:
-    from .rates import format_slope_table
     from .runs import load_results
     from .runs.store import experiment_of
 
     df, manifest = load_results(args.dir)
-    for name, table in _summaries(df, manifest).items():
+    exp = experiment_of(manifest)
+    summaries = exp.summaries(df)
+    print(exp.format_summaries(summaries))
+    for name, table in summaries.items():
         path = Path(args.dir) / name
         table.to_csv(path, index=False)
-        if name == "rates.csv":
-            print(format_slope_table(table, level=experiment_of(manifest).config.rates.level))
-        else:
-            print(f"{name[:-4]}:\n{table.to_string(index=False)}\n")
         print(f"saved {path}", file=sys.stderr)
     return 0
 
@@ -179,7 +160,7 @@ def _plot(args) -> int:
     import pandas as pd
 
     from .runs import load_results
-    from .runs.store import read_manifest
+    from .runs.store import experiment_of, read_manifest
 
     bound = Path(args.dir) / "bound.parquet"
     try:
@@ -190,15 +171,9 @@ def _plot(args) -> int:
         df, manifest = None, read_manifest(args.dir)  # curves of `moe-lora bound` without a sweep
     figures, summaries = {}, {}
     if df is not None:
-        summaries = _summaries(df, manifest)
-        if manifest.get("kind") == "attention_head":
-            from .head_figure import figure_data_efficiency
-
-            figures = {f"{manifest['name']}_data_efficiency": figure_data_efficiency(df)}
-        else:
-            from .figures import run_figures
-
-            figures = run_figures(df, slopes=summaries["rates.csv"])
+        exp = experiment_of(manifest)
+        summaries = exp.summaries(df)
+        figures = exp.figures(df, summaries)
     if bound.exists():
         from .bounds_figure import run_bound_figures
 
@@ -218,6 +193,12 @@ def _plot(args) -> int:
     shutil.copyfile(Path(args.dir) / "manifest.json", data / "manifest.json")
     print(data)
     return 0
+
+
+def _verdicts(args) -> int:
+    from .verdicts import command
+
+    return command(args.dirs, args.out, args.config)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -246,6 +227,11 @@ def parser() -> argparse.ArgumentParser:
     rates = sub.add_parser("rates", help="print and save (DIR/rates.csv) the slope table of a finished run")
     rates.add_argument("dir", help="output directory of `moe-lora run`")
     rates.set_defaults(func=_rates)
+    verdicts = sub.add_parser("verdicts", help="apply each run's [rates] verdict rules; print a markdown table, save DIR/verdicts.csv")
+    verdicts.add_argument("dirs", nargs="+", help="output directories of `moe-lora run` (or figures/data/<name>)")
+    verdicts.add_argument("--out", help="also write the markdown table to this file")
+    verdicts.add_argument("--config", nargs="+", help="read the rules from these configs (one per DIR; the same computation)")
+    verdicts.set_defaults(func=_verdicts)
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")
     plot.add_argument("dir", help="output directory of `moe-lora run`")
     plot.add_argument("--out", default="figures", help="figure directory (default figures/)")

@@ -7,7 +7,12 @@ section checks every key's type, fills the defaults, builds the domain objects t
 describes (``ModelSpec``, ``Design``, ``LevenbergMarquardt``, ``InitConfig``, ``Vanilla``) and
 turns their ``FieldError`` into a ``ConfigError`` that names the config key. So every error
 names its key by construction (``data.sizes: ...``, ``fit.damping: ...``) and no check of a
-domain object is written twice.
+domain object is written twice. A key's default is read from the domain object it builds
+(``default_of``), so it is written once, there.
+
+The section framework is public, for every kind's schema (``moe_lora.head_study``): ``Section``
+(parse, ``fail``, ``build``), ``key`` (a key's types and default), ``check_type``, ``parse_sizes``,
+``parse_grid``, ``read_toml`` and the error, ``ConfigError``.
 
 Three size knobs, three names (the old names are still read, with a ``FutureWarning``):
 
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import tomllib
 import warnings
@@ -42,11 +48,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .fit import JACOBIANS, InitConfig
+from .fit import JACOBIANS, FitConfig, InitConfig
 from .model import FieldError, ModelSpec
 from .optimize import LevenbergMarquardt
 from .parameterization import Vanilla
-from .truth import Design
+from .truth import Design, draw_truth
+from .verdicts import check_reference
 
 #: Estimator names a config may use, in the order that fixes their keys (``moe_lora.experiment``).
 ESTIMATORS = ("vanilla", "linear", "tanh", "sigmoid", "gelu", "relu")
@@ -59,7 +66,20 @@ class ConfigError(ValueError):
     """A bad experiment config; the message names the offending key."""
 
 
-def _key(types, default=_REQUIRED, **kwargs):
+def default_of(owner, name: str):
+    """The default of field ``name`` of the dataclass ``owner``, or of keyword ``name`` of the
+    function ``owner``: a section key's default, read from the domain object it configures.
+
+    >>> default_of(LevenbergMarquardt, "max_iter"), default_of(draw_truth, "min_separation")
+    (2000, 0.1)
+    """
+    if dataclasses.is_dataclass(owner):
+        field = {f.name: f for f in dataclasses.fields(owner)}[name]
+        return field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return inspect.signature(owner).parameters[name].default
+
+
+def key(types, default=_REQUIRED, **kwargs):
     """A section key: its accepted TOML types and its default (none: required)."""
     meta = {"types": types if isinstance(types, tuple) else (types,)}
     if default is _REQUIRED:
@@ -81,20 +101,23 @@ def _type_name(types) -> str:
     return " or ".join(names[t] for t in types)
 
 
-def _check_type(key: str, value, types) -> None:
+def check_type(key: str, value, types) -> None:
+    """Raise ``ConfigError`` naming ``key`` unless ``value`` is of one of the TOML ``types``
+    (``bool`` is not an ``int`` here)."""
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         raise ConfigError(f"{key}: expected {_type_name(types)}, got {value!r} ({type(value).__name__})")
 
 
-class _Section:
-    """Reading, checking and writing back one section; subclasses are frozen dataclasses."""
+class Section:
+    """Reading, checking and writing back one section; subclasses are frozen dataclasses whose
+    fields are made with ``key``. Every error names ``<NAME>.<key>``."""
 
     NAME: ClassVar[str]
     #: Domain-object field name -> this section's key, where they differ.
     FIELD_KEYS: ClassVar[dict] = {}
 
     @classmethod
-    def parse(cls, body) -> _Section:
+    def parse(cls, body) -> Section:
         if not isinstance(body, dict):
             raise ConfigError(f"{cls.NAME}: expected a table [{cls.NAME}], got {body!r}")
         keys = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -104,7 +127,7 @@ class _Section:
         values = {}
         for k, f in keys.items():
             if k in body and body[k] is not None:
-                _check_type(f"{cls.NAME}.{k}", body[k], f.metadata["types"])
+                check_type(f"{cls.NAME}.{k}", body[k], f.metadata["types"])
                 values[k] = body[k]
             elif f.default is _REQUIRED and f.default_factory is _REQUIRED:
                 raise ConfigError(f"{cls.NAME}.{k}: missing required key")
@@ -143,17 +166,22 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+# The names the section framework had before it was public (``moe_lora.head_study`` imported
+# two of them); kept until no module uses them.
+_key, _Section, _check_type = key, Section, check_type
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelSection(_Section):
+class ModelSection(Section):
     """``[model]``: the ``ModelSpec`` (input and output dimensions, rank, gating)."""
 
     NAME: ClassVar[str] = "model"
-    d: int = _key(int)
-    d_out: int = _key(int, 1)
-    r: int = _key(int, 1)
-    d_k: int | None = _key(int, None)
-    gate_scale: float = _key(_NUM, 1.0)
-    gating: str = _key(str, "softmax")
+    d: int = key(int)
+    d_out: int = key(int, 1)  # ModelSpec has no defaults for d_out and r
+    r: int = key(int, 1)
+    d_k: int | None = key(int, None)  # None: d (ModelSpec's rule)
+    gate_scale: float = key(_NUM, default_of(ModelSpec, "gate_scale"))
+    gating: str = key(str, default_of(ModelSpec, "gating"))
     spec: ModelSpec = _built()
 
     def __post_init__(self):
@@ -163,7 +191,7 @@ class ModelSection(_Section):
 
 
 @dataclasses.dataclass(frozen=True)
-class TruthSection(_Section):
+class TruthSection(Section):
     """``[truth]``: how the true mixing measures are drawn (``moe_lora.truth.draw_truth``).
 
     ``through``: the parameterizations they are drawn through (default: every non-vanilla
@@ -171,13 +199,13 @@ class TruthSection(_Section):
     """
 
     NAME: ClassVar[str] = "truth"
-    through: tuple[str, ...] | None = _key(list, None)
-    components: int = _key(int, 2)
-    latent_dim: int = _key(int, 2)
-    scale: float = _key(_NUM, 1.0)
-    min_separation: float = _key(_NUM, 0.1)
-    min_gate_strength: float = _key(_NUM, 0.1)
-    min_expert_separation: float = _key(_NUM, 0.0)
+    through: tuple[str, ...] | None = key(list, None)
+    components: int = key(int, 2)
+    latent_dim: int = key(int, 2)
+    scale: float = key(_NUM, default_of(draw_truth, "scale"))
+    min_separation: float = key(_NUM, default_of(draw_truth, "min_separation"))
+    min_gate_strength: float = key(_NUM, default_of(draw_truth, "min_gate_strength"))
+    min_expert_separation: float = key(_NUM, default_of(draw_truth, "min_expert_separation"))
 
     def __post_init__(self):
         self.count("components", "latent_dim")
@@ -192,12 +220,14 @@ class TruthSection(_Section):
             self.set("through", tuple(self.through))
 
 
-def _sizes(section: _Section, spec) -> tuple[int, ...]:
+def parse_sizes(section: Section, spec) -> tuple[int, ...]:
+    """Sample sizes: a list of distinct positive integers, or ``{min, max, count}`` log-spaced
+    (rounded); errors name ``<section>.sizes``."""
     if isinstance(spec, dict):
         if set(spec) != {"min", "max", "count"}:
             section.fail("sizes", f"expected a list of sizes or a table {{min, max, count}}, got {spec!r}")
         for k in ("min", "max", "count"):
-            _check_type(f"data.sizes.{k}", spec[k], _NUM if k != "count" else (int,))
+            check_type(f"{section.NAME}.sizes.{k}", spec[k], _NUM if k != "count" else (int,))
         lo, hi, count = spec["min"], spec["max"], spec["count"]
         if not (1 <= lo < hi) or count < 2:
             section.fail("sizes", f"expected 1 <= min < max and count >= 2, got {spec!r}")
@@ -206,61 +236,64 @@ def _sizes(section: _Section, spec) -> tuple[int, ...]:
             section.fail("sizes", f"{count} log-spaced sizes in [{lo}, {hi}] round to duplicates; lower count")
         return tuple(int(s) for s in sizes)
     for s in spec:
-        _check_type("data.sizes[]", s, (int,))
+        check_type(f"{section.NAME}.sizes[]", s, (int,))
     if not spec or any(s < 1 for s in spec) or len(set(spec)) != len(spec):
         section.fail("sizes", f"expected distinct positive integers, got {spec!r}")
     return tuple(sorted(int(s) for s in spec))
 
 
 @dataclasses.dataclass(frozen=True)
-class DataSection(_Section):
+class DataSection(Section):
     """``[data]``: noise, sample sizes (a list or ``{min, max, count}`` log-spaced), replicates, design."""
 
     NAME: ClassVar[str] = "data"
     FIELD_KEYS: ClassVar[dict] = {"kind": "design", "scale": "design_scale"}
-    sigma: float = _key(_NUM)
-    sizes: tuple[int, ...] = _key((list, dict))
-    replicates: int = _key(int)
-    design: str = _key(str, "uniform")
-    design_scale: float = _key(_NUM, 1.0)
-    n_eval: int = _key(int, 2000)
+    sigma: float = key(_NUM)
+    sizes: tuple[int, ...] = key((list, dict))
+    replicates: int = key(int)
+    design: str = key(str, default_of(Design, "kind"))
+    # The config's box is [-1, 1]^d (Design's own default, 0.5, is the library's; the committed
+    # configs were run with 1.0).
+    design_scale: float = key(_NUM, 1.0)
+    n_eval: int = key(int, 2000)
     input_design: Design = _built()
 
     def __post_init__(self):
         self.positive("sigma")
         self.count("replicates", "n_eval")
-        self.set("sizes", _sizes(self, self.sizes))
+        self.set("sizes", parse_sizes(self, self.sizes))
         self.set("input_design", self.build(Design, kind=self.design, scale=float(self.design_scale)))
 
 
 @dataclasses.dataclass(frozen=True)
-class FitSection(_Section):
+class FitSection(Section):
     """``[fit]``: fitted components (``extra_components`` = L - L* settings), compact space,
     Levenberg-Marquardt and restarts."""
 
     NAME: ClassVar[str] = "fit"
     FIELD_KEYS: ClassVar[dict] = {"chunk_size": "rows_per_chunk"}
-    extra_components: tuple[int, ...] = _key(list, [0])
-    bound: float = _key(_NUM, 5.0)
-    bias_bound: float = _key(_NUM, 10.0)
-    max_iter: int = _key(int, 2000)
-    gtol: float = _key(_NUM, 1e-6)
-    damping: str = _key(str, "marquardt")
-    stat_tol: float = _key(_NUM, 0.0)
-    rows_per_chunk: int = _key(int, 16384)
-    near_truth: int = _key(int, 1)
-    random: int = _key(int, 0)
-    near_truth_scale: float = _key(_NUM, 0.1)
-    random_scale: float = _key(_NUM, 1.0)
-    canonicalize: bool = _key(bool, True)
-    jacobian: str = _key(str, "structured")
+    extra_components: tuple[int, ...] = key(list, [0])
+    bound: float = key(_NUM, default_of(Vanilla, "bound"))
+    bias_bound: float = key(_NUM, default_of(Vanilla, "bias_bound"))
+    max_iter: int = key(int, default_of(LevenbergMarquardt, "max_iter"))
+    gtol: float = key(_NUM, default_of(LevenbergMarquardt, "gtol"))
+    damping: str = key(str, default_of(LevenbergMarquardt, "damping"))
+    stat_tol: float = key(_NUM, 0.0)  # 0: off (LevenbergMarquardt's None; TOML has no null)
+    # A config always chunks J^T J (LevenbergMarquardt's None, unchunked, is for small problems).
+    rows_per_chunk: int = key(int, 16384)
+    near_truth: int = key(int, default_of(InitConfig, "near_truth"))
+    random: int = key(int, default_of(InitConfig, "random"))
+    near_truth_scale: float = key(_NUM, default_of(InitConfig, "near_truth_scale"))
+    random_scale: float = key(_NUM, default_of(InitConfig, "random_scale"))
+    canonicalize: bool = key(bool, default_of(FitConfig, "canonicalize"))
+    jacobian: str = key(str, default_of(FitConfig, "jacobian"))
     finisher: LevenbergMarquardt = _built()
     init: InitConfig = _built()
 
     def __post_init__(self):
         settings = self.extra_components
         for s in settings:
-            _check_type("fit.extra_components[]", s, (int,))
+            check_type("fit.extra_components[]", s, (int,))
         if not settings or any(s < 0 for s in settings) or len(set(settings)) != len(settings):
             self.fail("extra_components", f"expected distinct integers >= 0 (L - L*), got {settings!r}")
         self.set("extra_components", tuple(settings))
@@ -278,29 +311,29 @@ class FitSection(_Section):
 
 
 @dataclasses.dataclass(frozen=True)
-class ExecutionSection(_Section):
+class ExecutionSection(Section):
     """``[execution]``: how the work is cut, none of which changes a number of the results table
     except ``replicates_per_batch`` (vmapped and mapped code round differently)."""
 
     NAME: ClassVar[str] = "execution"
-    replicates_per_unit: int | None = _key(int, None)
-    replicates_per_batch: int = _key(int, 1)
+    replicates_per_unit: int | None = key(int, None)
+    replicates_per_batch: int = key(int, 1)
 
     def __post_init__(self):
         self.count("replicates_per_unit", "replicates_per_batch")
 
 
 @dataclasses.dataclass(frozen=True)
-class MinimaxSection(_Section):
+class MinimaxSection(Section):
     """``[minimax]``: ``deltas`` in (0, 1] of the family of truths whose atoms 0 and 1 merge
     (``moe_lora.truth.merging_truth``); stored largest first."""
 
     NAME: ClassVar[str] = "minimax"
-    deltas: tuple[float, ...] = _key(list)
+    deltas: tuple[float, ...] = key(list)
 
     def __post_init__(self):
         for x in self.deltas:
-            _check_type("minimax.deltas[]", x, _NUM)
+            check_type("minimax.deltas[]", x, _NUM)
         d = self.deltas
         if not d or any(not (0 < x <= 1) for x in d) or len(set(d)) != len(d):
             self.fail("deltas", f"expected distinct numbers in (0, 1], got {list(d)!r}")
@@ -308,40 +341,71 @@ class MinimaxSection(_Section):
 
 
 @dataclasses.dataclass(frozen=True)
-class RatesSection(_Section):
+class RatesSection(Section):
     """``[rates]``: fit range and bootstrap of the slope table (``moe_lora.rates.slope_table``)."""
 
     NAME: ClassVar[str] = "rates"
-    n_min: int | None = _key(int, None)
-    n_max: int | None = _key(int, None)
-    bootstrap: int = _key(int, 1000)
-    level: float = _key(_NUM, 0.95)
+    n_min: int | None = key(int, None)
+    n_max: int | None = key(int, None)
+    bootstrap: int = key(int, 1000)
+    level: float = key(_NUM, 0.95)
+    #: The statistic over replicates that the verdicts read (``moe_lora.verdicts``), fixed before the run.
+    statistic: str = _key(str, "mean")
+    #: Verdict rules, ``[[rates.verdicts]]``: label, metric, prediction, alternative, optional estimators/extra.
+    verdicts: tuple = _key(list, [])
 
     def __post_init__(self):
         self.count("bootstrap")
         if not 0 < self.level < 1:
             self.fail("level", f"expected a number in (0, 1), got {self.level!r}")
+        if self.statistic not in ("mean", "median"):
+            self.fail("statistic", f"expected 'mean' or 'median', got {self.statistic!r}")
+        rules = []
+        for i, rule in enumerate(self.verdicts):
+            where = f"verdicts[{i}]"
+            if not isinstance(rule, dict):
+                self.fail(where, f"expected a table, got {rule!r}")
+            unknown = set(rule) - {"label", "metric", "prediction", "alternative", "estimators", "extra", "statistic"}
+            missing = {"label", "metric", "prediction", "alternative"} - set(rule)
+            if unknown or missing:
+                self.fail(where, f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; expected label, metric, "
+                                 "prediction, alternative and optionally estimators, extra, statistic")
+            if rule["metric"] not in ("D", "l2_error"):
+                self.fail(f"{where}.metric", f"expected 'D' or 'l2_error', got {rule['metric']!r}")
+            if rule.get("statistic", "mean") not in ("mean", "median"):
+                self.fail(f"{where}.statistic", f"expected 'mean' or 'median', got {rule['statistic']!r}")
+            for k in ("prediction", "alternative"):
+                try:
+                    check_reference(f"{self.NAME}.{where}.{k}", rule[k])
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+            rules.append(dict(rule))
+        self.set("verdicts", tuple(rules))
 
     def slope_kwargs(self) -> dict:
         """Keyword arguments of ``rates.slope_table`` (fit range, bootstrap draws, level)."""
         return dict(n_min=self.n_min, n_max=self.n_max, bootstrap=self.bootstrap, level=self.level)
 
 
-def _grid(section: _Section, key: str, spec) -> tuple[float, ...]:
-    """A list of positive numbers, or ``{min, max, count}`` log-spaced."""
+#: Kept until no module uses it (see ``_key``).
+_sizes = parse_sizes
+
+
+def parse_grid(section: Section, name: str, spec) -> tuple[float, ...]:
+    """A list of positive numbers, or ``{min, max, count}`` log-spaced; errors name ``<section>.<name>``."""
     if isinstance(spec, dict):
         if set(spec) != {"min", "max", "count"} or not all(isinstance(spec[k], _NUM) for k in spec):
-            section.fail(key, f"expected a list of numbers or a table {{min, max, count}}, got {spec!r}")
+            section.fail(name, f"expected a list of numbers or a table {{min, max, count}}, got {spec!r}")
         if not (0 < spec["min"] < spec["max"]) or spec["count"] < 2:
-            section.fail(key, f"expected 0 < min < max and count >= 2, got {spec!r}")
+            section.fail(name, f"expected 0 < min < max and count >= 2, got {spec!r}")
         return tuple(float(x) for x in np.geomspace(spec["min"], spec["max"], int(spec["count"])))
     for x in spec:
-        _check_type(f"{section.NAME}.{key}[]", x, _NUM)
+        check_type(f"{section.NAME}.{name}[]", x, _NUM)
     return tuple(float(x) for x in spec)
 
 
 @dataclasses.dataclass(frozen=True)
-class BoundSection(_Section):
+class BoundSection(Section):
     """``[bound]``: the lower-bound curves of ``moe-lora bound`` (``moe_lora.bounds.BoundConfig``).
 
     ``extra``: the settings L - L* to compute (default: ``fit.extra_components``); the other keys
@@ -349,32 +413,39 @@ class BoundSection(_Section):
     """
 
     NAME: ClassVar[str] = "bound"
-    extra: tuple[int, ...] | None = _key(list, None)
-    etas: tuple[float, ...] = _key((list, dict), {"min": 1e-9, "max": 0.1, "count": 12})
-    epsilons: tuple[float, ...] = _key((list, dict), {"min": 1e-6, "max": 3.1622776601683795, "count": 12})
-    losses: tuple[str, ...] = _key(list, ["D", "D_2"])
-    radius: float = _key(_NUM, 0.5)
-    kappa: float | None = _key(_NUM, None)
-    split_starts: int = _key(int, 1)
-    flat_starts: int = _key(int, 2)
-    random_starts: int = _key(int, 1)
-    quadrature_order: int = _key(int, 12)
-    max_iter: int = _key(int, 1000)
+    # The keys below default to None: BoundConfig's default, filled in when the section is read
+    # (``moe_lora.bounds`` is imported only then).
+    extra: tuple[int, ...] | None = key(list, None)
+    etas: tuple[float, ...] = key((list, dict), None)
+    epsilons: tuple[float, ...] = key((list, dict), None)
+    losses: tuple[str, ...] = key(list, None)
+    radius: float = key(_NUM, None)
+    kappa: float | None = key(_NUM, None)
+    split_starts: int = key(int, None)
+    flat_starts: int = key(int, None)
+    random_starts: int = key(int, None)
+    quadrature_order: int = key(int, None)
+    max_iter: int = key(int, None)
     bound_config: Any = _built()
+
+    #: The keys that are ``BoundConfig``'s fields.
+    BOUND_KEYS: ClassVar[tuple] = ("etas", "epsilons", "losses", "radius", "kappa", "split_starts", "flat_starts",
+                                   "random_starts", "quadrature_order", "max_iter")
 
     def __post_init__(self):
         from .bounds import BoundConfig
 
-        self.set("etas", _grid(self, "etas", self.etas))
-        self.set("epsilons", _grid(self, "epsilons", self.epsilons))
+        for k in self.BOUND_KEYS:
+            if getattr(self, k) is None:
+                self.set(k, default_of(BoundConfig, k))
+        self.set("etas", parse_grid(self, "etas", self.etas))
+        self.set("epsilons", parse_grid(self, "epsilons", self.epsilons))
         self.set("losses", tuple(self.losses))
         if self.extra is not None:
             if not self.extra or any(not isinstance(x, int) or x < 0 for x in self.extra):
                 self.fail("extra", f"expected integers >= 0 (L - L*), got {list(self.extra)!r}")
             self.set("extra", tuple(self.extra))
-        keys = ("etas", "epsilons", "losses", "radius", "kappa", "split_starts", "flat_starts", "random_starts",
-                "quadrature_order", "max_iter")
-        self.set("bound_config", self.build(BoundConfig, **{k: getattr(self, k) for k in keys}))
+        self.set("bound_config", self.build(BoundConfig, **{k: getattr(self, k) for k in self.BOUND_KEYS}))
 
 
 #: Old key -> (new section, new key), read with a FutureWarning.
@@ -444,7 +515,7 @@ class Config:
                 raise ConfigError(f"{k}: unknown key at top level; expected one of {sorted([*_TOP, *SECTIONS])}")
         for k, types in _TOP.items():
             if k in raw:
-                _check_type(k, raw[k], types)
+                check_type(k, raw[k], types)
         if "estimators" not in raw:
             raise ConfigError("estimators: missing required key")
         sections = {}

@@ -12,6 +12,9 @@ Layout of ``DIR``:
 * ``results.parquet`` and ``results.csv``: the merged table, written once every unit is present.
 
 Every function here is public: the local runner and the Ray backend (``moe_lora.runs``) share it.
+None takes an experiment: they take a manifest (a dict), units (anything with an ``id``) and the
+table's key columns; only ``experiment_of`` builds one, from a manifest, through the registry of
+kinds (``moe_lora.kinds``).
 """
 
 from __future__ import annotations
@@ -31,10 +34,9 @@ import jax
 import pandas as pd
 
 from ..config import ConfigError
-from ..experiment import experiment_from_dict
+from ..kinds import experiment_from_dict, manifest_entries
 from ..table import sort_rows
 from ..truth import truth_summary as truth_summary
-from .plan import units
 
 _LIBRARIES = ("jax", "jaxlib", "optax", "numpy", "scipy", "pandas", "matplotlib", "pyarrow")
 
@@ -124,11 +126,11 @@ def provenance() -> dict:
             "x64": bool(jax.config.jax_enable_x64)}
 
 
-def manifest(exp, truths: dict) -> dict:
-    """The manifest of a run of ``exp`` with the drawn ``truths``."""
-    return {"name": exp.name, "seed": exp.seed, "kind": exp.kind, "config": exp.config.to_dict(), **provenance(),
-            "truths": exp.truth_summaries(truths),
-            "units": len(units(exp)),
+def manifest(entries: dict) -> dict:
+    """The manifest of a run: the experiment's ``entries`` (``moe_lora.kinds.manifest_entries``:
+    name, seed, kind, config, truths, units) with this process's provenance and the time."""
+    first = {k: entries[k] for k in ("name", "seed", "kind", "config")}
+    return {**first, **provenance(), **{k: v for k, v in entries.items() if k not in first},
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
@@ -145,18 +147,35 @@ def experiment_of(m: dict):
     return experiment_from_dict(m["config"], name=m["name"])
 
 
-def write_or_check_manifest(out: str | Path, exp, truths: dict) -> dict:
-    """Create ``manifest.json``, or check that an existing one holds the same config."""
+def _computed(config):
+    """The part of a config that decides the results: all but ``[rates]`` (the reading of them)."""
+    return dataclasses.replace(config, rates=None) if hasattr(config, "rates") else config
+
+
+def write_or_check(out: str | Path, m: dict) -> dict:
+    """Create ``manifest.json`` holding the manifest ``m``, or check that an existing one holds the
+    same config (both read back through their kind); a config that differs only in ``[rates]``
+    (fit range, statistic, verdict rules) replaces the recorded one."""
     path = Path(out) / "manifest.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if experiment_of(old).config != exp.config:
+        before, config = experiment_of(old).config, experiment_of(m).config
+        if _computed(before) != _computed(config):
             raise ConfigError(f"{path} holds a different config (experiment {old.get('name')!r}); "
                               "resume with the same config or write to another --out directory")
+        if before != config:
+            # Only [rates] changed: how the table is read, not what was computed. Record the new reading.
+            old["config"] = m["config"]
+            write_text(path, json.dumps(old, indent=1) + "\n")
         return old
-    m = manifest(exp, truths)
     write_text(path, json.dumps(m, indent=1) + "\n")
     return m
+
+
+def write_or_check_manifest(out: str | Path, exp, truths: dict) -> dict:
+    """``write_or_check`` with the manifest of ``exp`` and its drawn ``truths`` (for callers that
+    hold the experiment, such as ``moe_lora.runs.bound``)."""
+    return write_or_check(out, manifest(manifest_entries(exp, truths)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,23 +220,23 @@ def read_failures(out: str | Path) -> dict[str, dict]:
 # Merge
 
 
-def missing_units(exp, out: str | Path) -> list:
-    """Units of the experiment (all shards) without a result file in ``out``."""
-    return [u for u in units(exp) if not unit_path(out, u).exists()]
+def missing_units(all_units: list, out: str | Path) -> list:
+    """The units of ``all_units`` (every shard's) without a result file in ``out``."""
+    return [u for u in all_units if not unit_path(out, u).exists()]
 
 
-def merge_units(exp, out: str | Path) -> pd.DataFrame:
-    """The table of every present unit, in canonical row order."""
-    frames = [pd.read_parquet(unit_path(out, u)) for u in units(exp) if unit_path(out, u).exists()]
+def merge_units(all_units: list, key_columns, out: str | Path) -> pd.DataFrame:
+    """The table of every present unit, in canonical row order (``key_columns``)."""
+    frames = [pd.read_parquet(unit_path(out, u)) for u in all_units if unit_path(out, u).exists()]
     if not frames:
         raise FileNotFoundError(f"{out}: no unit results yet; run `moe-lora run` first")
-    return sort_rows(pd.concat(frames, ignore_index=True), exp.key_columns)
+    return sort_rows(pd.concat(frames, ignore_index=True), key_columns)
 
 
-def write_results(exp, out: str | Path, df: pd.DataFrame | None = None) -> Path:
+def write_results(all_units: list, key_columns, out: str | Path, df: pd.DataFrame | None = None) -> Path:
     """Merge all units (or write the already merged ``df``) into ``results.parquet`` and ``results.csv``."""
     out = Path(out)
-    df = merge_units(exp, out) if df is None else df
+    df = merge_units(all_units, key_columns, out) if df is None else df
     write_frame(out / "results.parquet", df)
     write_frame(out / "results.csv", df)
     return out / "results.parquet"
@@ -249,18 +268,18 @@ def merge_run(out: str | Path) -> MergeReport:
         A ``MergeReport``; ``results`` is None if units are missing.
     """
     exp = experiment_of(read_manifest(out))
-    all_units = units(exp)
-    missing = missing_units(exp, out)
+    all_units, keys = exp.units(), exp.key_columns
+    missing = missing_units(all_units, out)
     failures = read_failures(out)
     if missing:
         return MergeReport(exp.name, len(all_units), missing, {u.id: failures[u.id] for u in missing if u.id in failures}, None)
-    df = merge_units(exp, out)
+    df = merge_units(all_units, keys, out)
     expected = sum(u.fits for u in all_units)
-    duplicated = int(df.duplicated(list(exp.key_columns)).sum())
+    duplicated = int(df.duplicated(list(keys)).sum())
     if len(df) != expected or duplicated:
         raise ValueError(f"{out}/units: expected {expected} distinct rows for {len(all_units)} units, got {len(df)} rows "
                          f"({duplicated} duplicated); were units of another config copied in?")
-    return MergeReport(exp.name, len(all_units), [], {}, write_results(exp, out, df))
+    return MergeReport(exp.name, len(all_units), [], {}, write_results(all_units, keys, out, df))
 
 
 def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -271,7 +290,8 @@ def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
     if path.exists():
         return pd.read_parquet(path), m
     exp = experiment_of(m)
-    missing = missing_units(exp, out)
+    all_units = exp.units()
+    missing = missing_units(all_units, out)
     if missing:
         print(f"warning: {len(missing)} of {m['units']} units missing in {out}; using the present ones", file=sys.stderr)
-    return merge_units(exp, out), m
+    return merge_units(all_units, exp.key_columns, out), m
