@@ -20,16 +20,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def case(estimator: str, n: int, replicates: int, repeats: int, chunk: int) -> list[dict]:
-    import moe_lora as ml
     from jax.flatten_util import ravel_pytree
 
+    import moe_lora as ml
     from moe_lora.jacobian import structured_normal_equations
     from moe_lora.optimize import normal_equations
 
