@@ -1,4 +1,4 @@
-"""Lower-bound curves (moe_lora.bounds): quadrature, the fixed-cell loss, the flat set, the modulus, Le Cam, errors, figure."""
+"""Lower-bound curves (moe_lora.bounds): quadrature, the loss and neighbourhood, the flat set, the modulus, Le Cam, errors, figure."""
 
 import math
 
@@ -11,7 +11,7 @@ import pytest
 from moe_lora.bounds import (
     BoundConfig,
     bound_curves,
-    fixed_cell_terms,
+    cell_terms,
     l2_distance,
     le_cam_lower_bound,
     loss_exponents,
@@ -64,13 +64,14 @@ def test_quadrature_weights_and_fallback():
 
 
 @pytest.mark.parametrize("loss", ["D", "D_2"])
-def test_fixed_cell_loss_equals_voronoi_loss(tanh_truth, loss):
+def test_cell_terms_loss_equals_voronoi_loss(tanh_truth, loss):
     model = tanh_truth.model
     for i, scale in enumerate((0.05, 0.3)):
         G = _perturbed(model, tanh_truth, scale, jax.random.key(10 + i))
         full = lora_voronoi_loss(G, tanh_truth.atoms, "softmax", loss_exponents(loss))
-        fixed = fixed_cell_terms(G, tanh_truth.atoms, full.cell, loss_exponents(loss), "softmax")
-        assert abs(float(fixed.loss) - float(full.total)) < 1e-12 * max(1.0, float(full.total))
+        terms = cell_terms(G, tanh_truth.atoms, loss_exponents(loss), "softmax")
+        assert abs(float(terms.loss) - float(full.total)) < 1e-12 * max(1.0, float(full.total))
+        assert np.array_equal(np.asarray(terms.cell), np.asarray(full.cell))
 
 
 def _vanilla_split(truth, vanilla_model, j, u):

@@ -18,17 +18,16 @@ How it is computed:
 * m(eps) as a least-squares problem in residual form, solved by ``LevenbergMarquardt``:
   residuals sqrt(w_q) (f_G(x_q) - f*(x_q)), sqrt(penalty) (D(G) - eps) / eps and
   sqrt(barrier) relu(dist_i - radius) (plus relu(kappa - ||S_i - S_k||) for same-cell pairs).
-  D is only piecewise smooth: the Voronoi cells are held fixed inside a solve, the gauge shift
-  Q = -sum_i pi_i (S_i - S*_cell(i)) / sum_i pi_i is recomputed in closed form given the cells
-  (the alignment while-loop has no reverse-mode derivative), then the cells are reassigned and the
-  solve repeated until they stop changing (``cells_stable`` in the result).
+  D is the core's (``losses.lora_voronoi_loss`` after ``losses.align_gate_shift``, whose cell loop
+  has forward-mode derivatives, what LM uses); it is only piecewise smooth, so a solve is repeated
+  from its end point until the cells stop changing (``cells_stable`` in the result).
 * M(eta) as the monotone envelope of the witnesses: every solved G (every eps target, every start)
   is a point (D(G, G*), ||f_G - f*||), evaluated with the true (re-aligned) D; M(eta) is the largest
   D among witnesses inside N(G*) with L2 <= eta. Each such value is attained by an explicit G, so it
   is a certified lower bound on the true M(eta) (up to the quadrature error).
 * Starts, vmapped over (eps, start): split-truth starts, starts along the shared-gate flat
-  directions (copies of one true atom with identical gates and opposite expert moves) and random
-  perturbations.
+  directions (vanilla: ``witnesses.split_witness``, exactly flat; shared maps: opposite latent moves
+  and the fiber chords of ``witnesses.trace_fiber`` / ``chord_starts``) and random perturbations.
 
 Le Cam's two-point lemma (``le_cam_lower_bound``): if D(G1, G0) <= C (D(G, G0) + D(G, G1)) for all
 G (the weak triangle inequality; C measured by ``triangle_ratios``), then for any estimator G_n
@@ -37,15 +36,15 @@ from n samples,
     max_{i=0,1} E_{G_i} D(G_n, G_i) >= D(G1, G0) / (2 C) * (1 - TV(P_0^n, P_1^n)),
 
 and with Gaussian noise TV <= sqrt(KL / 2) = sqrt(n) ||f_G1 - f_G0|| / (2 sigma) (Pinsker). With
-||f_G1 - f_G0|| <= c sigma / sqrt(n): LB(n) = (1 - c / 2) M(c sigma / sqrt(n)) / (2 C).
+||f_G1 - f_G0|| <= c sigma / sqrt(n): LB(n) = (1 - c / 2) M(c sigma / sqrt(n)) / (2 C). ``le_cam_best_c``
+takes the best c per n; an exact flat witness has TV = 0 and gives D / (2 C) at every n
+(``le_cam_flat``). C is not uniform: ``split_path_triangle`` measures it along vanilla's split
+paths as a function of the radius.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
-import re
 from typing import NamedTuple
 
 import jax
@@ -55,190 +54,19 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .fit import split_biases, truth_in
-from .losses import lora_voronoi_loss
-from .model import Atoms, FieldError, mixture_weights, regression_function
-from .optimize import MAX_ITER, STOP_REASONS, LevenbergMarquardt, Stats
-from .parameterization import Model, Vanilla, atoms, canonicalize
-from .truth import Design, Truth, sample_inputs
-from .voronoi import Exponents
-
-D_LOSS = Exponents(singleton=1.0, multi=2.0)
-L2_FLOOR = 1e-13
-"""Smallest L2 distance we trust: below it, f_G - f* is round-off (measured: see ``quadrature``)."""
-
-_LOSS_NAME = re.compile(r"^D(?:_(?P<r>[0-9]*\.?[0-9]+))?$")
-
-
-def loss_exponents(name: str) -> Exponents:
-    """Exponents of a loss name: ``"D"`` -> (1, 2), ``"D_r"`` -> (r, r) for r >= 1.
-
-    >>> loss_exponents("D"), loss_exponents("D_2")
-    (Exponents(singleton=1.0, multi=2.0), Exponents(singleton=2.0, multi=2.0))
-    """
-    match = _LOSS_NAME.match(name) if isinstance(name, str) else None
-    if match is None:
-        raise ValueError(f"Unknown loss {name!r}; expected 'D' or 'D_r' with a number r >= 1, e.g. 'D_2'")
-    if match["r"] is None:
-        return D_LOSS
-    r = float(match["r"])
-    if r < 1:
-        raise ValueError(f"Loss {name!r} has r = {r:g}; expected r >= 1")
-    return Exponents(r, r)
-
-
-def _positive(name, value):
-    if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and value > 0):
-        raise FieldError(name, f"BoundConfig.{name} must be a positive finite number, got {value!r}")
-
-
-def _count(name, value, minimum):
-    if not isinstance(value, (int, np.integer)) or value < minimum:
-        raise FieldError(name, f"BoundConfig.{name} must be an integer >= {minimum}, got {value!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class BoundConfig:
-    """Static settings of one set of lower-bound curves (what a ``[bound]`` config section holds).
-
-    Args:
-        etas: L2 radii eta > 0 at which M(eta) is reported.
-        epsilons: loss targets eps > 0 at which m(eps) is solved (their witnesses also give M).
-        losses: loss names, ``"D"`` or ``"D_r"`` (r >= 1).
-        radius: the neighbourhood N(G*): every fitted atom (S_i, V_i), gauge-aligned, within this
-            Euclidean distance of the true atom of its cell.
-        kappa: if set, fitted atoms sharing a cell keep gates ||S_i - S_k|| >= kappa (excludes the
-            exact flat set of over-specified vanilla); ``None``: no exclusion.
-        split_starts, flat_starts, random_starts: starts per eps target (see ``starts``).
-        start_scale: raw-parameter perturbation of the starts, times sqrt(eps).
-        quadrature_order: Gauss-Legendre nodes per coordinate (d <= 3).
-        n_sample: size of the fixed sample standing in for mu when quadrature does not apply.
-        penalty: weight lambda of the constraint residual sqrt(lambda) (D - eps) / eps.
-        barrier: weight of the neighbourhood (and kappa) residuals.
-        cell_rounds: most solves per start, each with the cells of the previous solve's end point.
-        max_iter, gtol: Levenberg-Marquardt cap and relative-gradient tolerance per solve.
-        constraint_tol: a witness is on target when |D - eps| / eps <= constraint_tol.
-        neighbourhood_tol: largest distance outside N(G*) (and kappa shortfall) still counted inside.
-        agree_rtol: starts within this relative distance of the best value count as reaching it.
-        triangle_samples: random triples used to measure the weak triangle constant.
-    """
-
-    etas: tuple[float, ...] = tuple(float(x) for x in np.logspace(-9, -1, 12))
-    epsilons: tuple[float, ...] = tuple(float(x) for x in np.logspace(-6, 0.5, 12))
-    losses: tuple[str, ...] = ("D", "D_2")
-    radius: float = 0.5
-    kappa: float | None = None
-    split_starts: int = 1
-    flat_starts: int = 2
-    random_starts: int = 1
-    start_scale: float = 0.5
-    quadrature_order: int = 12
-    n_sample: int = 20000
-    penalty: float = 1.0
-    barrier: float = 1e6
-    cell_rounds: int = 4
-    max_iter: int = 1000
-    gtol: float = 1e-10
-    constraint_tol: float = 1e-2
-    neighbourhood_tol: float = 1e-3
-    agree_rtol: float = 0.05
-    triangle_samples: int = 4096
-    canonicalize: bool = True
-
-    def __post_init__(self):
-        for name in ("etas", "epsilons", "losses"):
-            value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) == 0:
-                raise FieldError(name, f"BoundConfig.{name} must be a non-empty sequence, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
-        for name in ("etas", "epsilons"):
-            for x in getattr(self, name):
-                if not (isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) and x > 0):
-                    raise FieldError(name, f"BoundConfig.{name} must hold positive finite numbers, got {x!r}")
-        for loss in self.losses:
-            try:
-                loss_exponents(loss)
-            except ValueError as e:
-                raise FieldError("losses", str(e)) from None
-        if not (isinstance(self.radius, (int, float)) and self.radius > 0 and math.isfinite(self.radius)):
-            raise FieldError("radius", f"Empty neighbourhood: radius must be positive and finite, got {self.radius!r}")
-        if self.kappa is not None:
-            _positive("kappa", self.kappa)
-            if self.kappa >= 2 * self.radius:
-                raise FieldError(
-                    "kappa", f"Empty neighbourhood: kappa = {self.kappa} >= 2 * radius = {2 * self.radius}; two atoms of one "
-                    "cell cannot both lie within radius of its true atom with gates kappa apart"
-                )
-        for name in ("split_starts", "flat_starts", "random_starts"):
-            _count(name, getattr(self, name), 0)
-        if self.split_starts + self.flat_starts + self.random_starts < 1:
-            raise FieldError("split_starts", "BoundConfig needs at least one start (split_starts + flat_starts + random_starts >= 1)")
-        for name in ("quadrature_order", "cell_rounds", "max_iter"):
-            _count(name, getattr(self, name), 1)
-        _count("n_sample", self.n_sample, 100)
-        _count("triangle_samples", self.triangle_samples, 1)
-        for name in ("start_scale", "penalty", "barrier", "gtol", "constraint_tol", "neighbourhood_tol", "agree_rtol"):
-            _positive(name, getattr(self, name))
-
-    @property
-    def n_starts(self) -> int:
-        """Starts per target, the rescaled second-pass start included."""
-        return self.split_starts + self.flat_starts + self.random_starts + 1
-
+from ..fit import split_biases, truth_in
+from ..losses import align_gate_shift, lora_voronoi_loss
+from ..model import Atoms, mixture_weights, regression_function
+from ..optimize import MAX_ITER, STOP_REASONS, LevenbergMarquardt, Stats
+from ..parameterization import Model, Vanilla, atoms, canonicalize
+from ..truth import Design, Truth
+from ..voronoi import Exponents
+from .config import D_LOSS, L2_FLOOR, BoundConfig, loss_exponents
+from .quadrature import Quadrature, quadrature
+from .witnesses import chord_starts, flat_params, split_witness, trace_fiber
 
 # --------------------------------------------------------------------------------------------
-# L2(mu)
-
-
-class Quadrature(NamedTuple):
-    """Nodes and probability weights standing in for mu: E_mu[g] ~ sum_q w_q g(x_q)."""
-
-    X: Float[Array, "q d"]
-    w: Float[Array, " q"]
-
-
-def quadrature(d: int, design: Design, order: int, *, key: PRNGKeyArray, n_sample: int = 20000) -> Quadrature:
-    """Tensor Gauss-Legendre rule for mu on [-1, 1]^d (d <= 3), else a fixed sample of n_sample points.
-
-    Uniform design: w_q = prod_k w_GL(x_qk) / 2^d. Truncated normal: the same nodes with weights
-    proportional to w_GL times the density, normalised to sum 1. ``key`` draws the fallback sample
-    (it is unused when quadrature applies). The integrands here (softmax of quadratics times linear
-    experts) are analytic on the box, so the rule converges geometrically in ``order``.
-
-    >>> q = quadrature(2, Design(), 8, key=jax.random.key(0))
-    >>> q.X.shape, round(float(q.w.sum()), 12), round(float(q.w @ q.X[:, 0] ** 2), 12)  # E[x^2] = 1/3
-    ((64, 2), 1.0, 0.333333333333)
-    """
-    if d > 3:
-        X = sample_inputs(key, n_sample, d, design)
-        return Quadrature(X, jnp.full(n_sample, 1.0 / n_sample, X.dtype))
-    x, w = np.polynomial.legendre.leggauss(order)
-    if design.kind == "truncated_normal":
-        w = w * np.exp(-0.5 * (x / design.scale) ** 2)
-    w = w / w.sum()
-    grids = np.meshgrid(*([x] * d), indexing="ij")
-    weights = np.meshgrid(*([w] * d), indexing="ij")
-    X = np.stack([g.ravel() for g in grids], axis=1)
-    W = np.prod(np.stack([g.ravel() for g in weights], axis=1), axis=1)
-    dtype = jnp.result_type(float)
-    return Quadrature(jnp.asarray(X, dtype), jnp.asarray(W, dtype))
-
-
-def l2_distance(model: Model, atoms_: Atoms, true_model: Model, true_atoms: Atoms, quad: Quadrature) -> Float[Array, ""]:
-    """||f_G - f_G*||_{L2(mu)} = sqrt(sum_q w_q ||f_G(x_q) - f_G*(x_q)||^2)."""
-    f = regression_function(model.spec, model.base, atoms_, quad.X)
-    f_star = regression_function(true_model.spec, true_model.base, true_atoms, quad.X)
-    return jnp.sqrt(quad.w @ jnp.sum((f - f_star) ** 2, axis=-1))
-
-
-# --------------------------------------------------------------------------------------------
-# The loss with its cells held fixed
-
-
-def _norm_power(diff, exponent):
-    sq = jnp.sum(jnp.reshape(diff, (diff.shape[0], -1)) ** 2, axis=1)
-    positive = sq > 0
-    return jnp.where(positive, jnp.where(positive, sq, 1.0) ** (exponent / 2), 0.0)
+# The neighbourhood, on the core's loss and alignment
 
 
 def _safe_norm(x, axis):
@@ -248,35 +76,27 @@ def _safe_norm(x, axis):
 
 
 class CellTerms(NamedTuple):
-    """The loss and the neighbourhood quantities of a fit, with its Voronoi cells held fixed."""
+    """The loss and the neighbourhood quantities of a fit (cells of the aligned atoms)."""
 
     loss: Float[Array, ""]
     distance: Float[Array, " L"]
     gate_gap: Float[Array, "L L"]
+    cell: Array
 
 
-def fixed_cell_terms(atoms_: Atoms, true_atoms: Atoms, cell, exponents: Exponents, gating: str) -> CellTerms:
-    """D(G, G*) with the cells ``cell`` held fixed and the gauge shift in closed form given them.
+def cell_terms(atoms_: Atoms, true_atoms: Atoms, exponents: Exponents, gating: str) -> CellTerms:
+    """D(G, G*) (``losses.lora_voronoi_loss``, gauge-aligned by ``losses.align_gate_shift``), each
+    aligned atom's distance ||(S_i + Q, V_i) - (S*, V*)_cell(i)|| and the gate gaps ||S_i - S_k||.
 
-    Q = -sum_i pi_i (S_i - S*_cell(i)) / sum_i pi_i (softmax gating; none under sigmoid), then
-    D = sum_j |sum_{i in A_j} pi_i - pi*_j| + sum_i pi_i (||S_i + Q - S*_cell(i)||^e + ||V_i - V*_cell(i)||^e)
-    with e = exponents.singleton for singleton cells, exponents.multi otherwise. Equals
-    ``lora_voronoi_loss`` when ``cell`` is the cell assignment of the aligned atoms. Also returns
-    each atom's distance ||(S_i + Q, V_i) - (S*, V*)_cell(i)|| and the gate gaps ||S_i - S_k||.
+    The alignment's cell loop is a ``lax.while_loop``: it has forward-mode derivatives (what
+    ``LevenbergMarquardt`` uses, ``jax.jacfwd``) but no reverse-mode ones.
     """
-    pi, pi_star = mixture_weights(atoms_.c, gating), mixture_weights(true_atoms.c, gating)
-    L_star = true_atoms.c.shape[0]
-    dS = atoms_.S - true_atoms.S[cell]
-    if gating == "softmax":
-        dS = dS - (jnp.einsum("i,ijk->jk", pi, dS) / jnp.sum(pi))[None]
-    dV = atoms_.V - true_atoms.V[cell]
-    size = jax.ops.segment_sum(jnp.ones_like(cell), cell, num_segments=L_star)
-    e = jnp.where(size[cell] == 1, exponents.singleton, exponents.multi)
-    mass = jnp.abs(jax.ops.segment_sum(pi, cell, num_segments=L_star) - pi_star)
-    loss = jnp.sum(mass) + jnp.sum(pi * (_norm_power(dS, e) + _norm_power(dV, e)))
+    aligned = align_gate_shift(atoms_, true_atoms) if gating == "softmax" else atoms_
+    out = lora_voronoi_loss(aligned, true_atoms, gating, exponents, align=False)
+    dS, dV = aligned.S - true_atoms.S[out.cell], aligned.V - true_atoms.V[out.cell]
     flat = jnp.concatenate([dS.reshape(dS.shape[0], -1), dV.reshape(dV.shape[0], -1)], axis=1)
     gap = _safe_norm(atoms_.S[:, None] - atoms_.S[None, :], axis=(-2, -1))
-    return CellTerms(loss, _safe_norm(flat, axis=1), gap)
+    return CellTerms(out.total, _safe_norm(flat, axis=1), gap, out.cell)
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,9 +124,9 @@ def starts(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, 
     * split: the true atoms with the L - L* extra atoms copies of true atom k mod L* (weights
       shared), every raw field but c perturbed by N(0, s1^2);
     * flat: the extra atoms copies of one true atom with its gate fields untouched and the expert
-      fields moved by +u on the parent and -u on its copies, u ~ N(0, s2^2). Vanilla: B_V moved in
-      factor space, so with one copy the start lies exactly on the flat set (identical gates,
-      pi-weighted experts kept); shared: the latents a, b moved (first order only);
+      fields moved by +u on the parent and -u on its copies, u ~ N(0, s2^2). Vanilla with one copy:
+      ``witnesses.split_witness``, exactly on the flat set; shared: the latents a, b moved (first
+      order only; ``solve_witnesses`` adds the fiber-chord starts of ``witnesses``);
     * random: all fields, c included, perturbed by N(0, s2^2).
     """
     L_star = true_params.c.shape[0]
@@ -324,8 +144,18 @@ def starts(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, 
         out.append(type(base)(*[x + s1 * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks[:-1], base[:-1])],
                               base.c))
     heaviest = jnp.argsort(-mixture_weights(true_params.c, estimator.spec.gating))
+    vanilla = isinstance(estimator.parameterization, Vanilla)
     for k in range(config.flat_starts):
         j = heaviest[k % L_star]
+        if vanilla and n_components == L_star + 1:
+            # exactly on the flat set (witnesses.split_witness), sized so that pi_j ||u A_Vj||^e_multi = eps
+            u = jax.random.normal(next(keys), true_params.B_V.shape[1:], true_params.B_V.dtype)
+            A_V = estimator.parameterization.to_compact(true_params).A_V[j]
+            pi_j = mixture_weights(estimator.parameterization.to_compact(true_params).c, estimator.spec.gating)[j]
+            size = _safe_norm(u @ A_V, axis=(0, 1))
+            u = u * jnp.where(size > 0, (eps / pi_j) ** (1 / exponents.multi) / jnp.where(size > 0, size, 1.0), 1.0)
+            out.append(split_witness(estimator, true_params, j, u))
+            continue
         parent = jnp.concatenate([jnp.arange(L_star), jnp.full(n_components - L_star, j)])
         base = _split(estimator, true_params, parent)
         sign = jnp.where(jnp.arange(n_components) == j, 1.0, jnp.where(jnp.asarray(parent) == j, -1.0, 0.0))
@@ -334,20 +164,7 @@ def starts(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, 
         for name, x in zip(base._fields, base):
             if name in _expert_fields(estimator):
                 u = s2 * jax.random.normal(next(ks), x.shape[1:], x.dtype)
-                move = sign.reshape((-1,) + (1,) * (x.ndim - 1)) * u[None]
-                if isinstance(estimator.parameterization, Vanilla):
-                    # In factor space, so the pi-weighted experts are kept exactly: the start is on the flat set,
-                    # sized so that its loss pi_j ||u A_Vj||^e_multi is eps.
-                    R = estimator.parameterization.bound
-                    A_V = R * jnp.tanh(true_params.A_V[j] / R)
-                    R_c = estimator.parameterization.bias_bound
-                    pi_j = mixture_weights(R_c * jnp.tanh(true_params.c / R_c), estimator.spec.gating)[j]
-                    size = _safe_norm(u @ A_V, axis=(0, 1))
-                    u = u * jnp.where(size > 0, (eps / pi_j) ** (1 / exponents.multi) / jnp.where(size > 0, size, 1.0), 1.0)
-                    move = sign.reshape((-1,) + (1,) * (x.ndim - 1)) * u[None]
-                    x = R * jnp.arctanh(jnp.clip(jnp.tanh(x / R) + move / R, -1 + 1e-9, 1 - 1e-9))
-                else:
-                    x = x + move
+                x = x + sign.reshape((-1,) + (1,) * (x.ndim - 1)) * u[None]
             fields.append(x)
         out.append(type(base)(*fields))
     for k in range(config.random_starts):
@@ -388,19 +205,21 @@ def _problem(estimator: Model, true_atoms: Atoms, quad: Quadrature, f_star, unra
     def atoms_of(theta):
         return atoms(estimator, unravel(theta))
 
-    def violations(a, cell, radius):
-        terms = fixed_cell_terms(a, true_atoms, cell, D_LOSS, gating)
+    def violations(a, radius):
+        terms = cell_terms(a, true_atoms, D_LOSS, gating)
         outside = jax.nn.relu(terms.distance - radius)
         if config.kappa is None:
             return terms, outside, jnp.zeros(0, outside.dtype)
-        same = (cell[pairs[0]] == cell[pairs[1]]).astype(outside.dtype)
+        same = (terms.cell[pairs[0]] == terms.cell[pairs[1]]).astype(outside.dtype)
         return terms, outside, same * jax.nn.relu(config.kappa - terms.gate_gap[pairs])
 
     def residual(theta, cell, eps, exps):
+        # ``cell`` is the previous round's cell assignment: the loss reassigns cells itself (on the
+        # aligned atoms), so a round only restarts the solve; rounds end when cells stop changing.
         a = atoms_of(theta)
         f = regression_function(estimator.spec, estimator.base, a, quad.X)
-        loss = fixed_cell_terms(a, true_atoms, cell, exps, gating).loss
-        _, outside, close = violations(a, cell, config.radius)
+        loss = cell_terms(a, true_atoms, exps, gating).loss
+        _, outside, close = violations(a, config.radius)
         return jnp.concatenate([
             (sqrt_w * (f - f_star)).ravel(),
             jnp.sqrt(config.penalty) * ((loss - eps) / eps)[None],
@@ -410,10 +229,10 @@ def _problem(estimator: Model, true_atoms: Atoms, quad: Quadrature, f_star, unra
 
     def evaluate(theta, exps):
         a = atoms_of(theta)
-        out = lora_voronoi_loss(a, true_atoms, gating, exps)
-        _, outside, close = violations(a, out.cell, config.radius)
+        terms, outside, close = violations(a, config.radius)
+        total = cell_terms(a, true_atoms, exps, gating).loss
         l2 = jnp.sqrt(quad.w @ jnp.sum((regression_function(estimator.spec, estimator.base, a, quad.X) - f_star) ** 2, -1))
-        return a, out.total, out.cell, l2, jnp.maximum(jnp.max(outside), jnp.max(close, initial=0.0))
+        return a, total, terms.cell, l2, jnp.maximum(jnp.max(outside), jnp.max(close, initial=0.0))
 
     return residual, evaluate
 
@@ -462,6 +281,26 @@ def _solve(estimator: Model, true_atoms: Atoms, quad: Quadrature, template, thet
     return jax.vmap(jax.vmap(one, in_axes=(0, None)))(thetas0, eps)
 
 
+def _chord_seeds(estimator: Model, true_params, n_components: int, config: BoundConfig) -> np.ndarray:
+    """Flat starts of the shared maps: fiber chords of the heaviest true atoms (``witnesses``),
+    all L - L* extra atoms in one cell; (C, P) flat raw vectors, none for vanilla."""
+    if isinstance(estimator.parameterization, Vanilla) or config.flat_starts == 0:
+        return np.zeros((0,))
+    L_star = true_params.c.shape[0]
+    k = n_components - L_star + 1
+    order = np.argsort(-np.asarray(mixture_weights(true_params.c, estimator.spec.gating)))
+    out = []
+    for m in range(config.flat_starts):
+        j = int(order[m % L_star])
+        points = trace_fiber(estimator, true_params, j, key=jax.random.key(m))
+        chords = chord_starts(estimator, true_params, j, k, points, 1)
+        for theta in chords:
+            lam = np.asarray(jax.nn.softmax(jnp.asarray(theta[-k:])))
+            full = flat_params(estimator, true_params, j, k, theta, lam)
+            out.append(np.asarray(ravel_pytree(full)[0]))
+    return np.stack(out) if out else np.zeros((0,))
+
+
 def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
                     config: BoundConfig, *, quad: Quadrature | None = None) -> Witness:
     """Solve m(eps) for every eps in ``config.epsilons`` from every start: a Witness with axes (E, K + 1).
@@ -484,6 +323,10 @@ def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_compone
     exps_array = Exponents(*(jnp.asarray(x, quad.X.dtype) for x in exps))
     stacked = _all_starts(keys, estimator, true_params, int(n_components), eps, config, exps_array)
     thetas0 = jax.vmap(jax.vmap(lambda p: ravel_pytree(p)[0]))(stacked)
+    seeds = _chord_seeds(estimator, true_params, int(n_components), config)
+    if len(seeds):
+        seeds = jnp.broadcast_to(jnp.asarray(seeds, thetas0.dtype), (thetas0.shape[0],) + seeds.shape)
+        thetas0 = jnp.concatenate([thetas0, seeds], axis=1)
     template = jax.tree.map(lambda x: x[0, 0], stacked)
     first = _solve(estimator, truth.atoms, quad, template, thetas0, eps, exps_array, config)
     # Second pass, one start per target: the best witness of a larger target (least L2 per unit of loss)
@@ -542,6 +385,78 @@ def le_cam_lower_bound(D, l2, n, sigma: float, constant: float, c: float = 1.0) 
     return (1 - c / 2) * modulus_from_witnesses(D, l2, c * sigma / np.sqrt(n)) / (2 * constant)
 
 
+def le_cam_best_c(D, l2, n, sigma: float, constant: float, cs=np.linspace(0.05, 1.95, 39)) -> np.ndarray:
+    """The two-point bound with c chosen per n: max over c of (1 - c / 2) M(c sigma / sqrt(n)) / (2 C).
+
+    Witnesses at the round-off floor (l2 <= L2_FLOOR: exact flat witnesses, f_G1 = f_G0) have TV = 0,
+    so they give D / (2 C) at every n (``le_cam_flat``); the maximum with them is taken too.
+
+    >>> le_cam_best_c([0.4], [1e-3], [1e2], sigma=0.02, constant=1.0).round(4).tolist()
+    [0.15]
+    """
+    n = np.asarray(n, float)
+    best = np.max([le_cam_lower_bound(D, l2, n, sigma, constant, c) for c in cs], axis=0)
+    return np.maximum(best, le_cam_flat(D, l2, constant))
+
+
+def le_cam_flat(D, l2, constant: float) -> float:
+    """Le Cam with TV = 0: the largest D of an exact flat witness (l2 <= L2_FLOOR), over 2 C.
+
+    Two mixing measures with the same f give the same data distribution, so no estimator can do
+    better than D(G1, G0) / (2 C) at any n.
+
+    >>> le_cam_flat([0.1, 0.4], [1e-16, 1e-3], 1.0)
+    0.05
+    """
+    D, l2 = np.asarray(D, float).ravel(), np.asarray(l2, float).ravel()
+    flat = np.isfinite(D) & (l2 <= L2_FLOOR)
+    return float(np.max(D[flat], initial=0.0) / (2 * constant))
+
+
+def vanilla_flat_modulus(pi_star, radius, extra: int = 1) -> np.ndarray:
+    """Vanilla's flat-set M at every eta > 0: (sum of the ``extra`` largest pi*_j) radius^2.
+
+    The split of true atom j into copies with its gate and experts V*_j +- delta, ||delta|| = radius,
+    has f_G = f_G* and D = pi*_j radius^2; one extra atom per split cell. It holds while the copies
+    stay in their cells (radius below half the atoms' separation) and the factors in the compact space.
+
+    >>> vanilla_flat_modulus([0.4, 0.6], [0.5, 1.0]).tolist()
+    [0.15, 0.6]
+    """
+    top = np.sort(np.asarray(pi_star, float))[::-1][: int(extra)].sum()
+    return top * np.asarray(radius, float) ** 2
+
+
+def split_path_triangle(truth: Truth, estimator: Model, radii, loss: str = "D", points: int = 64) -> np.ndarray:
+    """The weak triangle constant along vanilla's split paths, as a function of the radius.
+
+    G0 = G*, G1 the split of the heaviest true atom with expert moves +-delta, ||delta A_V|| = rho
+    (``witnesses.split_witness``), and G the splits at s delta, s in (0, 1] (and G* shifted by
+    -s delta, s in (0, 1]): returns max over the path of D(G1, G0) / (D(G, G0) + D(G, G1)) per rho.
+    """
+    if not isinstance(estimator.parameterization, Vanilla):
+        raise ValueError("split_path_triangle follows vanilla's split; got " + estimator.parameterization.name)
+    exps = loss_exponents(loss)
+    tp = truth_in(estimator, truth)
+    gating = estimator.spec.gating
+    j = int(np.argmax(np.asarray(mixture_weights(truth.atoms.c, gating))))
+    A_V = np.asarray(estimator.parameterization.to_compact(tp).A_V[j])
+    u = A_V.T / np.linalg.norm(A_V)  # B_V move whose expert move has unit norm (r = 1 direction)
+    u = u[:, : tp.B_V.shape[-1]] if u.shape[1] >= tp.B_V.shape[-1] else np.pad(u, ((0, 0), (0, tp.B_V.shape[-1] - u.shape[1])))
+    u = u / max(np.linalg.norm(u @ A_V), 1e-300)
+    out = []
+    for rho in np.atleast_1d(radii):
+        G1 = atoms(estimator, split_witness(estimator, tp, j, rho * u))
+        top = float(lora_voronoi_loss(G1, truth.atoms, gating, exps).total)
+        ratios = []
+        for s_ in np.linspace(-1, 1, points):
+            G = atoms(estimator, split_witness(estimator, tp, j, s_ * rho * u))
+            ratios.append(top / (float(lora_voronoi_loss(G, truth.atoms, gating, exps).total)
+                                 + float(lora_voronoi_loss(G, G1, gating, exps).total)))
+        out.append(max(ratios))
+    return np.array(out)
+
+
 def triangle_ratios(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
                     n_samples: int, scale: float = 0.5) -> Float[Array, " n_samples"]:
     """Ratios D(G1, G0) / (D(G, G0) + D(G, G1)) over random triples near the truth.
@@ -589,7 +504,7 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig) -> list[dict]:
                     on_target=bool(on_target[e, k]), inside=bool(inside[e, k]),
                     neighbourhood_violation=float(w.neighbourhood_violation[e, k]), rel_grad=float(w.rel_grad[e, k]),
                     stop_reason=STOP_REASONS[int(w.stop_reason[e, k])], iterations=int(w.iterations[e, k]),
-                    rounds=int(w.rounds[e, k]), cells_stable=bool(w.cells_stable[e, k]), starts=config.n_starts,
+                    rounds=int(w.rounds[e, k]), cells_stable=bool(w.cells_stable[e, k]), starts=int(D.shape[1]),
                     S=_flat(w.atoms.S[e, k]), V=_flat(w.atoms.V[e, k]), pi=_flat(pi[e, k]), **extra)
 
     rows = []
@@ -607,7 +522,7 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig) -> list[dict]:
         best = np.where(l2 <= eta, D_in, -np.inf)
         if not np.isfinite(best).any():  # no witness that close: only G* itself, D = 0
             rows.append(dict(common, kind="M", eps=np.nan, eta=float(eta), value=0.0, D=0.0, l2=0.0,
-                             starts=config.n_starts, starts_agree=0, inside=True, on_target=False))
+                             starts=int(D.shape[1]), starts_agree=0, inside=True, on_target=False))
             continue
         e, k = np.unravel_index(int(np.argmax(best)), best.shape)
         agree = int(np.sum(best >= best[e, k] * (1 - config.agree_rtol)))
