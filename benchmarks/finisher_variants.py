@@ -12,7 +12,7 @@ data are fitted from the same starts by each variant of the configs' finisher:
 Printed per (estimator, n, variant): mean and largest iterations, the share of fits at the
 iteration cap, the certified share, mean D with its Monte Carlo standard error, the largest
 paired |D - D_rule| / D_rule, the mean paired risk difference to ``rule`` in units of
-sigma^2 / n, and the seconds (compile included). Per-fit rows go to ``--out``.
+sigma^2 / n, and the seconds (compile included). Per-fit rows go to ``--out``, appended cell by cell as they finish.
 
     python benchmarks/finisher_variants.py --sizes 1000 10000 --replicates 8
     python benchmarks/finisher_variants.py --sizes 100000 --replicates 2 --variants rule gradient
@@ -38,7 +38,7 @@ VARIANTS = {
 }
 
 
-def fits(config: str, sizes, replicates: int, variants) -> pd.DataFrame:
+def fits(config: str, sizes, replicates: int, variants, out: Path) -> pd.DataFrame:
     import moe_lora as ml
 
     exp = ml.load_experiment(config)
@@ -62,6 +62,8 @@ def fits(config: str, sizes, replicates: int, variants) -> pd.DataFrame:
                                      stop=ml.STOP_REASONS[int(rec.stop_reason[k])], certified=bool(rec.certified[k]),
                                      seconds=seconds / replicates, sigma=exp.sigma, max_iter=cfg.finisher.max_iter))
                 print(f"{est:8s} n={n:>7d} {variant:9s} {seconds:7.1f} s", flush=True)
+                # Every finished cell is on disk at once: an interrupted run keeps what it computed.
+                pd.DataFrame(rows[-replicates:]).to_csv(out, mode="a", header=not out.exists(), index=False)
     return pd.DataFrame(rows)
 
 
@@ -82,9 +84,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def main(configs, sizes, replicates: int, variants, out: Path) -> pd.DataFrame:
     jax.config.update("jax_enable_x64", True)
-    table = pd.concat([fits(c, sizes, replicates, variants) for c in configs], ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    out.unlink(missing_ok=True)
+    table = pd.concat([fits(c, sizes, replicates, variants, out) for c in configs], ignore_index=True)
     s = summary(table)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(s.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
