@@ -21,18 +21,22 @@ depend on which other truths a config has.
 from __future__ import annotations
 
 import dataclasses
+import time
 import zlib
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import numpy as np
+import pandas as pd
 from jaxtyping import PRNGKeyArray
 
-from .config import ESTIMATORS, Config, ConfigError, read_toml
+from . import kinds
+from .config import ESTIMATORS, Config, ConfigError
 from .fit import FitConfig
 from .parameterization import Model, Vanilla, linear, make_model, nonlinear
-from .table import KEY_COLUMNS
-from .truth import Truth, draw_truth, merging_truth, sample_inputs, truth_summary
+from .simulate import TRACE_COUNT, simulate_replicates
+from .table import KEY_COLUMNS, record_rows
+from .truth import Design, Truth, draw_truth, merging_truth, sample_inputs, truth_summary
 
 #: The key of the sample that reports a family member's gate strength (``make_truth``).
 _FAMILY_GATE_KEY = 0
@@ -102,8 +106,60 @@ class Unit(ReplicateBlock):
 
 
 @dataclasses.dataclass(frozen=True)
+class SweepContext:
+    """What every unit of a sweep shares (``moe_lora.kinds.UnitContext``): the truths, the
+    estimators, the held-out inputs, and the settings of the fits; no ``Experiment``.
+
+    ``compute(unit)`` fits one unit in this process; its rows depend only on the config and the
+    unit (replicate keys are fixed, ``moe_lora.simulate.replicate_keys``).
+    """
+
+    name: str
+    truths: dict
+    models: dict
+    X_eval: object
+    sim_keys: dict
+    fit_configs: dict
+    components: int
+    sigma: float
+    design: Design
+    replicates_per_batch: int
+
+    def with_models(self, models: dict) -> SweepContext:
+        """The same context with other estimators (``moe_lora.runs.run_estimator``)."""
+        return dataclasses.replace(self, models=models)
+
+    def compute(self, unit: Unit) -> tuple[pd.DataFrame, float, bool]:
+        """Fit one unit: (its table rows, wall seconds, whether it compiled)."""
+        traces = sum(TRACE_COUNT.values())
+        t0 = time.perf_counter()
+        rec = simulate_replicates(
+            self.sim_keys[unit.truth], self.truths[unit.truth], self.models[unit.estimator], unit.n, sigma=self.sigma,
+            replicates=np.arange(unit.start, unit.stop), config=self.fit_configs[unit.extra], X_eval=self.X_eval,
+            design=self.design, batch=self.replicates_per_batch,
+        )
+        rec = jax.block_until_ready(rec)
+        seconds = time.perf_counter() - t0
+        return self.rows(unit, rec), seconds, sum(TRACE_COUNT.values()) > traces
+
+    def rows(self, unit: Unit, record) -> pd.DataFrame:
+        """The table rows of a unit's ``Record``."""
+        truth = self.truths[unit.truth]
+        identifiers = {
+            "experiment": self.name, "truth": str(unit.truth), "through": unit.truth.through, "delta": unit.truth.delta,
+            "estimator": unit.estimator, "extra": unit.extra, "L": self.components + unit.extra,
+            "L_star": self.components, "n": unit.n, "sigma": self.sigma,
+            "truth_separation": float(truth.separation), "truth_gate_strength": float(truth.gate_strength),
+            "truth_expert_separation": float(truth.expert_separation),
+        }
+        return record_rows(record, identifiers, unit.replicates)
+
+
+@kinds.register
+@dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A sample-size sweep: a ``Config`` and what follows from it.
+    """A sample-size sweep: a ``Config`` and what follows from it; the ``sweep`` experiment kind
+    (``moe_lora.kinds.ExperimentKind``).
 
     Build it with ``load_experiment(path)``, ``Experiment.from_dict(d)`` or ``Experiment(config)``.
     """
@@ -115,28 +171,60 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, raw: dict, name: str = "experiment") -> Experiment:
-        return cls(Config.from_dict(raw, name=name))
+        if raw.get("kind", cls.kind) != cls.kind:
+            raise ConfigError(f"kind: expected {cls.kind!r} for a sweep, got {raw['kind']!r}")
+        return cls(Config.from_dict({k: v for k, v in raw.items() if k != "kind"}, name=name))
 
     def units(self) -> list[Unit]:
         """All units, in the fixed order shards are cut from (small n first)."""
-        step = self.chunk
-        return [Unit(truth, est, extra, n, start, min(start + step, self.replicates))
-                for n in self.sizes for truth, est in self.pairs() for extra in self.settings
-                for start in range(0, self.replicates, step)]
+        step, total = self.config.replicates_per_unit, self.replicates
+        return [Unit(truth, est, extra, n, start, min(start + step, total))
+                for n in self.sizes for truth, est in self.pairs() for extra in self.extra_components
+                for start in range(0, total, step)]
+
+    def estimator_units(self, truth: TruthLabel, estimator: str, extra: int, sizes=None) -> list[Unit]:
+        """The units of one (truth, estimator, setting) at ``sizes`` (default: the config's), as ``units``
+        cuts them (``moe_lora.runs.run_estimator`` fits an estimator the config cannot name)."""
+        step, total = self.config.replicates_per_unit, self.replicates
+        return [Unit(truth, estimator, extra, int(n), start, min(start + step, total))
+                for n in (self.sizes if sizes is None else sizes) for start in range(0, total, step)]
 
     def truth_summaries(self, truths: dict) -> dict:
         """Truth label -> ``truth_summary`` (for the manifest and the Ray workers' check)."""
         return {str(label): truth_summary(t) for label, t in truths.items()}
 
-    def context(self, truths: dict | None = None):
-        """What every unit shares (``moe_lora.runs.local.UnitContext``)."""
-        from .runs.local import UnitContext
-
-        return UnitContext.of(self, truths)
+    def context(self, truths: dict | None = None) -> SweepContext:
+        """What every unit shares: the truths (drawn unless given), estimators, held-out inputs, keys."""
+        truths = self.draw_truths() if truths is None else truths
+        return SweepContext(
+            name=self.name, truths=truths, models={name: self.model(name) for name in self.estimators},
+            X_eval=self.x_eval(), sim_keys={label: self.sim_key(label) for label in truths},
+            fit_configs={extra: self.fit_config(extra) for extra in self.extra_components},
+            components=self.components, sigma=self.sigma, design=self.design,
+            replicates_per_batch=self.config.execution.replicates_per_batch)
 
     def describe(self) -> str:
+        blocks = -(-self.replicates // self.config.replicates_per_unit)
         return (f"{len(self.units())} units ({len(self.sizes)} sizes x {len(self.pairs())} truth-estimator pairs "
-                f"x {len(self.settings)} settings x {-(-self.replicates // self.chunk)} replicate blocks)")
+                f"x {len(self.extra_components)} settings x {blocks} replicate blocks)")
+
+    def summaries(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """``rates.csv``: the slope table, with the fit range and bootstrap of ``[rates]``."""
+        from .rates import slope_table
+
+        return {"rates.csv": slope_table(df, **self.config.rates.slope_kwargs(), seed=self.seed)}
+
+    def format_summaries(self, summaries: dict[str, pd.DataFrame]) -> str:
+        """The slope table as ``moe-lora rates`` prints it."""
+        from .rates import format_slope_table
+
+        return format_slope_table(summaries["rates.csv"], level=self.config.rates.level)
+
+    def figures(self, df: pd.DataFrame, summaries: dict[str, pd.DataFrame]) -> dict:
+        """Figure stem -> Figure: every figure of ``moe_lora.figures.run_figures``."""
+        from .figures import run_figures
+
+        return run_figures(df, slopes=summaries["rates.csv"])
 
     # Shorthands for what every caller reads.
     name = property(lambda self: self.config.name)
@@ -148,9 +236,10 @@ class Experiment:
     replicates = property(lambda self: self.config.data.replicates)
     sigma = property(lambda self: float(self.config.data.sigma))
     design = property(lambda self: self.config.data.input_design)
-    settings = property(lambda self: self.config.fit.extra_components)
-    chunk = property(lambda self: self.config.replicates_per_unit)
-    batch = property(lambda self: self.config.execution.replicates_per_batch)
+    #: The settings L - L* (``fit.extra_components``).
+    extra_components = property(lambda self: self.config.fit.extra_components)
+    #: Deprecated name of ``extra_components``, kept while ``runs/bound.py`` and benchmarks/ read it.
+    settings = extra_components
 
     @property
     def deltas(self) -> tuple[float, ...] | None:
@@ -215,29 +304,6 @@ class Experiment:
         return [(lab, e) for lab in self.truth_labels() for e in self.estimators if e in ("vanilla", lab.through)]
 
 
-#: Experiment kinds: the top-level ``kind`` key of a config (default ``"sweep"``).
-KINDS = ("sweep", "attention_head")
-
-
-def experiment_from_dict(raw: dict, name: str = "experiment"):
-    """The experiment a config dict describes: an ``Experiment`` (``kind = "sweep"``, the default)
-    or a ``moe_lora.head_study.HeadStudy`` (``kind = "attention_head"``)."""
-    kind = raw.get("kind", "sweep")
-    if kind not in KINDS:
-        raise ConfigError(f"kind: unknown experiment kind {kind!r}; expected one of {list(KINDS)}")
-    if kind == "attention_head":
-        from .head_study import HeadStudy
-
-        return HeadStudy.from_dict(raw, name=name)
-    return Experiment.from_dict({k: v for k, v in raw.items() if k != "kind"}, name=name)
-
-
-def load_experiment(path: str | Path):
-    """Read and check a TOML config into its experiment (``experiment_from_dict``); errors name the
-    file and the key."""
-    path = Path(path)
-    raw = read_toml(path)
-    try:
-        return experiment_from_dict(raw, name=path.stem)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+# Kept for the callers of the module's old home of the loader (``moe_lora.load_experiment``).
+experiment_from_dict = kinds.experiment_from_dict
+load_experiment = kinds.load_experiment

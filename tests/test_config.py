@@ -37,10 +37,10 @@ _DELETE = object()
 
 def test_base_config_resolves_with_defaults():
     exp = Experiment.from_dict(BASE)
-    assert exp.sizes == (60, 120) and exp.config.truth.through == ("tanh",) and exp.settings == (1,)
+    assert exp.sizes == (60, 120) and exp.config.truth.through == ("tanh",) and exp.extra_components == (1,)
     assert exp.pairs() == [(TruthLabel("tanh"), "vanilla"), (TruthLabel("tanh"), "tanh")]
     assert exp.config.fit.damping == "marquardt" and exp.config.model.gating == "softmax"
-    assert exp.fit_config(1).n_components == 3 and exp.chunk == 1 and exp.batch == 1
+    assert exp.fit_config(1).n_components == 3 and exp.config.replicates_per_unit == 1 and exp.config.execution.replicates_per_batch == 1
     # A resolved config (as stored in a manifest) reads back to the same experiment.
     assert Config.from_dict(exp.config.to_dict()) == exp.config
     assert Config.from_dict(exp.config.to_dict()).to_dict() == exp.config.to_dict()
@@ -52,7 +52,7 @@ def test_old_key_names_are_read_with_a_warning():
     old["fit"] = dict(old["fit"], replicate_batch=2, chunk_rows=512)
     with pytest.warns(FutureWarning, match=r"data\.chunk -> execution\.replicates_per_unit.*fit\.chunk_rows -> fit\.rows_per_chunk"):
         exp = Experiment.from_dict(old)
-    assert exp.chunk == 1 and exp.batch == 2 and exp.config.fit.rows_per_chunk == 512
+    assert exp.config.replicates_per_unit == 1 and exp.config.execution.replicates_per_batch == 2 and exp.config.fit.rows_per_chunk == 512
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Experiment.from_dict(BASE)  # the new names warn about nothing

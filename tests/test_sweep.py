@@ -156,8 +156,8 @@ def test_load_results_merges_partial_runs(reference, tmp_path, capsys):
 def test_progress_reports_units_rate_and_time_left():
     import io
 
+    from moe_lora.experiment import Unit
     from moe_lora.runs.local import UnitResult, run_units
-    from moe_lora.runs.plan import Unit
 
     todo = [Unit("t", "vanilla", 0, n, 0, 2) for n in (100, 300)]
     stream = io.StringIO()

@@ -1,10 +1,12 @@
-"""Computing units: the shared inputs of a sweep, one unit's fit, and the one run loop.
+"""Computing units, shards of them, and the one run loop, for an experiment of any kind.
 
-``compute_unit`` fits one unit in this process; its rows depend only on the config and the unit
-(replicate keys are fixed, ``moe_lora.simulate``), never on the process or on what it computed
-before. ``run_units`` is the only loop over units: it consumes the results of a backend (this
-process, ``compute_locally``; Ray, ``moe_lora.runs.ray``), shows one progress line (tqdm) and
-hands each result to its caller. Three callers use it:
+The run layer knows an experiment only through ``moe_lora.kinds.ExperimentKind``, and below the
+entry points (``run_frame``, ``run_sweep``) only through what it needs: a list of units, a
+context (``context.compute(unit)`` fits one unit in this process) and the key columns of the
+table. ``compute_unit`` fits one unit; its rows depend only on the config and the unit, never on
+the process or on what it computed before. ``run_units`` is the only loop over units: it
+consumes the results of a backend (this process, ``compute_locally``; Ray, ``moe_lora.runs.ray``),
+shows one progress line (tqdm) and hands each result to its caller. Three callers use it:
 
 * ``run_frame``: every unit in memory, the table returned, nothing written (notebooks);
 * ``run_sweep``: the units of a shard without a result file, each stored atomically in the run
@@ -21,20 +23,17 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import ConfigError, with_values
-from ..experiment import Experiment, TruthLabel
+from ..kinds import ExperimentKind, UnitContext, experiment_from_dict, manifest_entries
 from ..parameterization import Model
-from ..simulate import TRACE_COUNT, simulate_replicates
-from ..table import record_rows, sort_rows
+from ..table import sort_rows
 from . import store
-from .plan import Unit, shard_units, units
 
 
 def require_float64(what: str) -> None:
@@ -44,52 +43,32 @@ def require_float64(what: str) -> None:
                          "(the moe-lora command does)")
 
 
-@dataclasses.dataclass(frozen=True)
-class UnitContext:
-    """What every unit of one experiment shares: the truths, the estimators and the eval inputs."""
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/k"`` -> (i, k) with 0 <= i < k.
 
-    exp: Experiment
-    truths: dict
-    models: dict
-    X_eval: object
-
-    @classmethod
-    def of(cls, exp: Experiment, truths: dict | None = None) -> UnitContext:
-        truths = exp.draw_truths() if truths is None else truths
-        return cls(exp, truths, {name: exp.model(name) for name in exp.estimators}, exp.x_eval())
-
-    def compute(self, unit: Unit) -> tuple[pd.DataFrame, float, bool]:
-        """Fit one unit: (its table rows, wall seconds, whether it compiled)."""
-        exp = self.exp
-        traces = sum(TRACE_COUNT.values())
-        t0 = time.perf_counter()
-        rec = simulate_replicates(
-            exp.sim_key(unit.truth), self.truths[unit.truth], self.models[unit.estimator], unit.n, sigma=exp.sigma,
-            replicates=np.arange(unit.start, unit.stop), config=exp.fit_config(unit.extra), X_eval=self.X_eval,
-            design=exp.design, batch=exp.batch,
-        )
-        rec = jax.block_until_ready(rec)
-        seconds = time.perf_counter() - t0
-        return unit_rows(self, unit, rec), seconds, sum(TRACE_COUNT.values()) > traces
+    >>> parse_shard("1/4")
+    (1, 4)
+    """
+    try:
+        i, k = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard: expected i/k with integers 0 <= i < k, got {text!r}") from None
+    if not 0 <= i < k:
+        raise ValueError(f"--shard: expected i/k with 0 <= i < k, got {text!r}")
+    return i, k
 
 
-def unit_rows(context: UnitContext, unit: Unit, record) -> pd.DataFrame:
-    """The table rows of a unit's ``Record``."""
-    exp, truth = context.exp, context.truths[unit.truth]
-    identifiers = {
-        "experiment": exp.name, "truth": str(unit.truth), "through": unit.truth.through, "delta": unit.truth.delta,
-        "estimator": unit.estimator, "extra": unit.extra, "L": exp.components + unit.extra, "L_star": exp.components,
-        "n": unit.n, "sigma": exp.sigma, "truth_separation": float(truth.separation),
-        "truth_gate_strength": float(truth.gate_strength), "truth_expert_separation": float(truth.expert_separation),
-    }
-    return record_rows(record, identifiers, unit.replicates)
+def shard_units(all_units: list, shard: tuple[int, int]) -> list:
+    """Units i, i + k, i + 2k, ... of ``all_units`` (an experiment's fixed order) for ``shard = (i, k)``."""
+    i, k = shard
+    return all_units[i::k]
 
 
-def compute_unit(context, unit) -> tuple[pd.DataFrame, float, bool]:
+def compute_unit(context: UnitContext, unit) -> tuple[pd.DataFrame, float, bool]:
     """Compute one unit in this process: (its table rows, wall seconds, whether it compiled).
 
-    ``context`` is the experiment's (``exp.context()``): a sweep's ``UnitContext`` or another
-    kind's; the rows depend only on the config and the unit.
+    ``context`` is the experiment's (``exp.context()``, any kind); the rows depend only on the
+    config and the unit.
     """
     return context.compute(unit)
 
@@ -101,13 +80,13 @@ class UnitResult(NamedTuple):
     ``timings.jsonl`` record; ``error`` is set, and the others are None, when the unit failed.
     """
 
-    unit: Unit
+    unit: Any
     frame: pd.DataFrame | None
     timing: dict | None
     error: str | None = None
 
 
-def compute_locally(context: UnitContext, todo: Iterable[Unit], compute: Callable = compute_unit) -> Iterator[UnitResult]:
+def compute_locally(context: UnitContext, todo: Iterable, compute: Callable = compute_unit) -> Iterator[UnitResult]:
     """The local backend: compute the units one after another in this process."""
     for u in todo:
         cpu = time.process_time()
@@ -117,7 +96,7 @@ def compute_locally(context: UnitContext, todo: Iterable[Unit], compute: Callabl
         yield UnitResult(u, frame, timing)
 
 
-def run_units(results: Iterable[UnitResult], todo: list[Unit], total: int, *, on_result: Callable[[UnitResult], None],
+def run_units(results: Iterable[UnitResult], todo: list, total: int, *, on_result: Callable[[UnitResult], None],
               progress: bool = True, stream=None) -> None:
     """The run loop: hand every result of a backend to ``on_result``, with a progress line.
 
@@ -152,7 +131,7 @@ def run_units(results: Iterable[UnitResult], todo: list[Unit], total: int, *, on
         bar.close()
 
 
-def run_frame(exp, *, progress: bool = True, stream=None) -> pd.DataFrame:
+def run_frame(exp: ExperimentKind, *, progress: bool = True, stream=None) -> pd.DataFrame:
     """Run every unit of ``exp`` (any kind) in this process and return the results table; writes no files.
 
     For notebooks and small explorations: the table is the one ``run_sweep`` writes to
@@ -161,6 +140,7 @@ def run_frame(exp, *, progress: bool = True, stream=None) -> pd.DataFrame:
 
     Example:
         >>> import jax; jax.config.update("jax_enable_x64", True)
+        >>> from moe_lora.experiment import Experiment
         >>> exp = Experiment.from_dict({"model": {"d": 2, "d_out": 1, "r": 1, "gate_scale": 3.0},
         ...     "data": {"sigma": 0.02, "sizes": [200], "replicates": 2}, "fit": {"extra_components": [0]}, "estimators": ["tanh"]})
         >>> df = run_frame(exp, progress=False)
@@ -168,7 +148,7 @@ def run_frame(exp, *, progress: bool = True, stream=None) -> pd.DataFrame:
         (2, ['tanh'])
     """
     require_float64("run_frame")
-    todo = units(exp)
+    todo = exp.units()
     frames = []
     run_units(compute_locally(exp.context(), todo), todo, len(todo), on_result=lambda r: frames.append(r.frame),
               progress=progress, stream=stream)
@@ -187,21 +167,22 @@ class RunSummary:
     failed: list[dict] = dataclasses.field(default_factory=list)
 
 
-def finish(exp, out: Path, mine: list, todo: list, t_start: float,
+def finish(out: Path, all_units: list, key_columns, mine: list, todo: list, t_start: float,
            failed: list[dict] | None = None) -> RunSummary:
-    """Merge when every unit is present, and summarise the run."""
-    missing = store.missing_units(exp, out)
-    results = None if missing else store.write_results(exp, out)
+    """Merge when every unit of ``all_units`` is present, and summarise the run."""
+    missing = store.missing_units(all_units, out)
+    results = None if missing else store.write_results(all_units, key_columns, out)
     failed = failed or []
     return RunSummary(len(todo) - len(failed), len(mine) - len(todo), [u.id for u in missing],
                       time.perf_counter() - t_start, results, failed)
 
 
-def run_sweep(exp, out: str | Path, *, shard: tuple[int, int] = (0, 1), progress: bool = True,
+def run_sweep(exp: ExperimentKind, out: str | Path, *, shard: tuple[int, int] = (0, 1), progress: bool = True,
               stream=None) -> RunSummary:
     """Compute the units of ``shard`` that have no result file in ``out``; merge when all are present.
 
-    ``exp`` is any experiment kind (a sweep, an attention-head study).
+    ``exp`` is any experiment kind (a sweep, an attention-head study); it is read here only,
+    for its manifest, units, context and key columns.
 
     Units are independent and written atomically: stop the run at any time and start it again
     with the same arguments to resume. ``out/timings.jsonl`` gets one line per computed unit
@@ -212,8 +193,9 @@ def run_sweep(exp, out: str | Path, *, shard: tuple[int, int] = (0, 1), progress
     out = Path(out)
     t_start = time.perf_counter()
     truths = exp.draw_truths()
-    store.write_or_check_manifest(out, exp, truths)
-    mine = shard_units(units(exp), shard)
+    all_units = exp.units()
+    store.write_or_check(out, store.manifest(manifest_entries(exp, truths)))
+    mine = shard_units(all_units, shard)
     todo = [u for u in mine if not store.unit_path(out, u).exists()]
 
     def keep(result: UnitResult) -> None:
@@ -222,7 +204,7 @@ def run_sweep(exp, out: str | Path, *, shard: tuple[int, int] = (0, 1), progress
 
     run_units(compute_locally(exp.context(truths), todo), todo, len(mine), on_result=keep,
               progress=progress, stream=stream)
-    return finish(exp, out, mine, todo, t_start)
+    return finish(out, all_units, exp.key_columns, mine, todo, t_start)
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,7 +235,7 @@ def run_variants(config: dict, key: str, values, *, progress: bool = True, strea
     frames = []
     for v in values:
         try:
-            exp = Experiment.from_dict(with_values(config, {key: v}), name=str(config.get("name") or "variant"))
+            exp = experiment_from_dict(with_values(config, {key: v}), name=str(config.get("name") or "variant"))
             df = run_frame(exp, progress=progress, stream=stream)
         except ConfigError as e:  # a bad value, or a truth the value makes impossible to draw
             raise ConfigError(f"{key} = {v!r}: {e}") from None
@@ -264,7 +246,7 @@ def run_variants(config: dict, key: str, values, *, progress: bool = True, strea
     return out
 
 
-def run_estimator(exp: Experiment, model: Model, label: str, *, extra: int, truth=None, sizes=None) -> pd.DataFrame:
+def run_estimator(exp, model: Model, label: str, *, extra: int, truth=None, sizes=None) -> pd.DataFrame:
     """Fit an estimator the config cannot name (other bounds, maps, ...) to the experiment's data.
 
     The rows are those ``run_frame(exp)`` would give an estimator called ``label``: the same
@@ -273,7 +255,7 @@ def run_estimator(exp: Experiment, model: Model, label: str, *, extra: int, trut
     rows exactly.
 
     Args:
-        exp: the experiment whose truths, data and fit settings are used.
+        exp: the sweep (``moe_lora.experiment.Experiment``) whose truths, data and fit settings are used.
         model: the estimator (``moe_lora.make_model``); its spec must be the experiment's.
         label: its name in the ``estimator`` column.
         extra: the setting, L - L*.
@@ -283,7 +265,7 @@ def run_estimator(exp: Experiment, model: Model, label: str, *, extra: int, trut
     Example:
         >>> import jax; jax.config.update("jax_enable_x64", True)
         >>> import moe_lora as ml
-        >>> exp = Experiment.from_dict({"model": {"d": 2, "gate_scale": 3.0}, "estimators": ["tanh"],
+        >>> exp = ml.Experiment.from_dict({"model": {"d": 2, "gate_scale": 3.0}, "estimators": ["tanh"],
         ...     "data": {"sigma": 0.02, "sizes": [200], "replicates": 2}})
         >>> wide = ml.make_model(exp.spec, ml.Vanilla(bound=50.0))
         >>> run_estimator(exp, wide, "vanilla R=50", extra=0)[["estimator", "n"]].values.tolist()
@@ -291,14 +273,15 @@ def run_estimator(exp: Experiment, model: Model, label: str, *, extra: int, trut
     """
     if model.spec != exp.spec:
         raise ValueError(f"The estimator's spec {model.spec} differs from the experiment's {exp.spec}")
-    if extra not in exp.settings:
-        raise ValueError(f"extra={extra!r} is not a setting of the experiment; expected one of {exp.settings}")
+    if extra not in exp.extra_components:
+        raise ValueError(f"extra={extra!r} is not a setting of the experiment; expected one of {exp.extra_components}")
     truths = exp.draw_truths()
-    truth = next(iter(truths)) if truth is None else TruthLabel.parse(truth)
-    if truth not in truths:
-        raise ValueError(f"Unknown truth {str(truth)!r}; expected one of {[str(t) for t in truths]}")
+    labels = {str(t): t for t in truths}
+    name = str(next(iter(truths)) if truth is None else truth)
+    if name not in labels:
+        raise ValueError(f"Unknown truth {name!r}; expected one of {list(labels)}")
+    truth = labels[name]
     # The experiment's own unit computation, with ``model`` standing in under the name ``label``.
-    context = UnitContext(exp, truths, {label: model}, exp.x_eval())
-    frames = [compute_unit(context, Unit(truth, label, extra, int(n), start, min(start + exp.chunk, exp.replicates)))[0]
-              for n in (exp.sizes if sizes is None else sizes) for start in range(0, exp.replicates, exp.chunk)]
-    return sort_rows(pd.concat(frames, ignore_index=True))
+    context = exp.context(truths).with_models({label: model})
+    frames = [compute_unit(context, u)[0] for u in exp.estimator_units(truth, label, extra, sizes)]
+    return sort_rows(pd.concat(frames, ignore_index=True), exp.key_columns)

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import jax
 
-from ..experiment import experiment_from_dict
+from ..kinds import experiment_from_dict, manifest_entries
 from . import store
-from .local import RunSummary, UnitResult, compute_unit, finish, require_float64, run_units
-from .plan import shard_units, units
+from .local import RunSummary, UnitResult, compute_unit, finish, require_float64, run_units, shard_units
 
 #: Environment of the Ray workers: float64 from the process's first JAX call on.
 WORKER_ENV = {"JAX_ENABLE_X64": "1"}
@@ -109,17 +108,17 @@ def _error_text(err) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
-def compute_with_ray(ray, exp, out: Path, truths: dict, todo: list, *, retries: int,
+def compute_with_ray(ray, raw: dict, name: str, expected: str, out: Path, todo: list, *, retries: int,
                      compute: Callable) -> Iterator[UnitResult]:
     """The Ray backend: one task per unit of ``todo``, results as the tasks finish.
 
-    A unit whose task failed ``retries + 1`` times comes back with its ``error`` set.
+    Each task rebuilds the experiment from its resolved config ``raw`` and ``name`` (through the
+    registry of kinds) and checks its truths against the driver's ``expected`` fingerprint. A
+    unit whose task failed ``retries + 1`` times comes back with its ``error`` set.
     """
     task = ray.remote(unit_task).options(
         max_retries=retries, retry_exceptions=True, num_cpus=1, runtime_env={"env_vars": WORKER_ENV})
-    expected = fingerprint(exp, truths)
-    raw = exp.config.to_dict()
-    refs = {task.remote(raw, exp.name, expected, u, str(out), compute): u for u in todo}
+    refs = {task.remote(raw, name, expected, u, str(out), compute): u for u in todo}
     pending = list(refs)
     try:
         while pending:
@@ -176,7 +175,8 @@ def run_sweep_ray(
     stream = stream or sys.stderr
     out = Path(out).resolve()
     t_start = time.perf_counter()
-    mine = shard_units(units(exp), shard)
+    all_units = exp.units()
+    mine = shard_units(all_units, shard)
     todo = [u for u in mine if not store.unit_path(out, u).exists()]
     failed: list[dict] = []
 
@@ -193,11 +193,12 @@ def run_sweep_ray(
         ray.init(address=address, include_dashboard=False, **({} if num_cpus is None else {"num_cpus": num_cpus}))
     try:
         truths = exp.draw_truths()
-        store.write_or_check_manifest(out, exp, truths)
+        store.write_or_check(out, store.manifest(manifest_entries(exp, truths)))
         if todo:
-            results = compute_with_ray(ray, exp, out, truths, todo, retries=retries, compute=compute)
+            results = compute_with_ray(ray, exp.config.to_dict(), exp.name, fingerprint(exp, truths), out, todo,
+                                       retries=retries, compute=compute)
             run_units(results, todo, len(mine), on_result=keep, progress=progress, stream=stream)
     finally:
         if started:
             ray.shutdown()
-    return finish(exp, out, mine, todo, t_start, failed)
+    return finish(out, all_units, exp.key_columns, mine, todo, t_start, failed)
