@@ -1,112 +1,100 @@
-"""LoRA against RepLoRA on a full attention head: the data-efficiency headline and its variations.
+"""Run an attention-head study config in this process, unit by unit (resumable), and summarise it.
 
-    python benchmarks/head_measure.py                 # full: 4 variations x 2 students x 8 sizes x 16 seeds
-    python benchmarks/head_measure.py --quick         # headline only, n = 4, 16, 64, 4 seeds (< 3 min on 2 cores)
-    python benchmarks/head_measure.py --variations headline sigmoid --seeds 16
+    python benchmarks/head_measure.py simulations/attention_head.toml
+    python benchmarks/head_measure.py simulations/attention_head_coupled.toml --slopes-min-n 64
+    python benchmarks/head_measure.py simulations/attention_head.toml --summary-only
 
-Each (variation, student, n) unit is ``moe_lora.head.head_unit`` on a block of seeds (one
-compilation each); its wall time is printed. The rows of every variation go to
-``figures/data/<name>/<variation>.parquet`` as soon as the variation is done, the data-efficiency
-fractions and improvements to ``data_efficiency.parquet`` and ``improvement.parquet`` there, and
-the figure to ``figures/<name>_data_efficiency.{png,pdf}`` (unless ``--no-figure``). The name is
-``attention_head`` (``attention_head_quick`` with ``--quick``).
+The units are those of ``moe-lora run`` (``moe_lora.head_study``; the same keys, so the same
+rows). Each unit's rows go to ``<work>/<name>/<unit id>.parquet`` (``--work``, default
+``/tmp/head_units``) as soon as it is done, with its wall time; a unit whose file exists is not
+recomputed. Once all are there: ``figures/data/<name>/results.parquet`` (the table), and there
+``data_efficiency.csv`` (n_ratio from fitted power laws with bootstrap intervals, and the earlier
+crossing fraction), ``improvement.csv`` (per n: means, medians, paired per-seed log-ratios,
+wins, underfit counts), ``slopes.csv`` (log-log slopes of the median error on the declared
+range, bootstrap intervals), ``underfit.csv`` (fits flagged: training loss > 1.5 x the
+teacher's), and the figures ``figures/<name>_data_efficiency.{png,pdf}`` and
+``figures/<name>_rates.{png,pdf}``. The statistic (median over seeds) and the fit ranges are the
+arguments' defaults, fixed before the runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 import jax
 import pandas as pd
 
-from moe_lora.head import STUDENTS, HeadConfig, data_efficiency, head_unit, improvement, parameter_counts
-
-HEADLINE = HeadConfig()
-VARIATIONS = {
-    "headline": HEADLINE,
-    "overspecified": dataclasses.replace(HEADLINE, rank=4),
-    "reparameterized_truth": dataclasses.replace(HEADLINE, truth="reparameterized"),
-    "sigmoid": dataclasses.replace(HEADLINE, gating="sigmoid"),
-}
-FULL_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
-QUICK_SIZES = (4, 16, 64)
+from moe_lora.experiment import load_experiment
+from moe_lora.head import FIT_MIN_N, data_efficiency, improvement, rate_slopes
 
 
-def run_variation(key, name: str, config: HeadConfig, sizes, seeds) -> pd.DataFrame:
-    """Every (student, n) unit of one variation, in order; prints each unit's wall time."""
+def run_units(study, work: Path) -> pd.DataFrame:
+    """Every unit of the study, computed unless its file exists; prints each unit's wall time."""
+    work.mkdir(parents=True, exist_ok=True)
+    context = study.context()
     parts = []
-    for student in STUDENTS:
-        for n in sizes:
-            t0 = time.perf_counter()
-            rows = head_unit(key, config, student, n, seeds, variation=name)
-            print(
-                f"  {name:22s} {student:8s} n={n:4d}  {time.perf_counter() - t0:6.1f}s  "
-                f"mean function_error {rows['function_error'].mean():.4f}",
-                flush=True,
-            )
-            parts.append(rows)
+    for unit in study.units():
+        path = work / f"{unit.id}.parquet"
+        if not path.exists():
+            rows, wall, compiled = context.compute(unit)
+            rows["wall_s"] = wall
+            rows.to_parquet(path)
+            print(f"  {unit.id:50s} {wall:6.1f}s  median function_error {rows['function_error'].median():.4f}  "
+                  f"underfit {int(rows['underfit'].sum())}/{len(rows)}", flush=True)
+        parts.append(pd.read_parquet(path))
     return pd.concat(parts, ignore_index=True)
 
 
-def summarize(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Print and return the data-efficiency fractions and the improvements, per variation."""
-    eff, imp = data_efficiency(table), improvement(table)
-    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 4):
-        print("\nData efficiency (smallest n where RepLoRA reaches LoRA's error at n_max, / n_max; 95% bootstrap):")
-        print(eff.to_string(index=False))
-        print("\nRelative improvement of RepLoRA over LoRA, 1 - mean_RepLoRA / mean_LoRA (95% bootstrap):")
-        print(imp.to_string(index=False))
-    return eff, imp
+def summarize(table: pd.DataFrame, out: Path, fit_min_n: int, slopes_min_n: int) -> dict[str, pd.DataFrame]:
+    """Write and print the summaries of a finished table."""
+    metrics = ("function_error", "gate_error", "value_error")
+    tables = {
+        "data_efficiency": pd.concat([data_efficiency(table, metric=m, fit_min_n=fit_min_n) for m in metrics]),
+        "improvement": pd.concat([improvement(table, metric=m) for m in metrics]),
+        "slopes": rate_slopes(table, metrics=metrics, n_min=slopes_min_n),
+        "underfit": table.groupby(["variation", "student", "n"], sort=False)["underfit"].agg(["sum", "count"])
+        .reset_index(),
+    }
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
+        for name, t in tables.items():
+            t.to_csv(out / f"{name}.csv", index=False)
+            print(f"\n{name}:\n{t.to_string(index=False)}")
+    return tables
 
 
-def main(seed: int, name: str, figures: Path, variations, sizes, seeds: int, figure: bool = True) -> pd.DataFrame:
+def main(config: Path, work: Path, figures: Path, fit_min_n: int, slopes_min_n: int, summary_only: bool = False):
     jax.config.update("jax_enable_x64", True)
-    out = figures / "data" / name
+    study = load_experiment(config)
+    out = figures / "data" / study.name
     out.mkdir(parents=True, exist_ok=True)
-    key = jax.random.key(seed)
     start = time.perf_counter()
-    tables = []
-    for variation in variations:
-        config = VARIATIONS[variation]
-        print(f"{variation}: {config}\n  parameters {parameter_counts(config)}", flush=True)
-        t0 = time.perf_counter()
-        table = run_variation(key, variation, config, sizes, list(range(seeds)))
-        table.to_parquet(out / f"{variation}.parquet")
-        print(f"  {variation} done in {time.perf_counter() - t0:.1f}s", flush=True)
-        tables.append(table)
-    table = pd.concat(tables, ignore_index=True)
-    eff, imp = summarize(table)
-    eff.to_parquet(out / "data_efficiency.parquet")
-    imp.to_parquet(out / "improvement.parquet")
-    if figure:
-        from moe_lora.head_figure import figure_data_efficiency
+    if summary_only:
+        table = pd.read_parquet(out / "results.parquet")
+    else:
+        print(f"{study.name}: {study.describe()}", flush=True)
+        table = run_units(study, work / study.name)
+        table.to_parquet(out / "results.parquet", index=False)
+        print(f"compute wall time in this call {time.perf_counter() - start:.1f}s; "
+              f"sum of unit wall times {table.drop_duplicates(['variation', 'student', 'n', 'wall_s'])['wall_s'].sum():.0f}s")
+    summarize(table, out, fit_min_n, slopes_min_n)
+    from moe_lora.head_figure import figure_data_efficiency, figure_rates
 
-        fig = figure_data_efficiency(table)
+    for stem, fig in ((f"{study.name}_data_efficiency", figure_data_efficiency(table)),
+                      (f"{study.name}_rates", figure_rates(table, n_min=slopes_min_n))):
         for ext in ("png", "pdf"):
-            fig.savefig(figures / f"{name}_data_efficiency.{ext}", dpi=120)
-    print(
-        f"\nwall time {time.perf_counter() - start:.1f}s "
-        f"(variations {list(variations)}, n {list(sizes)}, {seeds} seeds)"
-    )
+            fig.savefig(figures / f"{stem}.{ext}", dpi=120)
     return table
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="the experiment's integer seed (the key)")
+    parser.add_argument("config", type=Path, help="an attention_head study config (simulations/attention_head*.toml)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/head_units"), help="per-unit results (resume)")
     parser.add_argument("--figures", type=Path, default=Path("figures"), help="figures folder (data under data/<name>)")
-    parser.add_argument("--name", default=None, help="attention_head, or attention_head_quick with --quick")
-    parser.add_argument("--no-figure", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="headline only, n = 4, 16, 64, 4 seeds")
-    parser.add_argument("--variations", nargs="+", choices=tuple(VARIATIONS), default=None)
-    parser.add_argument("--sizes", nargs="+", type=int, default=None)
-    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--fit-min-n", type=int, default=FIT_MIN_N, help="power laws of n_ratio fitted on n >= this")
+    parser.add_argument("--slopes-min-n", type=int, default=FIT_MIN_N, help="rate slopes fitted on n >= this")
+    parser.add_argument("--summary-only", action="store_true", help="summarise figures/data/<name>/results.parquet")
     args = parser.parse_args()
-    variations = args.variations or (["headline"] if args.quick else list(VARIATIONS))
-    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
-    seeds = args.seeds or (4 if args.quick else 16)
-    name = args.name or ("attention_head_quick" if args.quick else "attention_head")
-    main(args.seed, name, args.figures, variations, sizes, seeds, figure=not args.no_figure)
+    main(args.config, args.work, args.figures, args.fit_min_n, args.slopes_min_n, args.summary_only)
