@@ -116,3 +116,23 @@ def test_the_command_saves_each_figure_as_pdf_and_png(tmp_path):
     assert [p.name for p in paths] == ["synthetic_loss_D.pdf", "synthetic_loss_D.png"]
     for p in paths:
         assert p.stat().st_size > 1000 and p.read_bytes().startswith(b"%PDF" if p.suffix == ".pdf" else b"\x89PNG\r\n\x1a\n")
+
+
+def test_headline_figure_draws_both_estimators_and_anchored_references():
+    from moe_lora.headline import figure_headline
+
+    df = synthetic_table()
+    truth = df["truth"].iloc[0]
+    fig = figure_headline(df[df["extra"] == 1], truth=truth, estimators=("vanilla", "tanh"), n_min=300)
+    assert isinstance(fig, Figure)
+    for ax in fig.axes:
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert any(lab.startswith("vanilla mean: slope") for lab in labels)
+        assert any(lab.startswith("tanh mean: slope") for lab in labels)
+        # The polynomial reference passes through tanh's mean at the largest n.
+        ref = next(line for line in ax.get_lines() if line.get_label().startswith("C sqrt(log n / n)"))
+        metric = "D" if "Voronoi" in ax.get_ylabel() else "l2_error"
+        tanh = df[(df["estimator"] == "tanh") & (df["extra"] == 1) & (df["n"] == max(SIZES))][metric].mean()
+        assert ref.get_ydata()[-1] == pytest.approx(tanh, rel=1e-9)
+    with pytest.raises(ValueError, match=r"no rows of estimator\(s\) \['gelu'\]"):
+        figure_headline(df, truth=truth, estimators=("vanilla", "gelu"))
