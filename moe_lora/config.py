@@ -32,7 +32,7 @@ Example:
     ...                   "data": {"sigma": -1.0, "sizes": [100], "replicates": 4}})
     Traceback (most recent call last):
     ...
-    moe_lora.config.ConfigError: data.sigma: expected a positive finite number, got -1.0
+    moe_lora.config.ConfigError: data.sigma: sigma must be positive and finite, got -1.0
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import checks
 from .fit import JACOBIANS, FitConfig, InitConfig
 from .model import FieldError, ModelSpec
 from .optimize import LevenbergMarquardt
@@ -137,16 +138,15 @@ class Section:
         raise ConfigError(f"{self.NAME}.{key}: {message}")
 
     def positive(self, *keys: str) -> None:
+        """Each key is a positive finite number (``moe_lora.checks.positive``)."""
         for k in keys:
-            v = getattr(self, k)
-            if not (math.isfinite(v) and v > 0):
-                self.fail(k, f"expected a positive finite number, got {v!r}")
+            self.build(checks.positive, name=k, value=getattr(self, k))
 
     def count(self, *keys: str, minimum: int = 1) -> None:
+        """Each key is None or an integer >= ``minimum`` (``moe_lora.checks.integer``)."""
         for k in keys:
-            v = getattr(self, k)
-            if v is not None and v < minimum:
-                self.fail(k, f"expected an integer >= {minimum}, got {v!r}")
+            if getattr(self, k) is not None:
+                self.build(checks.integer, name=k, value=getattr(self, k), minimum=minimum)
 
     def build(self, factory, **kwargs):
         """``factory(**kwargs)``; its ``FieldError`` becomes a ``ConfigError`` naming this section's key."""

@@ -25,8 +25,6 @@ table has one). For explorations: ``figure_mixture``, ``figure_curves``, ``figur
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -35,36 +33,22 @@ from matplotlib.ticker import LogFormatter, NullFormatter
 from matplotlib.transforms import ScaledTranslation
 
 from . import rates
+from .palette import ESTIMATOR_COLORS, estimator_order
+from .palette import estimator_color as estimator_color
 from .table import cell_patterns, dead_atoms, families, multi_cell, pooled_truth, single_truths
 
 METRIC_LABELS = {"D": "Voronoi loss D", "l2_error": "L2 error ||f_G_n - f_G*||", "D_unaligned": "unaligned Voronoi loss D"}
 _STEMS = {"D": "loss_D", "l2_error": "loss_l2"}
-_COLORS = {"vanilla": "tab:blue", "linear": "tab:orange", "tanh": "tab:green", "sigmoid": "tab:red",
-           "gelu": "tab:purple", "relu": "tab:brown"}
-_SPARE = ("tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy")
 _MARKERS = "osD^vP*X"
 
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers: colours, panels, curves, references, legends, files
-
-
-def estimator_color(name: str) -> str:
-    """The colour of estimator ``name``, the same in every figure (fixed for known estimators).
-
-    Args:
-        name: estimator name, e.g. ``"vanilla"``, ``"linear"``, ``"tanh"``.
-
-    Returns:
-        A matplotlib colour.
-    """
-    return _COLORS.get(name) or _SPARE[zlib.crc32(name.encode()) % len(_SPARE)]
+# Shared helpers: panels, curves, references, legends, files (colours: moe_lora.palette)
 
 
 def _estimators(df: pd.DataFrame) -> list[str]:
     """Estimators of ``df``: known ones in the canonical order, then the others alphabetically."""
-    known = list(_COLORS)
-    return sorted(df["estimator"].unique(), key=lambda e: (known.index(e) if e in known else len(known), e))
+    return estimator_order(df["estimator"].unique())
 
 
 def _setting(extra) -> str:
@@ -537,8 +521,8 @@ def figure_valley(atoms_df: pd.DataFrame, *, hue: str = "estimator", title: str 
     hues = list(dict.fromkeys(atoms_df[hue]))
     # Known estimators keep their colours; other values take colours no known estimator uses.
     spare = iter(c for c in ("tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "navy")
-                 if hue != "estimator" or c not in _COLORS.values())
-    colors = {h: estimator_color(h) if hue == "estimator" and h in _COLORS else next(spare, "0.3") for h in hues}
+                 if hue != "estimator" or c not in ESTIMATOR_COLORS.values())
+    colors = {h: estimator_color(h) if hue == "estimator" and h in ESTIMATOR_COLORS else next(spare, "0.3") for h in hues}
     fig, axes = _grid(1, len(sizes), sharey=True, w=3.8, h=3.6)
     d = atoms_df[(atoms_df["weight"] > 0) & (atoms_df["value_norm"] > 0)]
     w_lo, w_hi = (d["weight"].min() / 2, min(2 * d["weight"].max(), 2.0)) if len(d) else (1e-3, 1.0)

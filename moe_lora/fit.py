@@ -8,7 +8,6 @@ data set; restarts are vmapped inside, replicates outside (``moe_lora.simulate``
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import NamedTuple
 
 import jax
@@ -18,6 +17,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from . import checks
 from .jacobian import structured_normal_equations
 from .model import FieldError, regression_function
 from .optimize import Finisher, LevenbergMarquardt, Stats, is_converged, warm_up
@@ -44,15 +44,11 @@ class InitConfig:
 
     def __post_init__(self):
         for name in ("near_truth", "random"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise FieldError(name, f"InitConfig.{name} must be a non-negative integer, got {value!r}")
+            checks.integer(name, getattr(self, name), minimum=0)
         if self.near_truth + self.random < 1:
             raise FieldError("near_truth", "InitConfig needs at least one restart (near_truth + random >= 1)")
         for name in ("near_truth_scale", "random_scale"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise FieldError(name, f"InitConfig.{name} must be finite and non-negative, got {value!r}")
+            checks.non_negative(name, getattr(self, name))
 
     @property
     def n_restarts(self) -> int:

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int
 
+from . import checks
 from .model import FieldError
 
 CONVERGED, STALLED, MAX_ITER, NONFINITE, PRECISE = 0, 1, 2, 3, 4
@@ -72,8 +73,7 @@ def relative_gradient(theta, risk, grad):
 
 def _check_positive(**values):
     for name, value in values.items():
-        if not value > 0:
-            raise FieldError(name, f"{name} must be positive, got {value!r}")
+        checks.positive(name, value, finite=False)
 
 
 def _chunked(data, chunk_size):

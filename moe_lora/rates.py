@@ -66,6 +66,39 @@ def _statistic(cube: np.ndarray, statistic: str) -> np.ndarray:
     return np.max(per, -2)
 
 
+def bootstrap_resample(cube: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``draws`` bootstrap resamples of the last axis of ``cube``, each cell separately.
+
+    The replicates present in a cell (not NaN; they come first along the last axis, as
+    ``_cube`` lays them out) are drawn with replacement, as many as the axis is long; a cell
+    with none stays NaN. The one bootstrap of the package's interval estimates.
+
+    Args:
+        cube: values, shape (..., R), missing replicates NaN at the end of the last axis.
+        draws: number of resamples.
+        rng: the generator (``np.random.default_rng(seed)``).
+
+    Returns:
+        Shape (draws, ..., R).
+
+    >>> cube = np.array([[1.0, 2.0, np.nan]])
+    >>> b = bootstrap_resample(cube, 4, np.random.default_rng(0))
+    >>> b.shape, bool(np.isin(b, [1.0, 2.0]).all())
+    ((4, 1, 3), True)
+    """
+    counts = (~np.isnan(cube)).sum(-1)  # replicates present per cell
+    idx = (rng.random((draws, *cube.shape)) * np.maximum(counts, 1)[None, ..., None]).astype(int)
+    return np.take_along_axis(np.broadcast_to(cube, (draws, *cube.shape)), idx, -1)
+
+
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite ``samples`` (NaN, NaN if none)."""
+    samples = samples[np.isfinite(samples)]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(samples, [alpha, 1 - alpha]) if len(samples) else (np.nan, np.nan)
+    return float(lo), float(hi)
+
+
 def curve_slope(df: pd.DataFrame, metric: str, statistic: str = "mean", *, n_min=None, n_max=None,
                 bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Slope and bootstrap interval of one curve; ``df`` holds the rows of that curve only.
@@ -87,17 +120,11 @@ def curve_slope(df: pd.DataFrame, metric: str, statistic: str = "mean", *, n_min
     if not np.all(stat > 0):
         return base | nan
     slope, intercept = loglog_slope(sizes, stat)
-    rng = np.random.default_rng(seed)
-    G, N, R = cube.shape
-    counts = (~np.isnan(cube)).sum(-1)  # replicates present per (g, n)
-    idx = (rng.random((bootstrap, G, N, R)) * np.maximum(counts, 1)[None, :, :, None]).astype(int)
-    boot = np.take_along_axis(np.broadcast_to(cube, (bootstrap, G, N, R)), idx, -1)
+    boot = bootstrap_resample(cube, bootstrap, np.random.default_rng(seed))
     with np.errstate(all="ignore"):
         sb = _slopes(np.log(sizes), np.log(_statistic(boot, statistic)))
-    sb = sb[np.isfinite(sb)]
-    alpha = (1 - level) / 2
-    lo, hi = (np.quantile(sb, [alpha, 1 - alpha]) if len(sb) else (np.nan, np.nan))
-    return base | dict(slope=slope, ci_low=float(lo), ci_high=float(hi), intercept=intercept)
+    lo, hi = percentile_interval(sb, level)
+    return base | dict(slope=slope, ci_low=lo, ci_high=hi, intercept=intercept)
 
 
 def slope_table(df: pd.DataFrame, *, metrics=METRICS, statistics=STATISTICS, n_min=None, n_max=None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -18,9 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from . import checks
 from .fit import FitConfig, empirical_risk, fit_least_squares, initial_params, truth_in
 from .losses import score
-from .model import mixture_weights
+from .model import FieldError, mixture_weights
 from .parameterization import Model, atoms
 from .truth import Design, Truth, sample_dataset
 from .voronoi import VoronoiLoss
@@ -247,21 +247,19 @@ def simulate_replicates(
         >>> rec.D.shape, bool(rec.certified.all())
         ((2,), True)
     """
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"Sample size n must be a positive integer, got {n!r}")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"Noise level sigma must be positive and finite, got {sigma!r}")
+    checks.integer("n", n, minimum=1)
+    if not isinstance(sigma, (int, float)):
+        raise FieldError("sigma", f"sigma must be a Python number, got {type(sigma).__name__}")
+    checks.positive("sigma", sigma)
     L_star = truth.atoms.c.shape[0]
     if config.n_components < L_star:
         raise ValueError(f"n_components={config.n_components} is below the true number of components L*={L_star}; expected L >= L*")
     if np.ndim(X_eval) != 2 or np.shape(X_eval)[1] != estimator.spec.d:
         raise ValueError(f"Shape mismatch for X_eval: got {np.shape(X_eval)}, expected (m, {estimator.spec.d})")
-    if batch is not None and not (isinstance(batch, (int, np.integer)) and batch >= 1):
-        raise ValueError(f"batch must be a positive integer or None, got {batch!r}")
+    if batch is not None:
+        checks.integer("batch", batch, minimum=1)
     if isinstance(replicates, (int, np.integer)):
-        if replicates < 1:
-            raise ValueError(f"replicates must be positive, got {replicates!r}")
-        replicates = np.arange(replicates)
+        replicates = np.arange(checks.integer("replicates", replicates, minimum=1))
     true_params = truth_in(estimator, truth)
     keys = replicate_keys(key, int(n), replicates)
     return _simulate_batch(keys, truth, estimator, true_params, jnp.asarray(X_eval), float(sigma), n=int(n), design=design, config=config,

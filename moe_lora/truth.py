@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .model import Atoms, FieldError, gate_strength, mixture_weights, regression_function
+from . import checks
+from .model import Atoms, gate_strength, mixture_weights, regression_function
 from .parameterization import Model, atoms, check_finite_params, init_params, param_shapes
 from .voronoi import check_distinct_atoms
 
@@ -39,10 +40,8 @@ class Design:
     scale: float = 0.5
 
     def __post_init__(self):
-        if self.kind not in DESIGNS:
-            raise FieldError("kind", f"Unknown design {self.kind!r}; expected one of {DESIGNS}")
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise FieldError("scale", f"Design scale must be positive and finite, got {self.scale!r}")
+        checks.one_of("design", self.kind, DESIGNS)
+        checks.positive("scale", self.scale)
 
 
 def sample_inputs(key: PRNGKeyArray, n: int, d: int, design: Design = Design(), dtype=None) -> Float[Array, "n d"]:
@@ -129,12 +128,10 @@ def draw_truth(
         ValueError: bad arguments, or no acceptable draw in ``max_tries`` attempts (the message
             reports the best separation and gate strength seen).
     """
-    if not isinstance(n_components, (int, np.integer)) or n_components < 1:
-        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+    checks.integer("n_components", n_components, minimum=1)
     for name, value in (("scale", scale), ("min_separation", min_separation), ("min_gate_strength", min_gate_strength),
                         ("min_expert_separation", min_expert_separation)):
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be finite and non-negative, got {value!r}")
+        checks.non_negative(name, value)
     best = (0.0, 0.0, 0.0)
     for attempt in range(max_tries):
         k_params, k_gate = jax.random.split(jax.random.fold_in(key, attempt))
@@ -203,10 +200,10 @@ def sample_dataset(
 
     ``n`` and ``sigma`` are validated when they are Python numbers (they are static under jit).
     """
-    if isinstance(n, (int, np.integer)) and n < 1:
-        raise ValueError(f"Sample size n must be a positive integer, got {n!r}")
-    if isinstance(sigma, (int, float)) and not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"Noise level sigma must be positive and finite, got {sigma!r}")
+    if isinstance(n, (int, np.integer)):
+        checks.integer("n", n, minimum=1)
+    if isinstance(sigma, (int, float)):
+        checks.positive("sigma", sigma)
     k_x, k_eps = jax.random.split(key)
     model = truth.model
     X = sample_inputs(k_x, n, model.spec.d, design, model.base.M0.dtype)

@@ -146,7 +146,7 @@ def test_fit_input_checks():
         run(config=ml.FitConfig(n_components=1))
     with pytest.raises(ValueError, match="sigma must be positive and finite, got -0.1"):
         run(sigma=-0.1)
-    with pytest.raises(ValueError, match="Sample size n must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         run(n=0)
     with pytest.raises(ValueError, match=r"Shape mismatch for X_eval: got \(10, 3\), expected \(m, 2\)"):
         run(X_eval=jnp.zeros((10, 3)))
@@ -230,7 +230,7 @@ def test_replicate_batches_give_the_same_records():
     np.testing.assert_allclose(batched.risk, whole.risk, rtol=1e-8)
     for field in ("D", "l2_error"):
         np.testing.assert_allclose(getattr(batched, field), getattr(whole, field), rtol=1e-4)
-    with pytest.raises(ValueError, match="batch must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="batch must be an integer >= 1, got 0"):
         run(0)
 
 

@@ -127,9 +127,9 @@ def test_truth_checks():
         ml.make_truth(model, good._replace(A_Q=good.A_Q.at[0, 0, 0].set(jnp.nan)), key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"Shape mismatch for truth parameter B_V: got \(2, 3, 1\)"):
         ml.make_truth(model, good._replace(B_V=jnp.zeros((2, 3, 1))), key=jax.random.key(0))
-    with pytest.raises(ValueError, match="Noise level sigma must be positive"):
+    with pytest.raises(ValueError, match="sigma must be positive"):
         ml.sample_dataset(jax.random.key(0), truth, 10, 0.0)
-    with pytest.raises(ValueError, match="Sample size n must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         ml.sample_dataset(jax.random.key(0), truth, 0, 0.1)
     with pytest.raises(ValueError, match="No truth with separation >= 100"):
         ml.draw_truth(jax.random.key(0), model, 2, min_separation=100.0, max_tries=3)
