@@ -6,8 +6,10 @@ data are fitted from the same starts by each variant of the configs' finisher:
 
 * ``rule``: the config's finisher as it is (``stat_tol`` = 0.1, Nielsen damping update);
 * ``gradient``: the gradient test alone (``stat_tol`` off), the reference for the rule;
-* ``geodesic``: ``rule`` with geodesic acceleration (Transtrum and Sethna);
-* ``delayed``: ``rule`` with the delayed-gratification damping update.
+
+The geodesic-acceleration and delayed-gratification variants measured with it (commit 254e7ca,
+``benchmarks/results/finisher_variants_1e4.*``) were removed after that measurement
+(docs/optimizer.md, "Tried and not kept").
 
 Printed per (estimator, n, variant): mean and largest iterations, the share of fits at the
 iteration cap, the certified share, mean D with its Monte Carlo standard error, the largest
@@ -33,8 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "rule": {},
     "gradient": {"stat_tol": None},
-    "geodesic": {"geodesic": True},
-    "delayed": {"damping_update": "delayed"},
 }
 
 

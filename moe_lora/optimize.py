@@ -148,14 +148,6 @@ class LevenbergMarquardt:
             ``stat_tol * R / m``, m the number of residual entries: a statistical-precision
             stopping rule (see the module docstring). ``None``: gradient test only.
         chunk_size: rows per chunk when ``run`` is given ``data``; ``None``: all rows at once.
-        geodesic: add Transtrum and Sethna's geodesic acceleration (2012): the step is
-            v + a / 2, with v the damped Gauss-Newton step and a = -(J^T J + mu D)^-1 J^T r_vv,
-            r_vv the exact second directional derivative of the residuals along v (``jax.jvp``
-            twice); a step with 2 ||a|| / ||v|| > ``geodesic_alpha`` is treated as rejected.
-        geodesic_alpha: the acceptance bound of the acceleration (0.75 in the paper).
-        damping_update: ``"nielsen"`` (mu *= max(1/3, 1 - (2 rho - 1)^3) on acceptance, growing
-            factor nu on rejection) or ``"delayed"`` (Transtrum's delayed gratification: mu /= 3
-            on acceptance, mu *= 2 on rejection).
 
     Example:
         >>> import jax.numpy as jnp
@@ -172,15 +164,9 @@ class LevenbergMarquardt:
     floor: float = 1e-9
     stat_tol: float | None = None
     chunk_size: int | None = None
-    geodesic: bool = False
-    geodesic_alpha: float = 0.75
-    damping_update: str = "nielsen"
 
     def __post_init__(self):
-        _check_positive(max_iter=self.max_iter, gtol=self.gtol, xtol=self.xtol, tau=self.tau, floor=self.floor,
-                        geodesic_alpha=self.geodesic_alpha)
-        if self.damping_update not in ("nielsen", "delayed"):
-            raise FieldError("damping_update", f"Unknown damping_update {self.damping_update!r}; expected 'nielsen' or 'delayed'")
+        _check_positive(max_iter=self.max_iter, gtol=self.gtol, xtol=self.xtol, tau=self.tau, floor=self.floor)
         if self.stat_tol is not None:
             _check_positive(stat_tol=self.stat_tol)
         if self.chunk_size is not None and not (isinstance(self.chunk_size, int) and self.chunk_size > 0):
@@ -231,38 +217,20 @@ class LevenbergMarquardt:
             reason = jnp.where((reason == _RUNNING) & (k >= self.max_iter), MAX_ITER, reason)
             return jnp.where(jnp.isfinite(R), reason, NONFINITE)
 
-        def geodesic_term(theta, v):
-            """J^T r_vv, r_vv the second directional derivative of the residuals along v."""
-            def terms(*chunk):
-                res = lambda t: residual_fn(t, *chunk)
-                r_vv = jax.jvp(lambda t: jax.jvp(res, (t,), (v,))[1], (theta,), (v,))[1]
-                return jax.vjp(res, theta)[1](r_vv)[0]
-
-            return terms() if data is None else chunked_sum(terms, data, self.chunk_size)
-
         def body(state):
             theta, R, A, g, mu, nu, k, _ = state
             D = self._scaling(A)
-            damped = A + mu * jnp.diag(D)
-            h = jnp.linalg.solve(damped, -g)
-            predicted = h @ (mu * D * h - g)  # = 2 (L(0) - L(h)) for F = R / 2, from the velocity alone
-            bounded = True
-            if self.geodesic:
-                a = jnp.linalg.solve(damped, -geodesic_term(theta, h))
-                bounded = 2 * jnp.linalg.norm(a) <= self.geodesic_alpha * jnp.linalg.norm(h)
-                h = h + 0.5 * a
+            h = jnp.linalg.solve(A + mu * jnp.diag(D), -g)
+            predicted = h @ (mu * D * h - g)  # = 2 (L(0) - L(h)) for F = R / 2
             small_step = jnp.linalg.norm(h) <= self.xtol * (jnp.linalg.norm(theta) + self.xtol)
             trial = canonicalize(theta + h)
             R_new, A_new, g_new = evaluate(trial)
             rho = (R - R_new) / predicted
-            accept = jnp.isfinite(R_new) & (rho > 0) & bounded
+            accept = jnp.isfinite(R_new) & (rho > 0)
             pick = lambda new, old: jnp.where(accept, new, old)
             theta, R, A, g = pick(trial, theta), pick(R_new, R), pick(A_new, A), pick(g_new, g)
-            if self.damping_update == "nielsen":
-                mu = jnp.where(accept, mu * jnp.maximum(1 / 3, 1 - (2 * rho - 1) ** 3), mu * nu)
-                nu = jnp.where(accept, 2.0, 2 * nu)
-            else:
-                mu = jnp.where(accept, mu / 3, mu * 2)
+            mu = jnp.where(accept, mu * jnp.maximum(1 / 3, 1 - (2 * rho - 1) ** 3), mu * nu)
+            nu = jnp.where(accept, 2.0, 2 * nu)
             k = k + 1
             return theta, R, A, g, mu, nu, k, status(theta, R, A, g, k, small_step)
 
