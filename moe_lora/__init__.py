@@ -5,8 +5,9 @@ abstract, Figure 1 and sibling papers of the same group, not the paper's equatio
 The library never changes global JAX configuration; enable float64 in your script when rates are
 measured: ``jax.config.update("jax_enable_x64", True)``.
 
-Public API: the names below, and the modules ``config``, ``experiment``, ``table``, ``rates``,
-``figures``, ``runs`` (with ``runs.plan``, ``runs.store``, ``runs.local``, ``runs.ray``) and the
+Public API: the names below, and the modules ``kinds`` (the experiment-kind contract),
+``config``, ``checks``, ``experiment``, ``table``, ``rates``, ``figures``, ``palette``, ``runs``
+(with ``runs.store``, ``runs.local``, ``runs.ray``) and the
 numerical core (``model``, ``attention``, ``parameterization``, ``truth``, ``voronoi``,
 ``losses``, ``optimize``, ``fit``, ``simulate``). Names that start with ``_`` are internal.
 """
@@ -26,7 +27,6 @@ from .config import load_config as load_config
 from .config import with_values as with_values
 from .experiment import Experiment as Experiment
 from .experiment import TruthLabel as TruthLabel
-from .experiment import load_experiment as load_experiment
 from .fit import FitConfig as FitConfig
 from .fit import FitResult as FitResult
 from .fit import InitConfig as InitConfig
@@ -35,6 +35,9 @@ from .fit import fit_least_squares as fit_least_squares
 from .fit import initial_params as initial_params
 from .fit import split_truth as split_truth
 from .fit import truth_in as truth_in
+from .kinds import ExperimentKind as ExperimentKind
+from .kinds import experiment_from_dict as experiment_from_dict
+from .kinds import load_experiment as load_experiment
 from .losses import D_EXPONENTS as D_EXPONENTS
 from .losses import Scores as Scores
 from .losses import align_gate_shift as align_gate_shift

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from moe_lora import cli
-from moe_lora.experiment import load_experiment
-from moe_lora.runs import compute_unit, units
+from moe_lora.kinds import load_experiment
+from moe_lora.runs import compute_unit
 from moe_lora.runs import ray as ray_backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_the_package_does_not_import_ray():
 
 @pytest.mark.slow
 def test_ray_run_gives_the_local_table(ray_instance, config, reference, tmp_path, capsys):
-    assert len(units(load_experiment(config))) == N_UNITS
+    assert len(load_experiment(config).units()) == N_UNITS
     assert cli.main(["run", str(config), "--out", str(tmp_path), "--backend", "ray", "--quiet"]) == 0
     pd.testing.assert_frame_equal(_table(tmp_path), reference)
     timings = [json.loads(line) for line in (tmp_path / "timings.jsonl").read_text().splitlines()]
@@ -93,7 +93,7 @@ def _injected(always: str, crash: str, log: Path):
 
 @pytest.mark.slow
 def test_failing_unit_is_retried_recorded_and_named_by_merge(ray_instance, config, reference, tmp_path, monkeypatch, capsys):
-    ids = [u.id for u in units(load_experiment(config))]
+    ids = [u.id for u in load_experiment(config).units()]
     always, crash = ids[0], ids[5]
     log = tmp_path / "calls.log"
     out = tmp_path / "out"
@@ -134,7 +134,7 @@ def test_run_joins_a_running_cluster_by_address(ray_instance, config, reference,
                           "--address", address, "--shard", "0/8", "--quiet"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "computed 1 units" in res.stderr and "Started a local Ray instance" not in res.stderr
-    (unit,) = units(load_experiment(config))[0::8]
+    (unit,) = load_experiment(config).units()[0::8]
     (timing,) = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
     assert timing["unit"] == unit.id and timing["backend"] == "ray"
     rows = reference[(reference["truth"] == str(unit.truth)) & (reference["estimator"] == unit.estimator)
@@ -205,7 +205,7 @@ def test_merge_names_missing_units_and_writes_nothing(config, tmp_path, capsys):
     assert cli.main(["merge", str(out)]) == 1
     printed = capsys.readouterr().out
     present = {p.stem for p in (out / "units").glob("*.parquet")}
-    expected_missing = [u.id for u in units(load_experiment(config)) if u.id not in present]
+    expected_missing = [u.id for u in load_experiment(config).units() if u.id not in present]
     assert len(present) == 2 and f"{len(expected_missing)} of {N_UNITS} units missing" in printed
     assert [line.strip() for line in printed.splitlines() if line.startswith("  ")] == expected_missing
     assert not (out / "results.parquet").exists()

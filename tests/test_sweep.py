@@ -14,7 +14,7 @@ import pytest
 
 from moe_lora import cli
 from moe_lora.experiment import Experiment
-from moe_lora.runs import load_results, run_sweep, units
+from moe_lora.runs import load_results, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_reference_run_writes_a_complete_tidy_table(reference, config):
 
     exp = load_experiment(config)
     df = _table(reference)
-    assert len(units(exp)) == 2 * 4 * 2  # sizes x (truth, estimator) pairs x replicate blocks
+    assert len(exp.units()) == 2 * 4 * 2  # sizes x (truth, estimator) pairs x replicate blocks
     assert len(df) == 2 * 4 * 2 and not df.duplicated(["truth", "estimator", "extra", "n", "replicate"]).any()
     assert set(df["truth"]) == {"tanh", "tanh@delta=0.5"} and set(df["estimator"]) == {"vanilla", "tanh"}
     for col in ["risk", "risk_truth", "grad_norm", "rel_grad", "iterations", "converged", "certified",
@@ -168,3 +168,29 @@ def test_progress_reports_units_rate_and_time_left():
     assert "[2/3 units]" in text and "fits/s" in text and "left ~" in text and todo[0].id in text
     assert "25%" in text  # work counts fits x n: 2 x 100 of 2 x 100 + 2 x 300
     assert [r.unit for r in seen] == todo[:1]
+
+
+def test_both_kinds_meet_the_kind_contract_and_the_run_layer_imports_no_kind():
+    import ast
+
+    import moe_lora
+    from moe_lora.kinds import ExperimentKind, UnitContext, WorkUnit, kind_class, load_experiment
+
+    for path in ("simulations/quick.toml", "simulations/attention_head_quick.toml"):
+        exp = load_experiment(Path(moe_lora.__file__).parents[1] / path)
+        assert isinstance(exp, ExperimentKind) and kind_class(exp.kind) is type(exp)
+        assert all(isinstance(u, WorkUnit) for u in exp.units()) and len({u.id for u in exp.units()}) == len(exp.units())
+    assert isinstance(Experiment.from_dict(_TINY_DICT).context(), UnitContext)
+    # No import circle: the kinds import nothing from the run layer, the run layer no kind module.
+    root = Path(moe_lora.__file__).parent
+    imported = {}
+    for module in ("experiment.py", "kinds.py", "runs/local.py", "runs/store.py", "runs/ray.py"):
+        tree = ast.parse((root / module).read_text())
+        imported[module] = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any("runs" in m for m in imported["experiment.py"] | imported["kinds.py"])
+    assert not any(m.endswith(("experiment", "head_study")) for f in ("runs/local.py", "runs/store.py", "runs/ray.py")
+                   for m in imported[f])
+
+
+_TINY_DICT = {"estimators": ["tanh"], "model": {"d": 2, "gate_scale": 3.0},
+              "data": {"sigma": 0.05, "sizes": [60], "replicates": 1, "n_eval": 50}}
