@@ -20,7 +20,6 @@ import jax
 import numpy as np
 import pandas as pd
 
-
 THRESHOLDS = (0.5, 0.3, 0.1)
 COLUMNS = ["family", "d", "r", "p", "extra", "k", "radius", "seed", "threshold", "j", "pi_star", "separation", "n_raw",
            "fiber_dim", "expert_motion", "found", "D_max", "D_min", "best_exact", "solves", "l2", "max_abs_f",

@@ -13,14 +13,18 @@ from .config import BoundConfig as BoundConfig
 from .config import loss_exponents as loss_exponents
 from .curves import bound_curves as bound_curves
 from .curves import cell_terms as cell_terms
+from .curves import interpolate_modulus as interpolate_modulus
 from .curves import le_cam_best_c as le_cam_best_c
 from .curves import le_cam_flat as le_cam_flat
 from .curves import le_cam_lower_bound as le_cam_lower_bound
 from .curves import modulus_from_witnesses as modulus_from_witnesses
+from .curves import refine_targets as refine_targets
 from .curves import solve_witnesses as solve_witnesses
 from .curves import split_path_triangle as split_path_triangle
 from .curves import triangle_ratios as triangle_ratios
 from .curves import vanilla_flat_modulus as vanilla_flat_modulus
+from .figure import figure_bound as figure_bound
+from .figure import run_bound_figures as run_bound_figures
 from .quadrature import Quadrature as Quadrature
 from .quadrature import l2_distance as l2_distance
 from .quadrature import quadrature as quadrature
@@ -28,5 +32,3 @@ from .witnesses import flat_edge as flat_edge
 from .witnesses import flat_params as flat_params
 from .witnesses import gate_fiber as gate_fiber
 from .witnesses import split_witness as split_witness
-from .figure import figure_bound as figure_bound
-from .figure import run_bound_figures as run_bound_figures

@@ -71,6 +71,10 @@ class BoundConfig:
         neighbourhood_tol: largest distance outside N(G*) (and kappa shortfall) still counted inside.
         agree_rtol: starts within this relative distance of the best value count as reaching it.
         triangle_samples: random triples used to measure the weak triangle constant.
+        canonicalize: move each LM trial point along the exact symmetries (``canonicalize``).
+        refine: rounds of adaptive targets (``curves.refine_targets``): each bisects, in log eps, the
+            flat set's edge and the m-curve's largest jump. Not a ``[bound]`` config key yet: the
+            default applies to ``moe-lora bound``.
     """
 
     etas: tuple[float, ...] = tuple(float(x) for x in np.logspace(-9, -1, 12))
@@ -94,6 +98,7 @@ class BoundConfig:
     agree_rtol: float = 0.05
     triangle_samples: int = 4096
     canonicalize: bool = True
+    refine: int = 2
 
     def __post_init__(self):
         for name in ("etas", "epsilons", "losses"):
@@ -127,6 +132,7 @@ class BoundConfig:
             _count(name, getattr(self, name), 1)
         _count("n_sample", self.n_sample, 100)
         _count("triangle_samples", self.triangle_samples, 1)
+        _count("refine", self.refine, 0)
         for name in ("start_scale", "penalty", "barrier", "gtol", "constraint_tol", "neighbourhood_tol", "agree_rtol"):
             _positive(name, getattr(self, name))
 

@@ -302,8 +302,9 @@ def _chord_seeds(estimator: Model, true_params, n_components: int, config: Bound
 
 
 def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
-                    config: BoundConfig, *, quad: Quadrature | None = None) -> Witness:
-    """Solve m(eps) for every eps in ``config.epsilons`` from every start: a Witness with axes (E, K + 1).
+                    config: BoundConfig, *, quad: Quadrature | None = None, epsilons=None) -> Witness:
+    """Solve m(eps) for every eps in ``epsilons`` (default ``config.epsilons``) from every start:
+    a Witness with axes (E, K + 1).
 
     The first K starts per target are those of ``starts``; the last is a second pass from the best
     witness of a larger target scaled back towards the truth (see the comment in the code).
@@ -318,8 +319,9 @@ def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_compone
     if quad is None:
         quad = quadrature(estimator.spec.d, Design(), config.quadrature_order, key=jax.random.fold_in(key, 1),
                           n_sample=config.n_sample)
-    eps = jnp.asarray(config.epsilons, quad.X.dtype)
-    keys = jax.random.split(jax.random.fold_in(key, 0), len(config.epsilons))
+    epsilons = tuple(config.epsilons if epsilons is None else (float(e) for e in epsilons))
+    eps = jnp.asarray(epsilons, quad.X.dtype)
+    keys = jax.random.split(jax.random.fold_in(key, 0), len(epsilons))
     exps_array = Exponents(*(jnp.asarray(x, quad.X.dtype) for x in exps))
     stacked = _all_starts(keys, estimator, true_params, int(n_components), eps, config, exps_array)
     thetas0 = jax.vmap(jax.vmap(lambda p: ravel_pytree(p)[0]))(stacked)
@@ -336,7 +338,7 @@ def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_compone
     parent = np.concatenate([np.arange(L_star), np.zeros(n_components - L_star, int)])
     base = ravel_pytree(canonicalize(estimator, _split(estimator, true_params, parent)))[0]
     D, l2 = np.asarray(first.D), np.asarray(first.l2)
-    targets = np.asarray(config.epsilons)
+    targets = np.asarray(epsilons)
     ok = (np.asarray(first.neighbourhood_violation) <= config.neighbourhood_tol) & (
         np.abs(D / targets[:, None] - 1) <= config.constraint_tol)
     flat_theta, flat_D = np.asarray(first.theta).reshape(-1, base.shape[0]), D.ravel()
@@ -491,9 +493,14 @@ def _flat(x) -> list[float]:
     return np.asarray(x, float).ravel().tolist()
 
 
-def _rows(w: Witness, pi, common: dict, config: BoundConfig) -> list[dict]:
-    """Table rows of one loss: the best witness per eps target ("m") and the envelope per eta ("M")."""
-    eps = np.asarray(config.epsilons)[:, None]
+def _rows(w: Witness, pi, common: dict, config: BoundConfig, epsilons) -> list[dict]:
+    """Table rows of one loss: the best witness per eps target ("m") and the envelope per eta ("M").
+
+    M rows carry the certified envelope (``value``: the largest D of a witness with L2 <= eta) and
+    ``interpolated``: the inverse of the m-curve, log-log interpolated between consecutive targets
+    (the sup of eps with m(eps) <= eta on the piecewise-linear curve), which a step envelope
+    understates between targets; it is attained by no explicit G, so it is not certified."""
+    eps = np.asarray(epsilons)[:, None]
     D, l2 = np.asarray(w.D), np.asarray(w.l2)
     inside = np.asarray(w.neighbourhood_violation) <= config.neighbourhood_tol
     violation = (D - eps) / eps
@@ -508,7 +515,8 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig) -> list[dict]:
                     S=_flat(w.atoms.S[e, k]), V=_flat(w.atoms.V[e, k]), pi=_flat(pi[e, k]), **extra)
 
     rows = []
-    for e, target in enumerate(config.epsilons):
+    m_curve = []
+    for e, target in enumerate(epsilons):
         ok = on_target[e]
         if ok.any():
             k = int(np.argmin(np.where(ok, l2[e], np.inf)))
@@ -517,18 +525,82 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig) -> list[dict]:
             k = int(np.argmin(np.abs(violation[e]) + np.where(inside[e], 0.0, np.inf)))
             agree = 0
         rows.append(row(e, k, kind="m", eps=float(target), eta=np.nan, value=float(l2[e, k]), starts_agree=agree))
+        if ok.any():
+            m_curve.append((float(target), float(l2[e, k])))
     D_in = np.where(inside, D, -np.inf)
     for eta in config.etas:
         best = np.where(l2 <= eta, D_in, -np.inf)
         if not np.isfinite(best).any():  # no witness that close: only G* itself, D = 0
             rows.append(dict(common, kind="M", eps=np.nan, eta=float(eta), value=0.0, D=0.0, l2=0.0,
-                             starts=int(D.shape[1]), starts_agree=0, inside=True, on_target=False))
+                             starts=int(D.shape[1]), starts_agree=0, inside=True, on_target=False,
+                             interpolated=interpolate_modulus(m_curve, eta)))
             continue
         e, k = np.unravel_index(int(np.argmax(best)), best.shape)
         agree = int(np.sum(best >= best[e, k] * (1 - config.agree_rtol)))
-        rows.append(row(e, k, kind="M", eps=float(config.epsilons[e]), eta=float(eta), value=float(D[e, k]),
-                        starts_agree=agree))
+        rows.append(row(e, k, kind="M", eps=float(epsilons[e]), eta=float(eta), value=float(D[e, k]),
+                        starts_agree=agree, interpolated=max(float(D[e, k]), interpolate_modulus(m_curve, eta))))
     return rows
+
+
+def interpolate_modulus(m_curve, eta: float) -> float:
+    """sup { eps : m(eps) <= eta } on the m-curve interpolated log-log between its points (eps_i, m_i).
+
+    A target whose m is at the round-off floor (``L2_FLOOR``) counts as m = 0 (an exact flat
+    witness): every eta reaches it. 0 when no point qualifies.
+
+    >>> round(interpolate_modulus([(0.01, 1e-4), (0.1, 1e-2)], 1e-3), 6)  # halfway in log
+    0.031623
+    """
+    pts = sorted((e, max(m, 0.0)) for e, m in m_curve)
+    best = 0.0
+    for (e0, m0), (e1, m1) in zip(pts, pts[1:] + [(None, None)]):
+        if m0 <= max(eta, L2_FLOOR):
+            best = max(best, e0)
+            if e1 is not None and m1 > eta and m0 > L2_FLOOR and m1 > m0:
+                t = (np.log(eta) - np.log(m0)) / (np.log(m1) - np.log(m0))
+                best = max(best, float(np.exp(np.log(e0) + t * (np.log(e1) - np.log(e0)))))
+    return float(best)
+
+
+def refine_targets(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
+                   config: BoundConfig, quad: Quadrature) -> tuple[Witness, tuple[float, ...]]:
+    """Witnesses at ``config.epsilons`` plus adaptive targets: ``config.refine`` bisections (in log eps)
+    of the flat set's edge (the largest target whose best witness is at the L2 floor against the next
+    one) and of the envelope's largest jump (the consecutive targets whose best L2 differ most).
+
+    Returns the witnesses (targets sorted) and their targets.
+    """
+    w = jax.device_get(solve_witnesses(key, truth, estimator, n_components, loss, config, quad=quad))
+    eps = list(config.epsilons)
+    for b in range(config.refine):
+        D, l2 = np.asarray(w.D), np.asarray(w.l2)
+        targets = np.asarray(eps)
+        ok = (np.asarray(w.neighbourhood_violation) <= config.neighbourhood_tol) & (
+            np.abs(D / targets[:, None] - 1) <= config.constraint_tol)
+        m = np.where(ok, l2, np.inf).min(axis=1)
+        order = np.argsort(targets)
+        t_sorted, m_sorted = targets[order], m[order]
+        new = []
+        flat = m_sorted <= L2_FLOOR
+        if flat.any() and not flat.all():
+            e = int(np.max(np.nonzero(flat)[0]))
+            if e + 1 < len(t_sorted):
+                new.append(float(np.sqrt(t_sorted[e] * t_sorted[e + 1])))
+        finite = np.isfinite(m_sorted) & (m_sorted > L2_FLOOR)
+        idx = np.nonzero(finite)[0]
+        if len(idx) >= 2:
+            jumps = np.log(m_sorted[idx[1:]]) - np.log(m_sorted[idx[:-1]])
+            g = int(np.argmax(np.abs(jumps)))
+            new.append(float(np.sqrt(t_sorted[idx[g]] * t_sorted[idx[g + 1]])))
+        new = [x for x in dict.fromkeys(new) if all(abs(x / t - 1) > 1e-9 for t in eps)]
+        if not new:
+            break
+        more = jax.device_get(solve_witnesses(jax.random.fold_in(key, 1000 + b), truth, estimator, n_components, loss,
+                                              config, quad=quad, epsilons=new))
+        w = jax.tree.map(lambda a, c: np.concatenate([a, c], axis=0), w, more)
+        eps += new
+    order = np.argsort(eps)
+    return jax.tree.map(lambda a: a[order], w), tuple(float(eps[i]) for i in order)
 
 
 def bound_curves(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, config: BoundConfig, *,
@@ -558,12 +630,12 @@ def bound_curves(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components
     rows = []
     for i, loss in enumerate(config.losses):
         k_loss = jax.random.fold_in(key, 100 + i)
-        w = jax.device_get(solve_witnesses(k_loss, truth, estimator, n_components, loss, config, quad=quad))
+        w, epsilons = refine_targets(k_loss, truth, estimator, n_components, loss, config, quad)
         C = float(np.max(np.asarray(triangle_ratios(jax.random.fold_in(k_loss, 7), truth, estimator, n_components,
                                                      loss, config.triangle_samples))))
         common = dict(truth=truth_label, estimator=estimator_label, L=int(n_components), L_star=L_star,
                       extra=int(n_components) - L_star, loss=loss, triangle_constant=C,
                       quadrature_order=config.quadrature_order, radius=config.radius,
                       kappa=np.nan if config.kappa is None else config.kappa)
-        rows += _rows(w, np.asarray(weights(w.atoms.c)), common, config)
+        rows += _rows(w, np.asarray(weights(w.atoms.c)), common, config, epsilons)
     return pd.DataFrame(rows)

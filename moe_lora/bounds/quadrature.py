@@ -28,6 +28,7 @@ def quadrature(d: int, design: Design, order: int, *, key: PRNGKeyArray, n_sampl
     (it is unused when quadrature applies). The integrands here (softmax of quadratics times linear
     experts) are analytic on the box, so the rule converges geometrically in ``order``.
 
+    >>> import jax
     >>> q = quadrature(2, Design(), 8, key=jax.random.key(0))
     >>> q.X.shape, round(float(q.w.sum()), 12), round(float(q.w @ q.X[:, 0] ** 2), 12)  # E[x^2] = 1/3
     ((64, 2), 1.0, 0.333333333333)
