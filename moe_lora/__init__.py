@@ -21,6 +21,14 @@ from .attention import LoRA as LoRA
 from .attention import MixtureRow as MixtureRow
 from .attention import attention as attention
 from .attention import attention_row_as_mixture as attention_row_as_mixture
+from .bounds import BoundConfig as BoundConfig
+from .bounds import bound_curves as bound_curves
+from .bounds import flat_edge as flat_edge
+from .bounds import gate_fiber as gate_fiber
+from .bounds import le_cam_best_c as le_cam_best_c
+from .bounds import le_cam_lower_bound as le_cam_lower_bound
+from .bounds import split_witness as split_witness
+from .bounds import vanilla_flat_modulus as vanilla_flat_modulus
 from .config import Config as Config
 from .config import ConfigError as ConfigError
 from .config import load_config as load_config
