@@ -198,7 +198,7 @@ def _plot(args) -> int:
 def _verdicts(args) -> int:
     from .verdicts import command
 
-    return command(args.dirs, args.out, args.config)
+    return command(args.dirs, args.out, args.config, args.summary, args.pool)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -231,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     verdicts.add_argument("dirs", nargs="+", help="output directories of `moe-lora run` (or figures/data/<name>)")
     verdicts.add_argument("--out", help="also write the markdown table to this file")
     verdicts.add_argument("--config", nargs="+", help="read the rules from these configs (one per DIR; the same computation)")
+    verdicts.add_argument("--summary", action="store_true", help="print pooled rows only where a rule covers several truths")
+    verdicts.add_argument("--pool", metavar="NAME", help="read the runs as one table (same rules; truths relabelled <run>/<truth>)")
     verdicts.set_defaults(func=_verdicts)
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")
     plot.add_argument("dir", help="output directory of `moe-lora run`")

@@ -149,8 +149,8 @@ def statistic_header(table: pd.DataFrame) -> str:
     return "/".join(stats) or "mean"
 
 
-def run_verdicts(run_dir, config=None) -> pd.DataFrame:
-    """The verdict table of one run directory, by the rules of its config's ``[rates]``.
+def _load(run_dir, config=None):
+    """(results table, the [rates] section to read it by, run name) of one run directory.
 
     ``config`` (a TOML path): read the rules from it instead of the run's recorded config; it
     must describe the same computation (every section but ``[rates]`` equal), so rules added to a
@@ -168,28 +168,66 @@ def run_verdicts(run_dir, config=None) -> pd.DataFrame:
             raise ValueError(f"{config} describes another computation than the one recorded in {run_dir}/manifest.json "
                              "(only [rates] may differ)")
         recorded = given
-    rates = recorded.rates
-    table = verdict_table(df, rates.verdicts, statistic=rates.statistic, n_min=rates.n_min, n_max=rates.n_max,
-                          bootstrap=rates.bootstrap, level=rates.level)
-    return table.assign(run=manifest["name"])
+    return df, recorded.rates, manifest["name"]
 
 
-def command(dirs, out=None, configs=None) -> int:
-    """``moe-lora verdicts DIR... [--config CONFIG...]``: every run's rules, one markdown table;
-    DIR/verdicts.csv each."""
+def _table(df, rates) -> pd.DataFrame:
+    return verdict_table(df, rates.verdicts, statistic=rates.statistic, n_min=rates.n_min, n_max=rates.n_max,
+                         bootstrap=rates.bootstrap, level=rates.level)
+
+
+def run_verdicts(run_dir, config=None) -> pd.DataFrame:
+    """The verdict table of one run directory, by the rules of its config's ``[rates]`` (see ``_load``)."""
+    df, rates, name = _load(run_dir, config)
+    return _table(df, rates).assign(run=name)
+
+
+def pooled_verdicts(run_dirs, name: str, configs=None) -> pd.DataFrame:
+    """The verdict table of several runs with the same rules, read as one table: truths are
+    relabelled ``<run>/<truth>``, so runs that differ only in seed give several truths per
+    estimator, judged one by one and pooled."""
+    configs = list(configs or [None] * len(run_dirs))
+    frames, rates = [], None
+    for d, c in zip(run_dirs, configs):
+        df, r, run = _load(d, c)
+        if rates is not None and r != rates:
+            raise ValueError(f"{d}: its [rates] section differs from the first run's; pooled runs need the same rules")
+        rates = r
+        frames.append(df.assign(truth=run + "/" + df["truth"].astype(str)))
+    return _table(pd.concat(frames, ignore_index=True), rates).assign(run=name)
+
+
+def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, rule, estimator, extra): the pooled row where there are several truths, else the one truth's."""
+    keys = ["run", "rule", "estimator", "extra"]
+    pooled = table[table["truth"] == "pooled"]
+    single = table[~table.set_index(keys).index.isin(pooled.set_index(keys).index)]
+    return pd.concat([single, pooled]).sort_index(kind="stable")
+
+
+def command(dirs, out=None, configs=None, summary: bool = False, pool: str | None = None) -> int:
+    """``moe-lora verdicts DIR... [--config CONFIG...] [--summary] [--pool NAME]``: every run's
+    rules, one markdown table (``summary``: pooled rows only where a rule covers several truths;
+    ``pool``: the runs read as one, ``pooled_verdicts``); DIR/verdicts.csv each, or, pooled,
+    ``<first DIR>/../<NAME>_verdicts.csv``."""
     from pathlib import Path
 
     configs = list(configs or [None] * len(dirs))
     if len(configs) != len(dirs):
         raise ValueError(f"--config: expected one config per run directory ({len(dirs)}), got {len(configs)}")
-    tables = []
-    for d, c in zip(dirs, configs):
-        table = run_verdicts(d, c)
-        if table.empty:
-            raise ValueError(f"{d}: its config has no [[rates.verdicts]] rules")
-        table.to_csv(Path(d) / "verdicts.csv", index=False)
-        tables.append(table)
-    text = format_verdicts(pd.concat(tables, ignore_index=True))
+    if pool:
+        table = pooled_verdicts(dirs, pool, configs)
+        table.to_csv(Path(dirs[0]).parent / f"{pool}_verdicts.csv", index=False)
+    else:
+        tables = []
+        for d, c in zip(dirs, configs):
+            t = run_verdicts(d, c)
+            if t.empty:
+                raise ValueError(f"{d}: its config has no [[rates.verdicts]] rules")
+            t.to_csv(Path(d) / "verdicts.csv", index=False)
+            tables.append(t)
+        table = pd.concat(tables, ignore_index=True)
+    text = format_verdicts(summary_rows(table) if summary else table)
     print(text)
     if out:
         Path(out).write_text(text + "\n")

@@ -79,3 +79,14 @@ def test_config_rules_checked():
         _config({"verdicts": [rule | {"colour": "red"}]})
     with pytest.raises(ConfigError, match="rates.statistic: expected 'mean' or 'median', got 'mode'"):
         _config({"statistic": "mode"})
+
+
+def test_summary_keeps_pooled_rows_only_where_there_are_several_truths():
+    from moe_lora.verdicts import summary_rows
+
+    many = pd.concat([_table(lambda n: n**-0.5, 0.2, truth=f"t{k}", seed=k) for k in range(2)])
+    one = _table(lambda n: n**-0.5, 0.2, estimator="vanilla")
+    rules = [dict(label="D", metric="D", prediction="inv_sqrt_n", alternative=-0.25)]
+    table = verdict_table(pd.concat([many, one]), rules, bootstrap=50).assign(run="r")
+    kept = summary_rows(table)
+    assert list(zip(kept["estimator"], kept["truth"])) == [("tanh", "pooled"), ("vanilla", "t")]
