@@ -198,7 +198,7 @@ def _plot(args) -> int:
 def _verdicts(args) -> int:
     from .verdicts import command
 
-    return command(args.dirs, args.out, args.config, args.summary, args.pool)
+    return command(args.dirs, args.out, args.config, args.summary, args.pool, args.rule)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -233,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     verdicts.add_argument("--config", nargs="+", help="read the rules from these configs (one per DIR; the same computation)")
     verdicts.add_argument("--summary", action="store_true", help="print pooled rows only where a rule covers several truths")
     verdicts.add_argument("--pool", metavar="NAME", help="read the runs as one table (same rules; truths relabelled <run>/<truth>)")
+    verdicts.add_argument("--rule", nargs="+", help="print only the rules with these labels (every rule is saved)")
     verdicts.set_defaults(func=_verdicts)
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")
     plot.add_argument("dir", help="output directory of `moe-lora run`")

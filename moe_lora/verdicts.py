@@ -205,10 +205,11 @@ def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([single, pooled]).sort_index(kind="stable")
 
 
-def command(dirs, out=None, configs=None, summary: bool = False, pool: str | None = None) -> int:
+def command(dirs, out=None, configs=None, summary: bool = False, pool: str | None = None, rules=None) -> int:
     """``moe-lora verdicts DIR... [--config CONFIG...] [--summary] [--pool NAME]``: every run's
     rules, one markdown table (``summary``: pooled rows only where a rule covers several truths;
-    ``pool``: the runs read as one, ``pooled_verdicts``); DIR/verdicts.csv each, or, pooled,
+    ``pool``: the runs read as one, ``pooled_verdicts``; ``rules``: print only the rules with these
+    labels); DIR/verdicts.csv each (every row), or, pooled,
     ``<first DIR>/../<NAME>_verdicts.csv``."""
     from pathlib import Path
 
@@ -227,7 +228,13 @@ def command(dirs, out=None, configs=None, summary: bool = False, pool: str | Non
             t.to_csv(Path(d) / "verdicts.csv", index=False)
             tables.append(t)
         table = pd.concat(tables, ignore_index=True)
-    text = format_verdicts(summary_rows(table) if summary else table)
+    shown = summary_rows(table) if summary else table
+    if rules:
+        unknown = set(rules) - set(table["rule"])
+        if unknown:
+            raise ValueError(f"--rule: no rule labelled {sorted(unknown)}; the rules are {sorted(set(table['rule']))}")
+        shown = shown[shown["rule"].isin(rules)]
+    text = format_verdicts(shown)
     print(text)
     if out:
         Path(out).write_text(text + "\n")
