@@ -46,7 +46,12 @@ def _candidates(table, reference=REFERENCE):
 
 
 def _cube(table: pd.DataFrame, metric: str, students):
-    """(ns, seeds, array[student, n, seed]) of one variation's metric; every (student, n) needs the same seeds."""
+    """(ns, seeds, array[student, n, seed]) of one variation's metric; every (student, n) needs the same seeds.
+
+    Sizes that not every student has are left out (a study stopped part way)."""
+    table = table[table["student"].isin(students)]
+    complete = table.groupby("n")["student"].nunique()
+    table = table[table["n"].isin(complete[complete == len(students)].index)]
     wide = table.pivot_table(index=["student", "n"], columns="seed", values=metric, aggfunc="first")
     ns = np.sort(table["n"].unique())
     cube = np.stack([wide.loc[s].reindex(ns).to_numpy(float) for s in students])
@@ -61,6 +66,8 @@ def _boot(cube, n_boot, rng, statistic):
 
 
 def _interval(samples, level, axis=-1):
+    if np.isnan(samples).all():
+        return np.array([math.nan, math.nan])
     return np.nanpercentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=axis)
 
 
@@ -141,18 +148,23 @@ def data_efficiency(
             ns, seeds, cube = _cube(part, metric, (REFERENCE, candidate))
             center = STATISTICS[statistic](cube, axis=-1)
             boot = _boot(cube, n_boot, rng, statistic)
-            ratio = equal_error_ratio(ns, center[0], center[1], fit_min_n)
-            ratios = np.array([equal_error_ratio(ns, boot[0, :, b], boot[1, :, b], fit_min_n) for b in range(n_boot)])
+            use = ns >= fit_min_n
+            if use.sum() >= 2:
+                ratio = equal_error_ratio(ns, center[0], center[1], fit_min_n)
+                ratios = np.array([equal_error_ratio(ns, boot[0, :, b], boot[1, :, b], fit_min_n)
+                                   for b in range(n_boot)])
+                slopes = power_law(ns[use], center[0][use])[1], power_law(ns[use], center[1][use])[1]
+            else:  # a variation with fewer than two sizes in the fit range has no power law
+                ratio, ratios, slopes = math.nan, np.full(n_boot, math.nan), (math.nan, math.nan)
             frac = crossing_fraction(ns, center[0], center[1])
             fracs = np.array([crossing_fraction(ns, boot[0, :, b], boot[1, :, b]) for b in range(n_boot)])
             # inverted_cdf picks observed values: an interval end can be inf ("not reached") without NaNs
             f_lo, f_hi = np.quantile(fracs, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
-            use = ns >= fit_min_n
             rows.append(dict(
                 variation=variation, metric=metric, statistic=statistic, reference=REFERENCE, candidate=candidate,
                 fit_min_n=fit_min_n, n_ratio=ratio, n_ratio_lo=_interval(ratios, level)[0],
-                n_ratio_hi=_interval(ratios, level)[1], slope_reference=power_law(ns[use], center[0][use])[1],
-                slope_candidate=power_law(ns[use], center[1][use])[1], fraction=frac, fraction_lo=f_lo,
+                n_ratio_hi=_interval(ratios, level)[1], slope_reference=slopes[0], slope_candidate=slopes[1],
+                fraction=frac, fraction_lo=f_lo,
                 fraction_hi=f_hi,
                 censored="not reached" if math.isinf(frac) else ("at most" if frac == ns[0] / ns[-1] else ""),
                 reference_at_max=center[0, -1], candidate_at_max=center[1, -1], seeds=len(seeds),
@@ -253,8 +265,8 @@ def rate_slopes(
             ns, seeds, cube = _cube(part, metric, students)
             top = ns.max() if n_max is None else n_max
             use = (ns >= n_min) & (ns <= top)
-            if use.sum() < 2:
-                raise ValueError(f"Need two sizes in [{n_min}, {top}] for a slope; got sizes {ns.tolist()}")
+            if use.sum() < 2:  # no slope from fewer than two sizes
+                continue
             x = np.log(ns[use])
             center = STATISTICS[statistic](cube[:, use], axis=-1)
             boot = _boot(cube[:, use], n_boot, rng, statistic)  # student, n, boot
