@@ -99,7 +99,12 @@ class Record(NamedTuple):
 
 
 class Decomposition(NamedTuple):
-    """D taken apart (the fields of the same names in ``Record``)."""
+    """D taken apart (the fields of the same names in ``Record``).
+
+    ``Record`` repeats these fields flat instead of nesting a ``Decomposition`` because its
+    fields, in order, are the columns of the committed results tables (``moe_lora.table``);
+    ``tests/test_decomposition.py`` checks that they stay the same names, in order.
+    """
 
     D_mass: Float[Array, ""]
     D_singleton: Float[Array, ""]

@@ -47,3 +47,11 @@ def test_pieces_sum_back_to_D_for_every_fit(truth):
     np.testing.assert_allclose(rec.D_mass, rec.cell_mass.sum(-1), rtol=1e-12)
     assert (np.asarray(rec.D_shared_gate) <= np.asarray(rec.D) * (1 + 1e-12)).all()
     assert (np.asarray(rec.shared_gate) == (np.asarray(rec.cell_gate_gap) <= SHARED_GATE_TOL).any(-1)).all()
+
+
+def test_record_repeats_the_decomposition_fields_in_order():
+    from moe_lora.simulate import Decomposition, Record
+
+    fields = list(Record._fields)
+    start = fields.index(Decomposition._fields[0])
+    assert tuple(fields[start:start + len(Decomposition._fields)]) == Decomposition._fields
