@@ -37,7 +37,8 @@ import jax
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, _check_type, _sizes
+from . import kinds
+from .config import ConfigError, check_type, parse_sizes
 from .experiment import ReplicateBlock
 from .head import STUDENTS, TRACE_COUNT, HeadConfig, head_unit, parameter_counts, teacher_and_test
 
@@ -61,7 +62,7 @@ def _head(where: str, fields: dict) -> HeadConfig:
 
 
 class _StudySection:
-    """Reports errors under ``study.<key>`` (``config._sizes`` names its key through ``fail``)."""
+    """Reports errors under ``study.<key>`` (``config.parse_sizes`` names its key through ``fail``)."""
 
     NAME = "study"
 
@@ -89,25 +90,25 @@ class HeadStudyConfig:
         for k, v in raw.items():
             if k not in _TOP:
                 raise ConfigError(f"{k}: unknown key at top level of an attention_head config; expected one of {sorted(_TOP)}")
-            _check_type(k, v, _TOP[k])
+            check_type(k, v, _TOP[k])
         head = dict(raw.get("head", {}))
         _head("head", head)
         variations = {}
         for var, fields in raw.get("variations", {}).items():
             if var == "headline":
                 raise ConfigError("variations.headline: the base [head] is the variation 'headline'; name the others")
-            _check_type(f"variations.{var}", fields, (dict,))
+            check_type(f"variations.{var}", fields, (dict,))
             _head(f"variations.{var}", head | fields)
             variations[var] = dict(fields)
         study = dict(raw.get("study", {}))
         for k, v in study.items():
             if k not in _STUDY_KEYS:
                 raise ConfigError(f"study.{k}: unknown key; expected one of {sorted(_STUDY_KEYS)}")
-            _check_type(f"study.{k}", v, _STUDY_KEYS[k])
+            check_type(f"study.{k}", v, _STUDY_KEYS[k])
         for k in ("sizes", "seeds"):
             if k not in study:
                 raise ConfigError(f"study.{k}: missing required key")
-        sizes = _sizes(_StudySection(), study["sizes"])
+        sizes = parse_sizes(_StudySection(), study["sizes"])
         if sizes[0] < 2:
             raise ConfigError(f"study.sizes: expected sizes >= 2 (a training and a validation sequence), got {list(sizes)}")
         seeds = study["seeds"]
@@ -164,9 +165,10 @@ class HeadContext:
         return rows, time.perf_counter() - t0, sum(TRACE_COUNT.values()) > traces
 
 
+@kinds.register
 @dataclasses.dataclass(frozen=True)
 class HeadStudy:
-    """An attention-head study: the ``moe_lora.runs`` interface (units, context, truths, key columns)."""
+    """An attention-head study: the ``attention_head`` experiment kind (``moe_lora.kinds.ExperimentKind``)."""
 
     config: HeadStudyConfig
     kind = KIND
@@ -205,3 +207,17 @@ class HeadStudy:
         c = self.config
         return (f"{len(self.units())} units ({len(c.sizes)} sizes x {len(c.head_configs())} variations x {len(c.students)} "
                 f"students x {-(-c.seeds // c.seeds_per_unit)} seed blocks)")
+
+    def summaries(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """``data_efficiency.csv`` and ``improvement.csv`` (``moe_lora.head``)."""
+        from .head import data_efficiency, improvement
+
+        return {"data_efficiency.csv": data_efficiency(df), "improvement.csv": improvement(df)}
+
+    def format_summaries(self, summaries: dict[str, pd.DataFrame]) -> str:
+        return "\n".join(f"{name[:-4]}:\n{table.to_string(index=False)}\n" for name, table in summaries.items())
+
+    def figures(self, df: pd.DataFrame, summaries: dict[str, pd.DataFrame]) -> dict:
+        from .head_figure import figure_data_efficiency
+
+        return {f"{self.name}_data_efficiency": figure_data_efficiency(df)}

@@ -112,35 +112,11 @@ def kind_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*BUILTIN, *_REGISTRY]))
 
 
-def _head_study_summaries(cls):
-    """TEMPORARY (issue 20): the attention-head kind's summaries and figures, given to
-    ``HeadStudy`` until ``moe_lora.head_study`` defines them itself; then this goes."""
-    if hasattr(cls, "summaries"):
-        return cls
-
-    def summaries(self, df):
-        from .head import data_efficiency, improvement
-
-        return {"data_efficiency.csv": data_efficiency(df), "improvement.csv": improvement(df)}
-
-    def format_summaries(self, tables):
-        return "\n".join(f"{name[:-4]}:\n{table.to_string(index=False)}\n" for name, table in tables.items())
-
-    def figures(self, df, tables):
-        from .head_figure import figure_data_efficiency
-
-        return {f"{self.name}_data_efficiency": figure_data_efficiency(df)}
-
-    cls.summaries, cls.format_summaries, cls.figures = summaries, format_summaries, figures
-    return cls
-
-
 def kind_class(kind: str):
     """The class of experiment kind ``kind`` (imports a built-in kind's module on first use)."""
     if kind not in _REGISTRY and kind in BUILTIN:
         module, cls = BUILTIN[kind].split(":")
-        found = getattr(importlib.import_module(module), cls)
-        _REGISTRY.setdefault(kind, _head_study_summaries(found) if kind == "attention_head" else found)
+        _REGISTRY.setdefault(kind, getattr(importlib.import_module(module), cls))
     if kind not in _REGISTRY:
         raise ConfigError(f"kind: unknown experiment kind {kind!r}; expected one of {list(kind_names())}")
     return _REGISTRY[kind]
