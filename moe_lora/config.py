@@ -166,10 +166,6 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-# The names the section framework had before it was public (``moe_lora.head_study`` imported
-# two of them); kept until no module uses them.
-_key, _Section, _check_type = key, Section, check_type
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection(Section):
@@ -350,9 +346,9 @@ class RatesSection(Section):
     bootstrap: int = key(int, 1000)
     level: float = key(_NUM, 0.95)
     #: The statistic over replicates that the verdicts read (``moe_lora.verdicts``), fixed before the run.
-    statistic: str = _key(str, "mean")
+    statistic: str = key(str, "mean")
     #: Verdict rules, ``[[rates.verdicts]]``: label, metric, prediction, alternative, optional estimators/extra.
-    verdicts: tuple = _key(list, [])
+    verdicts: tuple = key(list, [])
 
     def __post_init__(self):
         self.count("bootstrap")
@@ -385,10 +381,6 @@ class RatesSection(Section):
     def slope_kwargs(self) -> dict:
         """Keyword arguments of ``rates.slope_table`` (fit range, bootstrap draws, level)."""
         return dict(n_min=self.n_min, n_max=self.n_max, bootstrap=self.bootstrap, level=self.level)
-
-
-#: Kept until no module uses it (see ``_key``).
-_sizes = parse_sizes
 
 
 def parse_grid(section: Section, name: str, spec) -> tuple[float, ...]:
