@@ -89,10 +89,10 @@ def main(config: str, sizes, estimators, replicates: int, stat_tol: float, out: 
                   f"({row['minpack_nfev']:.0f} evaluations) | ratio {row['ratio']:6.1f}x | risk MINPACK - ours "
                   f"mean {row['mean_risk_diff']:+.3g}, median {row['median_risk_diff']:+.3g} [{row['min_risk_diff']:+.3g}, "
                   f"{row['max_risk_diff']:+.3g}] sigma^2/n", flush=True)
-    table = pd.DataFrame(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    return table
+            # Written after every cell: an interrupted run keeps what it measured.
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows).to_csv(out, index=False)
+    return pd.DataFrame(rows)
 
 
 if __name__ == "__main__":
