@@ -478,7 +478,7 @@ def split_witness(estimator: Model, true_params, j: int, delta) -> object:
     """
     par = estimator.parameterization
     L_star = true_params.c.shape[0]
-    parent = np.concatenate([np.arange(L_star), [j]])
+    parent = jnp.concatenate([jnp.arange(L_star), jnp.atleast_1d(jnp.asarray(j, jnp.int32))])  # j may be traced
     raw = type(true_params)(*(x[parent] for x in true_params[:-1]), split_biases(estimator, true_params.c, parent))
     comp = par.to_compact(raw)
     sign = jnp.zeros(L_star + 1).at[j].set(1.0).at[L_star].set(-1.0)
