@@ -158,13 +158,13 @@ def _load(run_dir, config=None):
     """
     from .experiment import load_experiment
     from .runs import load_results
-    from .runs.store import _computed, experiment_of
+    from .runs.store import computed_part, experiment_of
 
     df, manifest = load_results(run_dir)
     recorded = experiment_of(manifest).config
     if config is not None:
         given = load_experiment(config).config
-        if _computed(given) != _computed(recorded):
+        if computed_part(given) != computed_part(recorded):
             raise ValueError(f"{config} describes another computation than the one recorded in {run_dir}/manifest.json "
                              "(only [rates] may differ)")
         recorded = given

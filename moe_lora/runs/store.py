@@ -147,7 +147,7 @@ def experiment_of(m: dict):
     return experiment_from_dict(m["config"], name=m["name"])
 
 
-def _computed(config):
+def computed_part(config):
     """The part of a config that decides the results: all but ``[rates]`` (the reading of them)."""
     return dataclasses.replace(config, rates=None) if hasattr(config, "rates") else config
 
@@ -160,7 +160,7 @@ def write_or_check(out: str | Path, m: dict) -> dict:
     if path.exists():
         old = json.loads(path.read_text())
         before, config = experiment_of(old).config, experiment_of(m).config
-        if _computed(before) != _computed(config):
+        if computed_part(before) != computed_part(config):
             raise ConfigError(f"{path} holds a different config (experiment {old.get('name')!r}); "
                               "resume with the same config or write to another --out directory")
         if before != config:
