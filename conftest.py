@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent / ".pytest_cache" / "jax"))
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent / ".pytest_cache" / "jax")
+)
 
 import jax  # noqa: E402  (after the environment, which subprocesses inherit)
 

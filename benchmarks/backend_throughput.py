@@ -1,13 +1,14 @@
-"""Fits per second of whole work units on whatever backend jax finds (CPU, or a GPU with the ``cuda`` extra).
+"""Fits per second of whole work units on whatever backend jax finds (CPU, or a GPU with the
+``cuda`` extra).
 
-A unit is ``simulate_replicates`` as ``moe-lora run`` calls it: one estimator, one n, ``--replicates``
-replicates in vmapped batches of ``--batch`` (data, fit, score), over-specified (L = L* + 1) on the
-tanh truth of ``simulations/verdicts_vanilla.toml`` with its stopping rule. The first call
-compiles, the second is timed. Printed per (estimator, n): the backend and device, compile
-seconds, fits per second, mean iterations, certified share.
+A unit is ``simulate_replicates`` as ``moe-lora run`` calls it: one estimator, one n,
+``--replicates`` replicates in vmapped batches of ``--batch`` (data, fit, score), over-specified (L
+= L* + 1) on the tanh truth of ``simulations/verdicts_vanilla.toml`` with its stopping rule. The
+first call compiles, the second is timed. Printed per (estimator, n): the backend and device,
+compile seconds, fits per second, mean iterations, certified share.
 
-    python benchmarks/backend_throughput.py                              # n = 1e4, 1e5, 1e6
-    python benchmarks/backend_throughput.py --sizes 10000 --batch 8      # replicates vmapped together
+    python benchmarks/backend_throughput.py                          # n = 1e4, 1e5, 1e6
+    python benchmarks/backend_throughput.py --sizes 10000 --batch 8  # replicates vmapped together
 
 Results go to ``benchmarks/results/backend_throughput_<backend>.csv``.
 """
@@ -29,32 +30,64 @@ import moe_lora as ml  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(config: str, sizes, estimators, replicates: int, batch: int, out: Path | None) -> pd.DataFrame:
+def main(
+    config: str, sizes, estimators, replicates: int, batch: int, out: Path | None
+) -> pd.DataFrame:
     exp = ml.load_experiment(config)
     label = ml.TruthLabel("tanh")
     truth, key, X_eval = exp.draw_truths()[label], exp.sim_key(label), exp.x_eval()
     cfg = exp.fit_config(max(exp.settings))
     device = jax.devices()[0]
-    print(f"backend {jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s)); {config}, "
-          f"L = {cfg.n_components}, {replicates} replicates in batches of {batch}", flush=True)
+    print(
+        f"backend {jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s)); "
+        f"{config}, "
+        f"L = {cfg.n_components}, {replicates} replicates in batches of {batch}",
+        flush=True,
+    )
     rows = []
     for name in estimators:
         est = exp.model(name)
         for n in sizes:
-            run = lambda: jax.block_until_ready(ml.simulate_replicates(
-                key, truth, est, n, sigma=exp.sigma, replicates=replicates, config=cfg, X_eval=X_eval, batch=batch))
+            run = lambda: jax.block_until_ready(
+                ml.simulate_replicates(
+                    key,
+                    truth,
+                    est,
+                    n,
+                    sigma=exp.sigma,
+                    replicates=replicates,
+                    config=cfg,
+                    X_eval=X_eval,
+                    batch=batch,
+                )
+            )
             t0 = time.perf_counter()
             run()
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
             rec = run()
             seconds = time.perf_counter() - t0
-            rows.append(dict(estimator=name, n=n, replicates=replicates, batch=batch, backend=jax.default_backend(),
-                             device=device.device_kind, compile_s=first - seconds, fits_per_s=replicates / seconds,
-                             mean_iterations=float(np.mean(rec.iterations)), certified=float(np.mean(rec.certified))))
+            rows.append(
+                dict(
+                    estimator=name,
+                    n=n,
+                    replicates=replicates,
+                    batch=batch,
+                    backend=jax.default_backend(),
+                    device=device.device_kind,
+                    compile_s=first - seconds,
+                    fits_per_s=replicates / seconds,
+                    mean_iterations=float(np.mean(rec.iterations)),
+                    certified=float(np.mean(rec.certified)),
+                )
+            )
             r = rows[-1]
-            print(f"{name:8s} n={n:>8d}: {r['fits_per_s']:8.3g} fits/s, compile {r['compile_s']:5.1f} s, "
-                  f"{r['mean_iterations']:.0f} iterations, certified {r['certified']:.2f}", flush=True)
+            print(
+                f"{name:8s} n={n:>8d}: {r['fits_per_s']:8.3g} fits/s, compile "
+                f"{r['compile_s']:5.1f} s, "
+                f"{r['mean_iterations']:.0f} iterations, certified {r['certified']:.2f}",
+                flush=True,
+            )
     table = pd.DataFrame(rows)
     out = out or ROOT / "benchmarks" / "results" / f"backend_throughput_{jax.default_backend()}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

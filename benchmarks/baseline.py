@@ -10,7 +10,7 @@ what moe_lora adds: jit compilation, forward-mode Jacobians, vmapping over repli
 canonicalization of flat directions (so its path can differ; iterations and certification are
 printed for both).
 
-    python benchmarks/baseline.py                     # n = 1e3, 1e4, 1e5; tanh and vanilla on the tanh truth
+    python benchmarks/baseline.py    # n = 1e3, 1e4, 1e5; tanh and vanilla on the tanh truth
     python benchmarks/baseline.py --sizes 1000 --replicates 2 --stat-tol 0.1
 
 Both fit the same replicates. Prints one row per (estimator, n): fits per second of each
@@ -63,7 +63,7 @@ class NumpyModel:
     def unflatten(self, theta):
         parts, i = [], 0
         for shape, size in zip(self.shapes, self.sizes):
-            parts.append(theta[i:i + size].reshape(shape))
+            parts.append(theta[i : i + size].reshape(shape))
             i += size
         return parts
 
@@ -94,7 +94,8 @@ class NumpyModel:
 
 
 def baseline_fit(model: NumpyModel, X, Y, theta, *, max_iter, gtol, stat_tol, floor=1e-9, tau=1e-3):
-    """Levenberg-Marquardt (Marquardt scaling, Nielsen's update) with a central-difference Jacobian."""
+    """Levenberg-Marquardt (Marquardt scaling, Nielsen's update) with a central-difference
+    Jacobian."""
     n = X.shape[0]
     m = Y.size
 
@@ -148,11 +149,32 @@ def main():
     ap.add_argument("--config", default=str(ROOT / "simulations" / "overspecified.toml"))
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--estimators", nargs="+", default=["tanh", "vanilla"])
-    ap.add_argument("--replicates", type=int, default=4, help="replicates per size, the same ones for both implementations")
-    ap.add_argument("--batch", type=int, default=1, help="moe_lora replicates vmapped together (simulate_replicates(batch=...); 0: all)")
-    ap.add_argument("--stat-tol", type=float, default=None, help="statistical-precision rule for both (default: gradient test only)")
-    ap.add_argument("--max-iter", type=int, default=None, help="iteration cap for both (default: the config's)")
-    ap.add_argument("--skip-baseline", action="store_true", help="time moe_lora only (e.g. to compare --batch values)")
+    ap.add_argument(
+        "--replicates",
+        type=int,
+        default=4,
+        help="replicates per size, the same ones for both implementations",
+    )
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="moe_lora replicates vmapped together (simulate_replicates(batch=...); 0: all)",
+    )
+    ap.add_argument(
+        "--stat-tol",
+        type=float,
+        default=None,
+        help="statistical-precision rule for both (default: gradient test only)",
+    )
+    ap.add_argument(
+        "--max-iter", type=int, default=None, help="iteration cap for both (default: the config's)"
+    )
+    ap.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="time moe_lora only (e.g. to compare --batch values)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "baseline.csv"))
     args = ap.parse_args()
 
@@ -163,16 +185,28 @@ def main():
     truth = truths[label]
     extra = max(exp.settings)
     base_cfg = exp.fit_config(extra)
-    finisher = dataclasses.replace(base_cfg.finisher, stat_tol=args.stat_tol,
-                                   max_iter=args.max_iter or base_cfg.finisher.max_iter)
+    finisher = dataclasses.replace(
+        base_cfg.finisher,
+        stat_tol=args.stat_tol,
+        max_iter=args.max_iter or base_cfg.finisher.max_iter,
+    )
     config = dataclasses.replace(base_cfg, finisher=finisher)
     key = exp.sim_key(label)
     X_eval = exp.x_eval()
-    print(f"config {args.config}: truth {label}, L = L* + {extra}, sigma {exp.sigma}, gtol {finisher.gtol}, "
-          f"stat_tol {finisher.stat_tol}, max_iter {finisher.max_iter}; jax {jax.__version__} on {jax.devices()[0].platform}, "
-          f"{jax.device_count()} device(s)", flush=True)
-    header = (f"{'estimator':9} {'n':>7} | {'moe_lora fits/s':>15} {'compile s':>9} {'its':>6} {'cert':>5} | "
-              f"{'baseline fits/s':>15} {'its':>6} {'cert':>5} | {'ratio':>6} {'per it':>6} | {'mean risk diff (base - ours) n/s2':>33}")
+    print(
+        f"config {args.config}: truth {label}, L = L* + {extra}, sigma {exp.sigma}, gtol "
+        f"{finisher.gtol}, "
+        f"stat_tol {finisher.stat_tol}, max_iter {finisher.max_iter}; jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}, "
+        f"{jax.device_count()} device(s)",
+        flush=True,
+    )
+    header = (
+        f"{'estimator':9} {'n':>7} | {'moe_lora fits/s':>15} {'compile s':>9} {'its':>6} "
+        f"{'cert':>5} | "
+        f"{'baseline fits/s':>15} {'its':>6} {'cert':>5} | {'ratio':>6} {'per it':>6} | "
+        f"{'mean risk diff (base - ours) n/s2':>33}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -181,16 +215,35 @@ def main():
         true_params = truth_in(est, truth)
         np_model = NumpyModel(est, config.n_components)
         for n in args.sizes:
-            # moe_lora, replicates in vmapped batches of --batch: the first call compiles, the second is timed.
+            # moe_lora, replicates in vmapped batches of --batch: the first call compiles, the
+            # second is timed.
             t0 = time.perf_counter()
             batch = args.batch or None
-            rec = ml.simulate_replicates(key, truth, est, n, sigma=exp.sigma, replicates=args.replicates, config=config,
-                                         X_eval=X_eval, batch=batch)
+            rec = ml.simulate_replicates(
+                key,
+                truth,
+                est,
+                n,
+                sigma=exp.sigma,
+                replicates=args.replicates,
+                config=config,
+                X_eval=X_eval,
+                batch=batch,
+            )
             jax.block_until_ready(rec)
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
-            rec = ml.simulate_replicates(key, truth, est, n, sigma=exp.sigma, replicates=args.replicates, config=config,
-                                         X_eval=X_eval, batch=batch)
+            rec = ml.simulate_replicates(
+                key,
+                truth,
+                est,
+                n,
+                sigma=exp.sigma,
+                replicates=args.replicates,
+                config=config,
+                X_eval=X_eval,
+                batch=batch,
+            )
             jax.block_until_ready(rec)
             ours = time.perf_counter() - t0
             # The baseline: the same data and starts (the simulate keys), one replicate at a time.
@@ -200,29 +253,60 @@ def main():
                 k_data, k_init = jax.random.split(rk)
                 data = sample_dataset(k_data, truth, n, exp.sigma, exp.design)
                 start = initial_params(k_init, est, true_params, config)
-                theta0 = np.asarray(jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], start))[0])
+                theta0 = np.asarray(
+                    jax.flatten_util.ravel_pytree(jax.tree.map(lambda x: x[0], start))[0]
+                )
                 X, Y = np.asarray(data.X), np.asarray(data.Y)
                 t0 = time.perf_counter()
-                theta, R, it, reason = baseline_fit(np_model, X, Y, theta0, max_iter=finisher.max_iter, gtol=finisher.gtol,
-                                                    stat_tol=finisher.stat_tol)
+                theta, R, it, reason = baseline_fit(
+                    np_model,
+                    X,
+                    Y,
+                    theta0,
+                    max_iter=finisher.max_iter,
+                    gtol=finisher.gtol,
+                    stat_tol=finisher.stat_tol,
+                )
                 base_time += time.perf_counter() - t0
                 base_it.append(it)
-                base_cert.append(reason in ("converged", "precise") and R <= float(rec.risk_truth[k]) * (1 + RISK_SLACK))
-                risk_diff.append((R - float(rec.risk[k])) * n / exp.sigma ** 2)
-            row = dict(estimator=est_name, n=n, replicates=args.replicates, batch=args.batch,
-                       ours_fits_per_s=args.replicates / ours, ours_compile_s=first - ours,
-                       ours_iterations=int(np.sum(rec.iterations)), ours_certified=float(np.mean(rec.certified)),
-                       base_fits_per_s=len(keys) / base_time if base_time else nan, base_iterations=int(np.sum(base_it)),
-                       base_certified=float(np.mean(base_cert)) if base_cert else nan,
-                       risk_diff_over_s2n=float(np.mean(risk_diff)) if risk_diff else nan)
+                base_cert.append(
+                    reason in ("converged", "precise")
+                    and R <= float(rec.risk_truth[k]) * (1 + RISK_SLACK)
+                )
+                risk_diff.append((R - float(rec.risk[k])) * n / exp.sigma**2)
+            row = dict(
+                estimator=est_name,
+                n=n,
+                replicates=args.replicates,
+                batch=args.batch,
+                ours_fits_per_s=args.replicates / ours,
+                ours_compile_s=first - ours,
+                ours_iterations=int(np.sum(rec.iterations)),
+                ours_certified=float(np.mean(rec.certified)),
+                base_fits_per_s=len(keys) / base_time if base_time else nan,
+                base_iterations=int(np.sum(base_it)),
+                base_certified=float(np.mean(base_cert)) if base_cert else nan,
+                risk_diff_over_s2n=float(np.mean(risk_diff)) if risk_diff else nan,
+            )
             row["ratio"] = row["ours_fits_per_s"] / row["base_fits_per_s"]
-            # Per iteration: the two can take different paths (central differences, no canonicalization).
-            row["ratio_per_iteration"] = (base_time / row["base_iterations"]) / (ours / row["ours_iterations"]) if base_it else nan
+            # Per iteration: the two can take different paths (central differences, no
+            # canonicalization).
+            row["ratio_per_iteration"] = (
+                (base_time / row["base_iterations"]) / (ours / row["ours_iterations"])
+                if base_it
+                else nan
+            )
             rows.append(row)
-            print(f"{est_name:9} {n:>7} | {row['ours_fits_per_s']:>15.3g} {row['ours_compile_s']:>9.1f} {row['ours_iterations']:>6} "
-                  f"{row['ours_certified']:>5.2f} | {row['base_fits_per_s']:>15.3g} {row['base_iterations']:>6} "
-                  f"{row['base_certified']:>5.2f} | {row['ratio']:>6.1f} {row['ratio_per_iteration']:>6.1f} | "
-                  f"{row['risk_diff_over_s2n']:>33.3g}", flush=True)
+            print(
+                f"{est_name:9} {n:>7} | {row['ours_fits_per_s']:>15.3g} "
+                f"{row['ours_compile_s']:>9.1f} {row['ours_iterations']:>6} "
+                f"{row['ours_certified']:>5.2f} | {row['base_fits_per_s']:>15.3g} "
+                f"{row['base_iterations']:>6} "
+                f"{row['base_certified']:>5.2f} | {row['ratio']:>6.1f} "
+                f"{row['ratio_per_iteration']:>6.1f} | "
+                f"{row['risk_diff_over_s2n']:>33.3g}",
+                flush=True,
+            )
     import pandas as pd
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

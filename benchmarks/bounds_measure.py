@@ -1,14 +1,18 @@
-"""Lower-bound curves for issue 12's "Measurements": headline truths, near-merging truths, exponents.
+r"""Lower-bound curves for issue 12's "Measurements": headline truths, near-merging truths,
+exponents.
 
-    nice -n 10 python benchmarks/bounds_measure.py --part headline   # vanilla/linear/tanh/sigmoid/gelu, L* and L*+1
-    nice -n 10 python benchmarks/bounds_measure.py --part merging    # vanilla and tanh, L = L*, minimax.toml deltas
-    nice -n 10 python benchmarks/bounds_measure.py --part report > benchmarks/results/bounds_exponents.txt
+    # vanilla/linear/tanh/sigmoid/gelu, L* and L*+1
+    nice -n 10 python benchmarks/bounds_measure.py --part headline
+    # vanilla and tanh, L = L*, minimax.toml deltas
+    nice -n 10 python benchmarks/bounds_measure.py --part merging
+    nice -n 10 python benchmarks/bounds_measure.py --part report \
+        > benchmarks/results/bounds_exponents.txt
 
-Each (truth, estimator, L) unit is written to figures/data/bounds/units/ as it finishes (a rerun skips
-finished units); ``--part report`` concatenates them into figures/data/bounds/curves.parquet and prints
-the flat sets, the exponents a of M(eta) ~ eta^a (from m(eps) ~ eps^(1/a)) with their fit ranges, the
-ratios M(eta) / eta^(1/r) of the near-merging family (worst case over delta at each eta), and the
-two-point bound at the sweeps' sizes.
+Each (truth, estimator, L) unit is written to figures/data/bounds/units/ as it finishes (a rerun
+skips finished units); ``--part report`` concatenates them into figures/data/bounds/curves.parquet
+and prints the flat sets, the exponents a of M(eta) ~ eta^a (from m(eps) ~ eps^(1/a)) with their fit
+ranges, the ratios M(eta) / eta^(1/r) of the near-merging family (worst case over delta at each
+eta), and the two-point bound at the sweeps' sizes.
 """
 
 from __future__ import annotations
@@ -32,8 +36,14 @@ SIGMA = 0.02
 
 def units(part: str):
     if part == "headline":
-        for name, through in (("vanilla", "tanh"), ("tanh", "tanh"), ("vanilla", "linear"), ("linear", "linear"),
-                              ("sigmoid", "sigmoid"), ("gelu", "gelu")):
+        for name, through in (
+            ("vanilla", "tanh"),
+            ("tanh", "tanh"),
+            ("vanilla", "linear"),
+            ("linear", "linear"),
+            ("sigmoid", "sigmoid"),
+            ("gelu", "gelu"),
+        ):
             for L in (2, 3):
                 yield through, None, name, L
     else:
@@ -53,8 +63,15 @@ def compute(part: str, seed: int, losses) -> None:
         if path.exists():
             continue
         t0 = time.perf_counter()
-        df = bound_curves(jax.random.key(seed), headline_truth(through, seed, delta), estimator_model(name, seed), L, config,
-                          truth_label=label, estimator_label=name)
+        df = bound_curves(
+            jax.random.key(seed),
+            headline_truth(through, seed, delta),
+            estimator_model(name, seed),
+            L,
+            config,
+            truth_label=label,
+            estimator_label=name,
+        )
         df["delta"] = np.nan if delta is None else delta
         df.to_parquet(path)
         print(f"{label:18s} {name:8s} L={L}: {time.perf_counter() - t0:6.1f} s", flush=True)
@@ -71,16 +88,35 @@ def report() -> None:
 
     from moe_lora.bounds import L2_FLOOR, le_cam_lower_bound, modulus_from_witnesses
 
-    df = pd.concat([pd.read_parquet(p) for p in sorted((OUT / "units").glob("*.parquet"))], ignore_index=True)
+    df = pd.concat(
+        [pd.read_parquet(p) for p in sorted((OUT / "units").glob("*.parquet"))], ignore_index=True
+    )
     df.to_parquet(OUT / "curves.parquet")
-    print(f"curves: {len(df)} rows from {df.groupby(['truth', 'estimator', 'L']).ngroups} units -> {OUT / 'curves.parquet'}")
+    print(
+        f"curves: {len(df)} rows from {df.groupby(['truth', 'estimator', 'L']).ngroups} units -> "
+        f"{OUT / 'curves.parquet'}"
+    )
     print(f"L2 floor trusted: {L2_FLOOR:g}; witnesses counted only inside the neighbourhood\n")
 
-    print("== Flat sets (witnesses on target with L2 <= floor) and exponents a of M(eta) ~ eta^a ==")
-    print("Every reported m(eps) is an upper bound (a solve that failed gives a larger L2). The fit uses only the")
-    print("non-dominated on-target witnesses (L2 below that of every larger eps: the corners of the M(eta) envelope),")
-    print("above the floor and above the flat set, without the largest eps (the neighbourhood saturates there):")
-    print("log m = b log eps + const, a = 1 / b. 'range' gives the eps and m spanned by the fitted points.")
+    print(
+        "== Flat sets (witnesses on target with L2 <= floor) and exponents a of M(eta) ~ eta^a =="
+    )
+    print(
+        "Every reported m(eps) is an upper bound (a solve that failed gives a larger L2). The fit "
+        "uses only the"
+    )
+    print(
+        "non-dominated on-target witnesses (L2 below that of every larger eps: the corners of the "
+        "M(eta) envelope),"
+    )
+    print(
+        "above the floor and above the flat set, without the largest eps (the neighbourhood "
+        "saturates there):"
+    )
+    print(
+        "log m = b log eps + const, a = 1 / b. 'range' gives the eps and m spanned by the fitted "
+        "points."
+    )
     single = df[df["delta"].isna()]
     for (truth, est, L, loss), g in single.groupby(["truth", "estimator", "L", "loss"], sort=False):
         m = g[(g.kind == "m") & g.on_target & g.inside].sort_values("eps")
@@ -91,18 +127,29 @@ def report() -> None:
         keep = rest.l2.to_numpy() <= later_min + 0.0
         fit = rest[keep]
         fit = fit[fit.eps < fit.eps.max()] if len(fit) > 3 else fit
-        line = f"{truth:8s} {est:8s} L={L} {loss:4s}: on target {len(m):2d}/{(g.kind == 'm').sum()}, "
-        line += f"flat set up to D >= {M0:.3g} ({len(flat)} targets)" if len(flat) else "no flat witness"
+        line = (
+            f"{truth:8s} {est:8s} L={L} {loss:4s}: on target {len(m):2d}/{(g.kind == 'm').sum()}, "
+        )
+        line += (
+            f"flat set up to D >= {M0:.3g} ({len(flat)} targets)"
+            if len(flat)
+            else "no flat witness"
+        )
         if len(fit) >= 3:
             b = _fit(fit.eps, fit.l2)
-            line += (f"; {len(fit)} pts: m ~ eps^{b:.2f} -> a = {1 / b:.2f}, range eps [{fit.eps.min():.2g}, "
-                     f"{fit.eps.max():.2g}], m [{fit.l2.min():.2g}, {fit.l2.max():.2g}], "
-                     f"m/eps [{(fit.l2 / fit.eps).min():.2g}, {(fit.l2 / fit.eps).max():.2g}]")
+            line += (
+                f"; {len(fit)} pts: m ~ eps^{b:.2f} -> a = {1 / b:.2f}, range eps "
+                f"[{fit.eps.min():.2g}, "
+                f"{fit.eps.max():.2g}], m [{fit.l2.min():.2g}, {fit.l2.max():.2g}], "
+                f"m/eps [{(fit.l2 / fit.eps).min():.2g}, {(fit.l2 / fit.eps).max():.2g}]"
+            )
         else:
             line += f"; too few points above the flat set to fit ({len(fit)})"
         print(line)
 
-    print("\n== Near-merging truths (minimax.toml deltas), L = L*: worst case over delta of M(eta) ==")
+    print(
+        "\n== Near-merging truths (minimax.toml deltas), L = L*: worst case over delta of M(eta) =="
+    )
     fam = df[df["delta"].notna()]
     etas = np.sort(df[df.kind == "M"].eta.dropna().unique())
     for (est, loss), g in fam.groupby(["estimator", "loss"], sort=False):
@@ -118,11 +165,16 @@ def report() -> None:
 
     print(f"\n== Two-point bound LB(n) = M(sigma/sqrt(n)) / (4 C) at sigma = {SIGMA} (loss D) ==")
     n = np.array([1e2, 1e3, 1e4, 1e5, 1e6])
-    for (truth, est, L), g in single[single.loss == "D"].groupby(["truth", "estimator", "L"], sort=False):
+    for (truth, est, L), g in single[single.loss == "D"].groupby(
+        ["truth", "estimator", "L"], sort=False
+    ):
         w = g[g.inside.astype(bool)]
         C = float(g.triangle_constant.max())
         lb = le_cam_lower_bound(w.D, w.l2, n, SIGMA, C)
-        print(f"{truth:8s} {est:8s} L={L} C={C:.2f}: " + " ".join(f"n={k:.0e}: {v:.3g}" for k, v in zip(n, lb)))
+        print(
+            f"{truth:8s} {est:8s} L={L} C={C:.2f}: "
+            + " ".join(f"n={k:.0e}: {v:.3g}" for k, v in zip(n, lb))
+        )
 
 
 def figures() -> None:
@@ -137,7 +189,9 @@ def figures() -> None:
 
     root = OUT.parents[1]
     curves = pd.read_parquet(OUT / "curves.parquet")
-    curves = curves[curves["truth"].isin(["tanh", "linear"]) & (curves["extra"] == 1)]  # the sweep's truths and setting
+    curves = curves[
+        curves["truth"].isin(["tanh", "linear"]) & (curves["extra"] == 1)
+    ]  # the sweep's truths and setting
     sweep = pd.read_parquet(root / "data" / "overspecified" / "results.parquet")
     manifest = json.loads((root / "data" / "overspecified" / "manifest.json").read_text())
     for stem, fig in run_bound_figures(curves, sweep, manifest).items():
@@ -147,7 +201,9 @@ def figures() -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("headline", "merging", "report", "figures"), required=True)
+    parser.add_argument(
+        "--part", choices=("headline", "merging", "report", "figures"), required=True
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--losses", nargs="+", default=None)
     args = parser.parse_args()

@@ -1,4 +1,5 @@
-"""Which fitting rule reaches the teacher? The headline setting at a small and a large n, four rules.
+"""Which fitting rule reaches the teacher? The headline setting at a small and a large n, four
+rules.
 
     python benchmarks/head_finisher.py                       # n = 16, 256; 16 seeds
     python benchmarks/head_finisher.py --sizes 256 --seeds 4 --rules lm lm_if_better
@@ -30,7 +31,9 @@ RULES = {
 }
 
 
-def main(seed: int, sizes, seeds: int, out: Path, rules, students=("lora", "learned_generator")) -> pd.DataFrame:
+def main(
+    seed: int, sizes, seeds: int, out: Path, rules, students=("lora", "learned_generator")
+) -> pd.DataFrame:
     jax.config.update("jax_enable_x64", True)
     key = jax.random.key(seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -43,17 +46,21 @@ def main(seed: int, sizes, seeds: int, out: Path, rules, students=("lora", "lear
                 rows = head_unit(key, config, student, n, list(range(seeds)), variation=rule)
                 rows["wall_s"] = time.perf_counter() - t0
                 ratio = rows["train_loss"] / rows["train_loss_truth"]
-                print(f"{rule:13s} {student:18s} n={n:4d} median {rows.function_error.median():.4f} "
-                      f"mean {rows.function_error.mean():.4f} underfit {int(rows.underfit.sum())}/{seeds} "
-                      f"train/teacher median {ratio.median():.3f} max {ratio.max():.2f} "
-                      f"{rows.wall_s.iloc[0]:.0f}s", flush=True)
+                print(
+                    f"{rule:13s} {student:18s} n={n:4d} median {rows.function_error.median():.4f} "
+                    f"mean {rows.function_error.mean():.4f} underfit "
+                    f"{int(rows.underfit.sum())}/{seeds} "
+                    f"train/teacher median {ratio.median():.3f} max {ratio.max():.2f} "
+                    f"{rows.wall_s.iloc[0]:.0f}s",
+                    flush=True,
+                )
                 rows.to_csv(out, mode="a", header=not out.exists(), index=False)
                 parts.append(rows)
     return pd.concat(parts, ignore_index=True)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", nargs="+", type=int, default=[16, 256])
     parser.add_argument("--seeds", type=int, default=16)

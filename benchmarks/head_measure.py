@@ -41,20 +41,29 @@ def run_units(study, work: Path) -> pd.DataFrame:
             rows, wall, compiled = context.compute(unit)
             rows["wall_s"] = wall
             rows.to_parquet(path)
-            print(f"  {unit.id:50s} {wall:6.1f}s  median function_error {rows['function_error'].median():.4f}  "
-                  f"underfit {int(rows['underfit'].sum())}/{len(rows)}", flush=True)
+            print(
+                f"  {unit.id:50s} {wall:6.1f}s  median function_error "
+                f"{rows['function_error'].median():.4f}  "
+                f"underfit {int(rows['underfit'].sum())}/{len(rows)}",
+                flush=True,
+            )
         parts.append(pd.read_parquet(path))
     return pd.concat(parts, ignore_index=True)
 
 
-def summarize(table: pd.DataFrame, out: Path, fit_min_n: int, slopes_min_n: int) -> dict[str, pd.DataFrame]:
+def summarize(
+    table: pd.DataFrame, out: Path, fit_min_n: int, slopes_min_n: int
+) -> dict[str, pd.DataFrame]:
     """Write and print the summaries of a finished table."""
     metrics = ("function_error", "gate_error", "value_error")
     tables = {
-        "data_efficiency": pd.concat([data_efficiency(table, metric=m, fit_min_n=fit_min_n) for m in metrics]),
+        "data_efficiency": pd.concat(
+            [data_efficiency(table, metric=m, fit_min_n=fit_min_n) for m in metrics]
+        ),
         "improvement": pd.concat([improvement(table, metric=m) for m in metrics]),
         "slopes": rate_slopes(table, metrics=metrics, n_min=slopes_min_n),
-        "underfit": table.groupby(["variation", "student", "n"], sort=False)["underfit"].agg(["sum", "count"])
+        "underfit": table.groupby(["variation", "student", "n"], sort=False)["underfit"]
+        .agg(["sum", "count"])
         .reset_index(),
     }
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 4):
@@ -64,7 +73,14 @@ def summarize(table: pd.DataFrame, out: Path, fit_min_n: int, slopes_min_n: int)
     return tables
 
 
-def main(config: Path, work: Path, figures: Path, fit_min_n: int, slopes_min_n: int, summary_only: bool = False):
+def main(
+    config: Path,
+    work: Path,
+    figures: Path,
+    fit_min_n: int,
+    slopes_min_n: int,
+    summary_only: bool = False,
+):
     jax.config.update("jax_enable_x64", True)
     study = load_experiment(config)
     out = figures / "data" / study.name
@@ -76,13 +92,18 @@ def main(config: Path, work: Path, figures: Path, fit_min_n: int, slopes_min_n: 
         print(f"{study.name}: {study.describe()}", flush=True)
         table = run_units(study, work / study.name)
         table.to_parquet(out / "results.parquet", index=False)
-        print(f"compute wall time in this call {time.perf_counter() - start:.1f}s; "
-              f"sum of unit wall times {table.drop_duplicates(['variation', 'student', 'n', 'wall_s'])['wall_s'].sum():.0f}s")
+        print(
+            f"compute wall time in this call {time.perf_counter() - start:.1f}s; "
+            "sum of unit wall times "
+            f"{table.drop_duplicates(['variation', 'student', 'n', 'wall_s'])['wall_s'].sum():.0f}s"
+        )
     summarize(table, out, fit_min_n, slopes_min_n)
     from moe_lora.head_figure import figure_data_efficiency, figure_rates
 
-    for stem, fig in ((f"{study.name}_data_efficiency", figure_data_efficiency(table)),
-                      (f"{study.name}_rates", figure_rates(table, n_min=slopes_min_n))):
+    for stem, fig in (
+        (f"{study.name}_data_efficiency", figure_data_efficiency(table)),
+        (f"{study.name}_rates", figure_rates(table, n_min=slopes_min_n)),
+    ):
         for ext in ("png", "pdf"):
             fig.savefig(figures / f"{stem}.{ext}", dpi=120)
     return table
@@ -90,11 +111,28 @@ def main(config: Path, work: Path, figures: Path, fit_min_n: int, slopes_min_n: 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", type=Path, help="an attention_head study config (simulations/attention_head*.toml)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/head_units"), help="per-unit results (resume)")
-    parser.add_argument("--figures", type=Path, default=Path("figures"), help="figures folder (data under data/<name>)")
-    parser.add_argument("--fit-min-n", type=int, default=FIT_MIN_N, help="power laws of n_ratio fitted on n >= this")
-    parser.add_argument("--slopes-min-n", type=int, default=FIT_MIN_N, help="rate slopes fitted on n >= this")
-    parser.add_argument("--summary-only", action="store_true", help="summarise figures/data/<name>/results.parquet")
+    parser.add_argument(
+        "config",
+        type=Path,
+        help="an attention_head study config (simulations/attention_head*.toml)",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/head_units"), help="per-unit results (resume)"
+    )
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        default=Path("figures"),
+        help="figures folder (data under data/<name>)",
+    )
+    parser.add_argument(
+        "--fit-min-n", type=int, default=FIT_MIN_N, help="power laws of n_ratio fitted on n >= this"
+    )
+    parser.add_argument(
+        "--slopes-min-n", type=int, default=FIT_MIN_N, help="rate slopes fitted on n >= this"
+    )
+    parser.add_argument(
+        "--summary-only", action="store_true", help="summarise figures/data/<name>/results.parquet"
+    )
     args = parser.parse_args()
     main(args.config, args.work, args.figures, args.fit_min_n, args.slopes_min_n, args.summary_only)

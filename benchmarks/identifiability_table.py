@@ -1,4 +1,4 @@
-"""The identifiability map as a markdown table, from the CSVs of benchmarks/identifiability_map.py.
+r"""The identifiability map as a markdown table, from the CSVs of benchmarks/identifiability_map.py.
 
 One row per (family, d, r, p, L - L*): the gate fiber's dimension at each true atom (and whether V
 moves on it), and per atom the largest D of an exact flat witness within the radius (or, if none
@@ -31,8 +31,11 @@ def verdict(group: pd.DataFrame) -> str:
 def main(paths) -> None:
     df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
     keys = ["family", "d", "r", "p", "extra"]
-    print("| family | d | r | p | L - L* | threshold | fiber dim (V moves) | per atom: D_max of a flat witness, "
-          "or best residual | flat dim | verdict |")
+    print(
+        "| family | d | r | p | L - L* | threshold | fiber dim (V moves) | per atom: D_max of a "
+        "flat witness, "
+        "or best residual | flat dim | verdict |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     order = {f: i for i, f in enumerate(["vanilla", "linear", "tanh", "sigmoid", "gelu", "relu"])}
     df["_o"] = df["family"].map(order)
@@ -40,10 +43,19 @@ def main(paths) -> None:
         if (g["j"] < 0).any():
             print(f"| {' | '.join(str(x) for x in key)} | | | | | no truth |")
             continue
-        fib = ", ".join(f"{int(x.fiber_dim)} ({'yes' if x.expert_motion > 1e-8 else 'no'})" for x in g.itertuples())
-        per = ", ".join(f"{x.D_max:.3g}" if bool(x.found) else f"none ({x.best_exact:.1e})" for x in g.itertuples())
+        fib = ", ".join(
+            f"{int(x.fiber_dim)} ({'yes' if x.expert_motion > 1e-8 else 'no'})"
+            for x in g.itertuples()
+        )
+        per = ", ".join(
+            f"{x.D_max:.3g}" if bool(x.found) else f"none ({x.best_exact:.1e})"
+            for x in g.itertuples()
+        )
         dims = ", ".join(str(int(x.flat_dim)) for x in g.itertuples() if bool(x.found)) or "-"
-        print(f"| {' | '.join(str(x) for x in key)} | {g['threshold'].iloc[0]:g} | {fib} | {per} | {dims} | {verdict(g)} |")
+        print(
+            f"| {' | '.join(str(x) for x in key)} | {g['threshold'].iloc[0]:g} | {fib} | {per} | "
+            f"{dims} | {verdict(g)} |"
+        )
 
 
 if __name__ == "__main__":

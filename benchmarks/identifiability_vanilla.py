@@ -47,11 +47,20 @@ def main(config: str, out: str, radii) -> None:
         for rho, c in zip(radii, C):
             G = atoms(est, split_witness(est, tp, j, rho * u))
             out_D = lora_voronoi_loss(G, truth.atoms, exp.spec.gating)
-            rows.append(dict(config=Path(config).stem, truth=str(label), radius=rho, pi_max=float(pi[j]),
-                             M_formula=float(vanilla_flat_modulus(pi, rho)), D_witness=float(out_D.total),
-                             l2_witness=float(l2_distance(est, G, est, truth.atoms, quad)),
-                             cells_hold=bool(np.sum(np.asarray(out_D.cell) == j) == 2),
-                             separation=truth.separation, triangle_split_path=float(c)))
+            rows.append(
+                dict(
+                    config=Path(config).stem,
+                    truth=str(label),
+                    radius=rho,
+                    pi_max=float(pi[j]),
+                    M_formula=float(vanilla_flat_modulus(pi, rho)),
+                    D_witness=float(out_D.total),
+                    l2_witness=float(l2_distance(est, G, est, truth.atoms, quad)),
+                    cells_hold=bool(np.sum(np.asarray(out_D.cell) == j) == 2),
+                    separation=truth.separation,
+                    triangle_split_path=float(c),
+                )
+            )
             print(rows[-1], flush=True)
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_csv(out, index=False)  # after every row: a partial run is usable

@@ -6,7 +6,7 @@ fits vmapped together as in a work unit. For each estimator and n, both lineariz
 jitted, checked to agree (largest relative difference of J^T J), compiled, and timed over
 ``--repeats`` calls; printed: milliseconds per call per replicate and the ratio.
 
-    python benchmarks/jacobian.py                       # n = 1e3, 1e4, 1e5, 1e6 (about 3 minutes on 2 cores)
+    python benchmarks/jacobian.py                      # n = 1e3 .. 1e6 (about 3 minutes on 2 cores)
     python benchmarks/jacobian.py --sizes 1000 10000
 
 Results go to ``benchmarks/results/jacobian.csv``.
@@ -33,9 +33,13 @@ def case(estimator: str, n: int, replicates: int, repeats: int, chunk: int) -> l
     from moe_lora.optimize import normal_equations
 
     spec = ml.ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0)
-    param = ml.Vanilla() if estimator == "vanilla" else ml.Shared(activation=estimator, latent_dim=2)
+    param = (
+        ml.Vanilla() if estimator == "vanilla" else ml.Shared(activation=estimator, latent_dim=2)
+    )
     model = ml.make_model(spec, param, key=jax.random.key(1))
-    params = jax.vmap(lambda k: ml.init_params(k, model, 3, 0.5))(jax.random.split(jax.random.key(2), replicates))
+    params = jax.vmap(lambda k: ml.init_params(k, model, 3, 0.5))(
+        jax.random.split(jax.random.key(2), replicates)
+    )
     theta = jax.vmap(lambda p: ravel_pytree(p)[0])(params)
     _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], params))
     X = jax.random.uniform(jax.random.key(3), (replicates, n, 2), minval=-1.0, maxval=1.0)
@@ -48,7 +52,9 @@ def case(estimator: str, n: int, replicates: int, repeats: int, chunk: int) -> l
 
     structured = structured_normal_equations(model, unravel, n)
     ways = {
-        "jacfwd": jax.jit(jax.vmap(lambda t, X, Y, w: normal_equations(residual, t, (X, Y, w), chunk))),
+        "jacfwd": jax.jit(
+            jax.vmap(lambda t, X, Y, w: normal_equations(residual, t, (X, Y, w), chunk))
+        ),
         "structured": jax.jit(jax.vmap(lambda t, X, Y, w: structured(t, (X, Y, w), chunk))),
     }
     out, A = {}, {}
@@ -59,9 +65,19 @@ def case(estimator: str, n: int, replicates: int, repeats: int, chunk: int) -> l
             jax.block_until_ready(fn(theta, X, Y, w))
         out[name] = (time.perf_counter() - start) / repeats / replicates
     diff = float(jnp.max(jnp.abs(A["jacfwd"] - A["structured"])) / jnp.max(jnp.abs(A["jacfwd"])))
-    return [dict(estimator=estimator, n=n, P=theta.shape[1], replicates=replicates, jacfwd_ms=1e3 * out["jacfwd"],
-                 structured_ms=1e3 * out["structured"], ratio=out["jacfwd"] / out["structured"], max_rel_diff=diff,
-                 backend=jax.default_backend())]
+    return [
+        dict(
+            estimator=estimator,
+            n=n,
+            P=theta.shape[1],
+            replicates=replicates,
+            jacfwd_ms=1e3 * out["jacfwd"],
+            structured_ms=1e3 * out["structured"],
+            ratio=out["jacfwd"] / out["structured"],
+            max_rel_diff=diff,
+            backend=jax.default_backend(),
+        )
+    ]
 
 
 def main(sizes, estimators, replicates: int, repeats: int, chunk: int, out: Path) -> pd.DataFrame:
@@ -69,12 +85,18 @@ def main(sizes, estimators, replicates: int, repeats: int, chunk: int, out: Path
     rows = []
     for estimator in estimators:
         for n in sizes:
-            reps = max(1, min(replicates, 10**6 // n * replicates // 8)) if n > 10**5 else replicates
+            reps = (
+                max(1, min(replicates, 10**6 // n * replicates // 8)) if n > 10**5 else replicates
+            )
             rows += case(estimator, n, reps, repeats if n < 10**6 else max(1, repeats // 4), chunk)
             r = rows[-1]
-            print(f"{estimator:8s} n={n:>8d} P={r['P']:3d}  jacfwd {r['jacfwd_ms']:9.3f} ms  structured "
-                  f"{r['structured_ms']:9.3f} ms  ratio {r['ratio']:5.1f}x  (J^T J agree to {r['max_rel_diff']:.1e})",
-                  flush=True)
+            print(
+                f"{estimator:8s} n={n:>8d} P={r['P']:3d}  jacfwd {r['jacfwd_ms']:9.3f} ms  "
+                "structured "
+                f"{r['structured_ms']:9.3f} ms  ratio {r['ratio']:5.1f}x  (J^T J agree to "
+                f"{r['max_rel_diff']:.1e})",
+                flush=True,
+            )
     table = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)

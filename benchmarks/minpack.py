@@ -10,7 +10,7 @@ compiles, the second is timed), Jacobian evaluations / iterations, the paired me
 risk difference (MINPACK - moe_lora) in units of sigma^2 / n (positive: moe_lora went lower), and
 the throughput ratio. "Equal risk" means |difference| <= 0.1 sigma^2 / n in every pair.
 
-    python benchmarks/minpack.py                                  # n = 1e3, 1e4, 1e5 (about 6 minutes on 2 cores)
+    python benchmarks/minpack.py    # n = 1e3, 1e4, 1e5 (about 6 minutes on 2 cores)
     python benchmarks/minpack.py --sizes 1000 --replicates 2
 
 Results go to ``benchmarks/results/minpack.csv``.
@@ -42,23 +42,40 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from baseline import NumpyModel  # noqa: E402
 
 
-def main(config: str, sizes, estimators, replicates: int, stat_tol: float, out: Path) -> pd.DataFrame:
+def main(
+    config: str, sizes, estimators, replicates: int, stat_tol: float, out: Path
+) -> pd.DataFrame:
     exp = ml.load_experiment(config)
     label = ml.TruthLabel("tanh")
     truth = exp.draw_truths()[label]
     base = exp.fit_config(max(exp.settings))
     cfg = dataclasses.replace(base, finisher=dataclasses.replace(base.finisher, stat_tol=stat_tol))
     key, X_eval = exp.sim_key(label), exp.x_eval()
-    print(f"{config}: truth {label}, L = {cfg.n_components}, sigma {exp.sigma}, moe_lora stat_tol {stat_tol}, "
-          f"jacobian {cfg.jacobian}; jax {jax.__version__} on {jax.default_backend()}", flush=True)
+    print(
+        f"{config}: truth {label}, L = {cfg.n_components}, sigma {exp.sigma}, moe_lora stat_tol "
+        f"{stat_tol}, "
+        f"jacobian {cfg.jacobian}; jax {jax.__version__} on {jax.default_backend()}",
+        flush=True,
+    )
     rows = []
     for name in estimators:
         est = exp.model(name)
         np_model, true_params = NumpyModel(est, cfg.n_components), truth_in(est, truth)
         for n in sizes:
             reps = replicates if n < 100_000 else max(1, replicates // 2)
-            run = lambda: jax.block_until_ready(ml.simulate_replicates(
-                key, truth, est, n, sigma=exp.sigma, replicates=reps, config=cfg, X_eval=X_eval, batch=1))
+            run = lambda: jax.block_until_ready(
+                ml.simulate_replicates(
+                    key,
+                    truth,
+                    est,
+                    n,
+                    sigma=exp.sigma,
+                    replicates=reps,
+                    config=cfg,
+                    X_eval=X_eval,
+                    batch=1,
+                )
+            )
             run()
             t0 = time.perf_counter()
             rec = run()
@@ -76,19 +93,36 @@ def main(config: str, sizes, estimators, replicates: int, stat_tol: float, out: 
                 theirs += time.perf_counter() - t0
                 nfev.append(sol.nfev)
                 diff.append((2 * sol.cost - float(rec.risk[k])) * n / exp.sigma**2)
-            row = dict(estimator=name, n=n, replicates=reps, ours_fits_per_s=reps / ours, minpack_fits_per_s=reps / theirs,
-                       ours_iterations=float(np.mean(rec.iterations)), minpack_nfev=float(np.mean(nfev)),
-                       ours_certified=float(np.mean(rec.certified)), mean_risk_diff=float(np.mean(diff)),
-                       median_risk_diff=float(np.median(diff)), min_risk_diff=float(np.min(diff)),
-                       max_risk_diff=float(np.max(diff)), backend=jax.default_backend())
+            row = dict(
+                estimator=name,
+                n=n,
+                replicates=reps,
+                ours_fits_per_s=reps / ours,
+                minpack_fits_per_s=reps / theirs,
+                ours_iterations=float(np.mean(rec.iterations)),
+                minpack_nfev=float(np.mean(nfev)),
+                ours_certified=float(np.mean(rec.certified)),
+                mean_risk_diff=float(np.mean(diff)),
+                median_risk_diff=float(np.median(diff)),
+                min_risk_diff=float(np.min(diff)),
+                max_risk_diff=float(np.max(diff)),
+                backend=jax.default_backend(),
+            )
             row["ratio"] = row["ours_fits_per_s"] / row["minpack_fits_per_s"]
             row["equal_risk"] = bool(np.all(np.abs(diff) <= 0.1))
             rows.append(row)
-            print(f"{name:8s} n={n:>7d}: moe_lora {row['ours_fits_per_s']:8.3g} fits/s ({row['ours_iterations']:.0f} its, "
-                  f"certified {row['ours_certified']:.2f}) | MINPACK {row['minpack_fits_per_s']:8.3g} fits/s "
-                  f"({row['minpack_nfev']:.0f} evaluations) | ratio {row['ratio']:6.1f}x | risk MINPACK - ours "
-                  f"mean {row['mean_risk_diff']:+.3g}, median {row['median_risk_diff']:+.3g} [{row['min_risk_diff']:+.3g}, "
-                  f"{row['max_risk_diff']:+.3g}] sigma^2/n", flush=True)
+            print(
+                f"{name:8s} n={n:>7d}: moe_lora {row['ours_fits_per_s']:8.3g} fits/s "
+                f"({row['ours_iterations']:.0f} its, "
+                f"certified {row['ours_certified']:.2f}) | MINPACK "
+                f"{row['minpack_fits_per_s']:8.3g} fits/s "
+                f"({row['minpack_nfev']:.0f} evaluations) | ratio {row['ratio']:6.1f}x | risk "
+                "MINPACK - ours "
+                f"mean {row['mean_risk_diff']:+.3g}, median {row['median_risk_diff']:+.3g} "
+                f"[{row['min_risk_diff']:+.3g}, "
+                f"{row['max_risk_diff']:+.3g}] sigma^2/n",
+                flush=True,
+            )
             # Written after every cell: an interrupted run keeps what it measured.
             out.parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(rows).to_csv(out, index=False)

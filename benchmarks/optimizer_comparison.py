@@ -61,15 +61,22 @@ def fit_config(finisher: str, n_components: int, max_iter: int) -> ml.FitConfig:
     """The FitConfig of one named finisher."""
     lm = ml.LevenbergMarquardt(max_iter=max_iter, gtol=GTOL, damping="levenberg")
     if finisher == "LM-marquardt":
-        return ml.FitConfig(n_components=n_components, finisher=dataclasses.replace(lm, damping="marquardt"))
+        return ml.FitConfig(
+            n_components=n_components, finisher=dataclasses.replace(lm, damping="marquardt")
+        )
     if finisher == "LM":
         return ml.FitConfig(n_components=n_components, finisher=lm)
     if finisher == "LM-nocanon":
         return ml.FitConfig(n_components=n_components, finisher=lm, canonicalize=False)
     if finisher == "L-BFGS":
-        return ml.FitConfig(n_components=n_components, finisher=ml.OptaxFinisher(LBFGS, max_iter=max_iter, gtol=GTOL))
+        return ml.FitConfig(
+            n_components=n_components,
+            finisher=ml.OptaxFinisher(LBFGS, max_iter=max_iter, gtol=GTOL),
+        )
     if finisher == "adam+LM":
-        return ml.FitConfig(n_components=n_components, finisher=lm, warmup=ADAM_WARMUP, warmup_steps=WARMUP_STEPS)
+        return ml.FitConfig(
+            n_components=n_components, finisher=lm, warmup=ADAM_WARMUP, warmup_steps=WARMUP_STEPS
+        )
     raise ValueError(f"Unknown finisher {finisher!r}; expected one of {FINISHERS}")
 
 
@@ -135,29 +142,54 @@ def main(
 
     rows, notes = [], []
     if replicates < 8:
-        notes.append(f"replicates reduced from the default 8 to {replicates} to keep the total wall time down")
+        notes.append(
+            f"replicates reduced from the default 8 to {replicates} to keep the total wall time "
+            "down"
+        )
     t_total = time.perf_counter()
     for est_name, estimator in estimators.items():
         for fit_name, L in fits.items():
             for n in sizes:
                 for fin in finishers:
                     if (fin, n) in skipped:
-                        notes.append(f"{est_name}/{fit_name}/n={n}/{fin}: left out (--skip) to keep the total wall time down")
+                        notes.append(
+                            f"{est_name}/{fit_name}/n={n}/{fin}: left out (--skip) to keep the "
+                            "total wall time down"
+                        )
                         continue
                     cfg = fit_config(fin, L, max_iter)
                     # Same key for every finisher: same data and starts across rows of a block.
                     call = lambda: ml.simulate_replicates(
-                        k_sim, truth, estimator, n, sigma=SIGMA, replicates=replicates, config=cfg, X_eval=X_eval
+                        k_sim,
+                        truth,
+                        estimator,
+                        n,
+                        sigma=SIGMA,
+                        replicates=replicates,
+                        config=cfg,
+                        X_eval=X_eval,
                     )
                     _, t_first = _timed(call)
                     rec, t_second = _timed(call)
-                    row = {"estimator": est_name, "fit": fit_name, "L": L, "n": n, "finisher": fin, "R": replicates}
+                    row = {
+                        "estimator": est_name,
+                        "fit": fit_name,
+                        "L": L,
+                        "n": n,
+                        "finisher": fin,
+                        "R": replicates,
+                    }
                     row |= summarize(rec)
-                    row |= {"run_s_per_fit": t_second / replicates, "compile_s": max(t_first - t_second, 0.0)}
+                    row |= {
+                        "run_s_per_fit": t_second / replicates,
+                        "compile_s": max(t_first - t_second, 0.0),
+                    }
                     rows.append(row)
                     print(
-                        f"[{time.perf_counter() - t_total:7.1f}s] {est_name:7s} {fit_name:5s} n={n:<6d} {fin:10s} "
-                        f"first {t_first:6.1f}s second {t_second:6.1f}s conv {row['converged']:.2f} "
+                        f"[{time.perf_counter() - t_total:7.1f}s] {est_name:7s} {fit_name:5s} "
+                        f"n={n:<6d} {fin:10s} "
+                        f"first {t_first:6.1f}s second {t_second:6.1f}s conv "
+                        f"{row['converged']:.2f} "
                         f"iter {row['iter_mean']:.0f}",
                         file=sys.stderr,
                         flush=True,
@@ -167,12 +199,17 @@ def main(
     table = format_table(df)
     total = time.perf_counter() - t_total
     footer = [
-        f"Setup: ModelSpec(d=2, d_out=1, r=1), tanh truth with L*={L_STAR}, sigma={SIGMA}, seed={seed}, "
-        f"R={replicates}, max_iter={max_iter}, gtol={GTOL}, near-truth start (scale 0.1), X_eval m={N_EVAL}.",
+        f"Setup: ModelSpec(d=2, d_out=1, r=1), tanh truth with L*={L_STAR}, sigma={SIGMA}, "
+        f"seed={seed}, "
+        f"R={replicates}, max_iter={max_iter}, gtol={GTOL}, near-truth start (scale 0.1), X_eval "
+        f"m={N_EVAL}.",
         "iter: finisher iterations of the best restart (adam+LM: LM iterations only, after "
-        f"{WARMUP_STEPS} adam steps). conv: stop reason 'converged'; cert: converged and risk <= risk at truth.",
-        "dRisk: mean (R_n(G_n) - R_n(G*)), negative = below the truth. stops: s=stalled, m=max_iter, f=non-finite.",
-        "run/fit: second (cached) call / R, a vmapped batch runs until its slowest replicate stops. "
+        f"{WARMUP_STEPS} adam steps). conv: stop reason 'converged'; cert: converged and risk <= "
+        "risk at truth.",
+        "dRisk: mean (R_n(G_n) - R_n(G*)), negative = below the truth. stops: s=stalled, "
+        "m=max_iter, f=non-finite.",
+        "run/fit: second (cached) call / R, a vmapped batch runs until its slowest replicate "
+        "stops. "
         "compile: first call - second call.",
         f"Total wall time {total:.0f}s.",
     ] + [f"Note: {n}" for n in notes]
@@ -192,7 +229,8 @@ def format_table(df: pd.DataFrame) -> str:
     """Fixed-width text table of the summary frame."""
     head = (
         f"{'estim':7s} {'fit':5s} {'n':>6s} {'finisher':10s} {'R':>2s} {'iter':>7s} {'med':>6s} "
-        f"{'conv':>5s} {'cert':>5s} {'dRisk':>10s} {'run/fit s':>9s} {'compile s':>9s} {'mean D':>9s} stops"
+        f"{'conv':>5s} {'cert':>5s} {'dRisk':>10s} {'run/fit s':>9s} {'compile s':>9s} "
+        f"{'mean D':>9s} stops"
     )
     lines = [head, "-" * len(head)]
     prev = None
@@ -203,8 +241,10 @@ def format_table(df: pd.DataFrame) -> str:
         prev = block
         stops = f"s{r.n_stalled} m{r.n_max_iter} f{r.n_nonfinite}"
         lines.append(
-            f"{r.estimator:7s} {r.fit:5s} {r.n:>6d} {r.finisher:10s} {r.R:>2d} {r.iter_mean:>7.1f} {r.iter_median:>6.0f} "
-            f"{r.converged:>5.2f} {r.certified:>5.2f} {r.excess_risk:>10.2e} {r.run_s_per_fit:>9.3f} "
+            f"{r.estimator:7s} {r.fit:5s} {r.n:>6d} {r.finisher:10s} {r.R:>2d} {r.iter_mean:>7.1f} "
+            f"{r.iter_median:>6.0f} "
+            f"{r.converged:>5.2f} {r.certified:>5.2f} {r.excess_risk:>10.2e} "
+            f"{r.run_s_per_fit:>9.3f} "
             f"{r.compile_s:>9.1f} {r.D_mean:>9.2e} {stops}"
         )
     return "\n".join(lines)
@@ -212,14 +252,39 @@ def format_table(df: pd.DataFrame) -> str:
 
 def _parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--replicates", type=int, default=8, help="replicates per configuration (default 8)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="sample sizes (default 1000 10000)")
-    p.add_argument("--max-iter", type=int, default=2000, help="finisher iteration cap (default 2000)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/optimizer_comparison.csv"), help="CSV path")
-    p.add_argument("--txt", type=Path, default=None, help="text-table path (default: --out with .txt)")
+    p.add_argument(
+        "--replicates", type=int, default=8, help="replicates per configuration (default 8)"
+    )
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1000, 10000],
+        help="sample sizes (default 1000 10000)",
+    )
+    p.add_argument(
+        "--max-iter", type=int, default=2000, help="finisher iteration cap (default 2000)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/optimizer_comparison.csv"),
+        help="CSV path",
+    )
+    p.add_argument(
+        "--txt", type=Path, default=None, help="text-table path (default: --out with .txt)"
+    )
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
-    p.add_argument("--finishers", nargs="+", default=list(FINISHERS), choices=FINISHERS, help="finishers to run")
-    p.add_argument("--skip", nargs="*", default=[], metavar="FINISHER:N", help="configurations to leave out")
+    p.add_argument(
+        "--finishers",
+        nargs="+",
+        default=list(FINISHERS),
+        choices=FINISHERS,
+        help="finishers to run",
+    )
+    p.add_argument(
+        "--skip", nargs="*", default=[], metavar="FINISHER:N", help="configurations to leave out"
+    )
     return p.parse_args(argv)
 
 
@@ -235,7 +300,11 @@ if __name__ == "__main__":
         skip=args.skip,
         txt=args.txt,
         command=" ".join(
-            ([f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}"] if os.environ.get("PYTHONPATH") else [])
+            (
+                [f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])}"]
+                if os.environ.get("PYTHONPATH")
+                else []
+            )
             + [shlex.quote(a) for a in [sys.executable, *sys.argv]]
         ),
     )

@@ -1,4 +1,5 @@
-"""moe_lora: LoRA seen as a softmax-gated mixture of experts, and the sample complexity of its estimators.
+"""moe_lora: LoRA seen as a softmax-gated mixture of experts, and the sample complexity of its
+estimators.
 
 The model is stated in docs/model.md (a reconstruction of RepLoRA, arXiv 2502.03044, from its
 abstract, Figure 1 and sibling papers of the same group, not the paper's equations word for word).

@@ -1,4 +1,5 @@
-"""Attention rows with LoRA, written both as attention and as a mixture of experts (docs/model.md, "Attention as a mixture of experts").
+"""Attention rows with LoRA, written both as attention and as a mixture of experts (docs/model.md,
+"Attention as a mixture of experts").
 
 Row i of softmax(X W_Q W_K^T X^T / sqrt(d_k)) X W_V is
 
@@ -37,7 +38,9 @@ class AttentionWeights(NamedTuple):
     W_V: Float[Array, "d d_v"]
 
 
-def attention(X: Float[Array, "N d"], w: AttentionWeights, lora: LoRA | None = None) -> Float[Array, "N d_v"]:
+def attention(
+    X: Float[Array, "N d"], w: AttentionWeights, lora: LoRA | None = None
+) -> Float[Array, "N d_v"]:
     """Plain softmax attention softmax(X W_Q W_K^T X^T / sqrt(d_k)) X W_V, with LoRA if given."""
     W_Q, W_V = w.W_Q, w.W_V
     if lora is not None:
@@ -54,7 +57,9 @@ class MixtureRow(NamedTuple):
     row: Float[Array, " d_v"]
 
 
-def attention_row_as_mixture(X: Float[Array, "N d"], i: int, w: AttentionWeights, lora: LoRA) -> MixtureRow:
+def attention_row_as_mixture(
+    X: Float[Array, "N d"], i: int, w: AttentionWeights, lora: LoRA
+) -> MixtureRow:
     """Row i of LoRA attention as a mixture of experts, term by term.
 
     gate_j = softmax_j( x_i^T (W_Q W_K^T + B_Q A_Q W_K^T) x_j / sqrt(d_k) ),

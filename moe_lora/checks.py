@@ -2,8 +2,8 @@
 
 ``FieldError`` (``moe_lora.model``) is a ``ValueError`` that carries the field's name, so a
 caller that built the object from its own keys names its key without parsing the message: the
-config turns it into a ``ConfigError`` naming ``<section>.<key>`` (``moe_lora.config.Section.build``).
-Every check returns the value it accepted.
+config turns it into a ``ConfigError`` naming ``<section>.<key>``
+(``moe_lora.config.Section.build``). Every check returns the value it accepted.
 
 >>> positive("sigma", 0.1)
 0.1
@@ -26,7 +26,9 @@ from .model import FieldError
 def positive(name: str, value, *, finite: bool = True):
     """``value > 0`` (and finite, unless ``finite=False``)."""
     if not (value > 0) or (finite and not math.isfinite(value)):
-        raise FieldError(name, f"{name} must be positive{' and finite' if finite else ''}, got {value!r}")
+        raise FieldError(
+            name, f"{name} must be positive{' and finite' if finite else ''}, got {value!r}"
+        )
     return value
 
 

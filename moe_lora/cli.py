@@ -1,6 +1,7 @@
-"""The ``moe-lora`` command: run a sweep, print its rates, draw its figures.
+r"""The ``moe-lora`` command: run a sweep, print its rates, draw its figures.
 
-    moe-lora run CONFIG.toml [--out DIR] [--shard i/k] [--backend local|ray] [--address ADDR] [--retries N]
+    moe-lora run CONFIG.toml [--out DIR] [--shard i/k] [--backend local|ray] [--address ADDR] \
+        [--retries N]
     moe-lora bound CONFIG.toml [--out DIR] [--quiet]
     moe-lora merge DIR
     moe-lora rates DIR
@@ -51,10 +52,16 @@ def _check_backend_options(args) -> None:
         if args.num_cpus is not None and args.num_cpus < 1:
             raise ValueError(f"--num-cpus: expected a positive integer, got {args.num_cpus}")
         if args.num_cpus is not None and args.address is not None:
-            raise ValueError("--num-cpus sizes a local Ray instance started by this command; "
-                             f"it cannot be combined with --address {args.address}")
+            raise ValueError(
+                "--num-cpus sizes a local Ray instance started by this command; "
+                f"it cannot be combined with --address {args.address}"
+            )
         return
-    for flag, value in (("--address", args.address), ("--retries", args.retries), ("--num-cpus", args.num_cpus)):
+    for flag, value in (
+        ("--address", args.address),
+        ("--retries", args.retries),
+        ("--num-cpus", args.num_cpus),
+    ):
         if value is not None:
             raise ValueError(f"{flag} is an option of --backend ray, got --backend {args.backend}")
 
@@ -74,30 +81,54 @@ def _run(args) -> int:
         from .runs.ray import import_ray
 
         import_ray()  # fail before any work if Ray is not installed
-    print(f"moe-lora run: {exp.name} ({exp.kind}), {exp.describe()}, shard {shard[0]}/{shard[1]}, "
-          f"backend {args.backend}, out {out}", file=sys.stderr)
+    print(
+        f"moe-lora run: {exp.name} ({exp.kind}), {exp.describe()}, shard {shard[0]}/{shard[1]}, "
+        f"backend {args.backend}, out {out}",
+        file=sys.stderr,
+    )
     try:
         if args.backend == "ray":
             from .runs.ray import run_sweep_ray
 
             retries = 2 if args.retries is None else args.retries
-            summary = run_sweep_ray(exp, out, shard=shard, address=args.address, num_cpus=args.num_cpus, retries=retries,
-                                    progress=not args.quiet)
+            summary = run_sweep_ray(
+                exp,
+                out,
+                shard=shard,
+                address=args.address,
+                num_cpus=args.num_cpus,
+                retries=retries,
+                progress=not args.quiet,
+            )
         else:
             summary = run_sweep(exp, out, shard=shard, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished units are kept in {out}/units. Run the same command again to resume.", file=sys.stderr)
+        print(
+            f"\ninterrupted; finished units are kept in {out}/units. Run the same command again to "
+            "resume.",
+            file=sys.stderr,
+        )
         return 130
-    print(f"computed {summary.computed} units, {summary.skipped} already present, in {summary.seconds:.0f}s", file=sys.stderr)
+    print(
+        f"computed {summary.computed} units, {summary.skipped} already present, in "
+        f"{summary.seconds:.0f}s",
+        file=sys.stderr,
+    )
     if summary.failed:
-        print(f"{len(summary.failed)} units FAILED (recorded in {out}/failed.jsonl; run the same command again to retry them):",
-              file=sys.stderr)
+        print(
+            f"{len(summary.failed)} units FAILED (recorded in {out}/failed.jsonl; run the same "
+            "command again to retry them):",
+            file=sys.stderr,
+        )
         for rec in summary.failed:
             print(f"  {rec['unit']}: {rec['error']} ({rec['attempts']} attempts)", file=sys.stderr)
     others = len(summary.missing) - len(summary.failed)
     if summary.missing and others:
-        print(f"{others} units of other shards are still missing in {out}; "
-              "the results table is written when all are present (check with `moe-lora merge`)", file=sys.stderr)
+        print(
+            f"{others} units of other shards are still missing in {out}; "
+            "the results table is written when all are present (check with `moe-lora merge`)",
+            file=sys.stderr,
+        )
     elif not summary.missing:
         print(f"results: {summary.results} (and .csv)", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -112,13 +143,24 @@ def _bound(args) -> int:
 
     exp = load_experiment(args.config)
     if getattr(exp.config, "bound", None) is None:
-        raise ValueError(f"{args.config}: no [bound] section (a sweep config's); add one to compute lower-bound curves")
+        raise ValueError(
+            f"{args.config}: no [bound] section (a sweep config's); add one to compute lower-bound "
+            "curves"
+        )
     out = Path(args.out) if args.out else Path("runs") / exp.name
-    print(f"moe-lora bound: {exp.name}, {len(bound_units(exp))} units (truth x estimator x setting), out {out}", file=sys.stderr)
+    print(
+        f"moe-lora bound: {exp.name}, {len(bound_units(exp))} units (truth x estimator x setting), "
+        f"out {out}",
+        file=sys.stderr,
+    )
     try:
         path = run_bounds(exp, out, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; finished units are kept in {out}/bound. Run the same command again to resume.", file=sys.stderr)
+        print(
+            f"\ninterrupted; finished units are kept in {out}/bound. Run the same command again to "
+            "resume.",
+            file=sys.stderr,
+        )
         return 130
     print(f"curves: {path}", file=sys.stderr)
     return 0
@@ -129,15 +171,24 @@ def _merge(args) -> int:
 
     report = merge_run(args.dir)
     if report.missing:
-        print(f"moe-lora merge: {report.name}: {len(report.missing)} of {report.total} units missing in {args.dir}; "
-              "nothing written:")
+        print(
+            f"moe-lora merge: {report.name}: {len(report.missing)} of {report.total} units missing "
+            f"in {args.dir}; "
+            "nothing written:"
+        )
         for u in report.missing:
             rec = report.failed.get(u.id)
             why = f"  (failed after {rec['attempts']} attempts: {rec['error']})" if rec else ""
             print(f"  {u.id}{why}")
-        print("Run the same `moe-lora run` command (or the missing shards) again to compute them, then merge.")
+        print(
+            "Run the same `moe-lora run` command (or the missing shards) again to compute them, "
+            "then merge."
+        )
         return 1
-    print(f"moe-lora merge: {report.name}: all {report.total} units present; results: {report.results} (and .csv)")
+    print(
+        f"moe-lora merge: {report.name}: all {report.total} units present; results: "
+        f"{report.results} (and .csv)"
+    )
     return 0
 
 
@@ -202,38 +253,89 @@ def _verdicts(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="moe-lora", description="Sample-complexity simulations of LoRA as a mixture of experts.")
+    p = argparse.ArgumentParser(
+        prog="moe-lora",
+        description="Sample-complexity simulations of LoRA as a mixture of experts.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a sweep described by a TOML config (resumable)")
     run.add_argument("config", help="experiment config, e.g. simulations/quick.toml")
     run.add_argument("--out", help="output directory (default runs/<name>)")
-    run.add_argument("--shard", default="0/1", help="run shard i of k of the work units (default 0/1: all)")
+    run.add_argument(
+        "--shard", default="0/1", help="run shard i of k of the work units (default 0/1: all)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--backend", choices=["local", "ray"], default="local",
-                     help="local: this process (default); ray: one Ray task per unit (pip install 'moe_lora[ray]')")
-    run.add_argument("--address", help="ray only: cluster address (auto, HOST:PORT, ray://HOST:PORT); "
-                                       "default RAY_ADDRESS, a cluster on this machine, or a new local instance")
-    run.add_argument("--retries", type=int, help="ray only: retries of a failed unit before it is recorded as failed (default 2)")
-    run.add_argument("--num-cpus", type=int, help="ray only: CPUs (parallel units) of a local instance started by this command")
+    run.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (default); ray: one Ray task per unit (pip "
+        "install 'moe_lora[ray]')",
+    )
+    run.add_argument(
+        "--address",
+        help="ray only: cluster address (auto, HOST:PORT, ray://HOST:PORT); "
+        "default RAY_ADDRESS, a cluster on this machine, or a new local instance",
+    )
+    run.add_argument(
+        "--retries",
+        type=int,
+        help="ray only: retries of a failed unit before it is recorded as failed (default 2)",
+    )
+    run.add_argument(
+        "--num-cpus",
+        type=int,
+        help="ray only: CPUs (parallel units) of a local instance started by this command",
+    )
     run.set_defaults(func=_run)
-    bound = sub.add_parser("bound", help="compute the lower-bound curves of a config's [bound] section (resumable)")
+    bound = sub.add_parser(
+        "bound", help="compute the lower-bound curves of a config's [bound] section (resumable)"
+    )
     bound.add_argument("config", help="experiment config with a [bound] section")
-    bound.add_argument("--out", help="run directory (default runs/<name>; shared with `moe-lora run`)")
+    bound.add_argument(
+        "--out", help="run directory (default runs/<name>; shared with `moe-lora run`)"
+    )
     bound.add_argument("--quiet", action="store_true", help="no progress bar")
     bound.set_defaults(func=_bound)
-    merge = sub.add_parser("merge", help="check that every unit of a run is present (names the missing ones) and write the table")
+    merge = sub.add_parser(
+        "merge",
+        help="check that every unit of a run is present (names the missing ones) "
+        "and write the table",
+    )
     merge.add_argument("dir", help="output directory of `moe-lora run` (all shards)")
     merge.set_defaults(func=_merge)
-    rates = sub.add_parser("rates", help="print and save (DIR/rates.csv) the slope table of a finished run")
+    rates = sub.add_parser(
+        "rates", help="print and save (DIR/rates.csv) the slope table of a finished run"
+    )
     rates.add_argument("dir", help="output directory of `moe-lora run`")
     rates.set_defaults(func=_rates)
-    verdicts = sub.add_parser("verdicts", help="apply each run's [rates] verdict rules; print a markdown table, save DIR/verdicts.csv")
-    verdicts.add_argument("dirs", nargs="+", help="output directories of `moe-lora run` (or figures/data/<name>)")
+    verdicts = sub.add_parser(
+        "verdicts",
+        help="apply each run's [rates] verdict rules; print a markdown table, save "
+        "DIR/verdicts.csv",
+    )
+    verdicts.add_argument(
+        "dirs", nargs="+", help="output directories of `moe-lora run` (or figures/data/<name>)"
+    )
     verdicts.add_argument("--out", help="also write the markdown table to this file")
-    verdicts.add_argument("--config", nargs="+", help="read the rules from these configs (one per DIR; the same computation)")
-    verdicts.add_argument("--summary", action="store_true", help="print pooled rows only where a rule covers several truths")
-    verdicts.add_argument("--pool", metavar="NAME", help="read the runs as one table (same rules; truths relabelled <run>/<truth>)")
-    verdicts.add_argument("--rule", nargs="+", help="print only the rules with these labels (every rule is saved)")
+    verdicts.add_argument(
+        "--config",
+        nargs="+",
+        help="read the rules from these configs (one per DIR; the same computation)",
+    )
+    verdicts.add_argument(
+        "--summary",
+        action="store_true",
+        help="print pooled rows only where a rule covers several truths",
+    )
+    verdicts.add_argument(
+        "--pool",
+        metavar="NAME",
+        help="read the runs as one table (same rules; truths relabelled <run>/<truth>)",
+    )
+    verdicts.add_argument(
+        "--rule", nargs="+", help="print only the rules with these labels (every rule is saved)"
+    )
     verdicts.set_defaults(func=_verdicts)
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")
     plot.add_argument("dir", help="output directory of `moe-lora run`")

@@ -24,8 +24,9 @@ Three size knobs, three names (the old names are still read, with a ``FutureWarn
   Levenberg-Marquardt (default 16384), which bounds memory at large n.
 
 Example:
+    >>> sizes = {"min": 100, "max": 1000, "count": 3}
     >>> cfg = Config.from_dict({"estimators": ["tanh"], "model": {"d": 2},
-    ...                         "data": {"sigma": 0.02, "sizes": {"min": 100, "max": 1000, "count": 3}, "replicates": 4}})
+    ...                         "data": {"sigma": 0.02, "sizes": sizes, "replicates": 4}})
     >>> cfg.data.sizes, cfg.replicates_per_unit, cfg.model.spec.d
     ((100, 316, 1000), 4, 2)
     >>> Config.from_dict({"estimators": ["tanh"], "model": {"d": 2},
@@ -98,7 +99,14 @@ def _built():
 def _type_name(types) -> str:
     if types == _NUM:
         return "a number"
-    names = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table", bool: "true or false"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+        bool: "true or false",
+    }
     return " or ".join(names[t] for t in types)
 
 
@@ -106,7 +114,9 @@ def check_type(key: str, value, types) -> None:
     """Raise ``ConfigError`` naming ``key`` unless ``value`` is of one of the TOML ``types``
     (``bool`` is not an ``int`` here)."""
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise ConfigError(f"{key}: expected {_type_name(types)}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(
+            f"{key}: expected {_type_name(types)}, got {value!r} ({type(value).__name__})"
+        )
 
 
 class Section:
@@ -149,7 +159,8 @@ class Section:
                 self.build(checks.integer, name=k, value=getattr(self, k), minimum=minimum)
 
     def build(self, factory, **kwargs):
-        """``factory(**kwargs)``; its ``FieldError`` becomes a ``ConfigError`` naming this section's key."""
+        """``factory(**kwargs)``; its ``FieldError`` becomes a ``ConfigError`` naming this section's
+        key."""
         try:
             return factory(**kwargs)
         except FieldError as e:
@@ -166,7 +177,6 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ModelSection(Section):
     """``[model]``: the ``ModelSpec`` (input and output dimensions, rank, gating)."""
@@ -181,9 +191,18 @@ class ModelSection(Section):
     spec: ModelSpec = _built()
 
     def __post_init__(self):
-        self.set("spec", self.build(ModelSpec, d=self.d, d_out=self.d_out, r=self.r,
-                                    d_k=self.d if self.d_k is None else self.d_k, gating=self.gating,
-                                    gate_scale=float(self.gate_scale)))
+        self.set(
+            "spec",
+            self.build(
+                ModelSpec,
+                d=self.d,
+                d_out=self.d_out,
+                r=self.r,
+                d_k=self.d if self.d_k is None else self.d_k,
+                gating=self.gating,
+                gate_scale=float(self.gate_scale),
+            ),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +231,10 @@ class TruthSection(Section):
         if self.through is not None:
             for e in self.through:
                 if e not in ESTIMATORS[1:]:
-                    self.fail("through", f"expected non-vanilla estimators {list(ESTIMATORS[1:])}, got {e!r}")
+                    self.fail(
+                        "through",
+                        f"expected non-vanilla estimators {list(ESTIMATORS[1:])}, got {e!r}",
+                    )
             self.set("through", tuple(self.through))
 
 
@@ -221,7 +243,9 @@ def parse_sizes(section: Section, spec) -> tuple[int, ...]:
     (rounded); errors name ``<section>.sizes``."""
     if isinstance(spec, dict):
         if set(spec) != {"min", "max", "count"}:
-            section.fail("sizes", f"expected a list of sizes or a table {{min, max, count}}, got {spec!r}")
+            section.fail(
+                "sizes", f"expected a list of sizes or a table {{min, max, count}}, got {spec!r}"
+            )
         for k in ("min", "max", "count"):
             check_type(f"{section.NAME}.sizes.{k}", spec[k], _NUM if k != "count" else (int,))
         lo, hi, count = spec["min"], spec["max"], spec["count"]
@@ -229,7 +253,10 @@ def parse_sizes(section: Section, spec) -> tuple[int, ...]:
             section.fail("sizes", f"expected 1 <= min < max and count >= 2, got {spec!r}")
         sizes = np.unique(np.round(np.geomspace(lo, hi, count)).astype(int))
         if len(sizes) != count:
-            section.fail("sizes", f"{count} log-spaced sizes in [{lo}, {hi}] round to duplicates; lower count")
+            section.fail(
+                "sizes",
+                f"{count} log-spaced sizes in [{lo}, {hi}] round to duplicates; lower count",
+            )
         return tuple(int(s) for s in sizes)
     for s in spec:
         check_type(f"{section.NAME}.sizes[]", s, (int,))
@@ -240,7 +267,8 @@ def parse_sizes(section: Section, spec) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class DataSection(Section):
-    """``[data]``: noise, sample sizes (a list or ``{min, max, count}`` log-spaced), replicates, design."""
+    """``[data]``: noise, sample sizes (a list or ``{min, max, count}`` log-spaced), replicates,
+    design."""
 
     NAME: ClassVar[str] = "data"
     FIELD_KEYS: ClassVar[dict] = {"kind": "design", "scale": "design_scale"}
@@ -258,7 +286,9 @@ class DataSection(Section):
         self.positive("sigma")
         self.count("replicates", "n_eval")
         self.set("sizes", parse_sizes(self, self.sizes))
-        self.set("input_design", self.build(Design, kind=self.design, scale=float(self.design_scale)))
+        self.set(
+            "input_design", self.build(Design, kind=self.design, scale=float(self.design_scale))
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,19 +321,39 @@ class FitSection(Section):
         for s in settings:
             check_type("fit.extra_components[]", s, (int,))
         if not settings or any(s < 0 for s in settings) or len(set(settings)) != len(settings):
-            self.fail("extra_components", f"expected distinct integers >= 0 (L - L*), got {settings!r}")
+            self.fail(
+                "extra_components", f"expected distinct integers >= 0 (L - L*), got {settings!r}"
+            )
         self.set("extra_components", tuple(settings))
         if not (math.isfinite(self.stat_tol) and self.stat_tol >= 0):
-            self.fail("stat_tol", f"expected a finite number >= 0 (0 turns the rule off), got {self.stat_tol!r}")
+            self.fail(
+                "stat_tol",
+                f"expected a finite number >= 0 (0 turns the rule off), got {self.stat_tol!r}",
+            )
         self.build(Vanilla, bound=float(self.bound), bias_bound=float(self.bias_bound))
         if self.jacobian not in JACOBIANS:
             self.fail("jacobian", f"expected one of {JACOBIANS}, got {self.jacobian!r}")
-        self.set("finisher", self.build(LevenbergMarquardt, max_iter=self.max_iter, gtol=float(self.gtol),
-                                        damping=self.damping, stat_tol=float(self.stat_tol) or None,
-                                        chunk_size=self.rows_per_chunk))
-        self.set("init", self.build(InitConfig, near_truth=self.near_truth, random=self.random,
-                                    near_truth_scale=float(self.near_truth_scale),
-                                    random_scale=float(self.random_scale)))
+        self.set(
+            "finisher",
+            self.build(
+                LevenbergMarquardt,
+                max_iter=self.max_iter,
+                gtol=float(self.gtol),
+                damping=self.damping,
+                stat_tol=float(self.stat_tol) or None,
+                chunk_size=self.rows_per_chunk,
+            ),
+        )
+        self.set(
+            "init",
+            self.build(
+                InitConfig,
+                near_truth=self.near_truth,
+                random=self.random,
+                near_truth_scale=float(self.near_truth_scale),
+                random_scale=float(self.random_scale),
+            ),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,9 +395,11 @@ class RatesSection(Section):
     n_max: int | None = key(int, None)
     bootstrap: int = key(int, 1000)
     level: float = key(_NUM, 0.95)
-    #: The statistic over replicates that the verdicts read (``moe_lora.verdicts``), fixed before the run.
+    #: The statistic over replicates that the verdicts read (``moe_lora.verdicts``), fixed before
+    #: the run.
     statistic: str = key(str, "mean")
-    #: Verdict rules, ``[[rates.verdicts]]``: label, metric, prediction, alternative, optional estimators/extra.
+    #: Verdict rules, ``[[rates.verdicts]]``: label, metric, prediction, alternative, optional
+    #: estimators/extra.
     verdicts: tuple = key(list, [])
 
     def __post_init__(self):
@@ -361,15 +413,29 @@ class RatesSection(Section):
             where = f"verdicts[{i}]"
             if not isinstance(rule, dict):
                 self.fail(where, f"expected a table, got {rule!r}")
-            unknown = set(rule) - {"label", "metric", "prediction", "alternative", "estimators", "extra", "statistic"}
+            unknown = set(rule) - {
+                "label",
+                "metric",
+                "prediction",
+                "alternative",
+                "estimators",
+                "extra",
+                "statistic",
+            }
             missing = {"label", "metric", "prediction", "alternative"} - set(rule)
             if unknown or missing:
-                self.fail(where, f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; expected label, metric, "
-                                 "prediction, alternative and optionally estimators, extra, statistic")
+                self.fail(
+                    where,
+                    f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; expected "
+                    "label, metric, "
+                    "prediction, alternative and optionally estimators, extra, statistic",
+                )
             if rule["metric"] not in ("D", "l2_error"):
                 self.fail(f"{where}.metric", f"expected 'D' or 'l2_error', got {rule['metric']!r}")
             if rule.get("statistic", "mean") not in ("mean", "median"):
-                self.fail(f"{where}.statistic", f"expected 'mean' or 'median', got {rule['statistic']!r}")
+                self.fail(
+                    f"{where}.statistic", f"expected 'mean' or 'median', got {rule['statistic']!r}"
+                )
             for k in ("prediction", "alternative"):
                 try:
                     check_reference(f"{self.NAME}.{where}.{k}", rule[k])
@@ -384,10 +450,13 @@ class RatesSection(Section):
 
 
 def parse_grid(section: Section, name: str, spec) -> tuple[float, ...]:
-    """A list of positive numbers, or ``{min, max, count}`` log-spaced; errors name ``<section>.<name>``."""
+    """A list of positive numbers, or ``{min, max, count}`` log-spaced; errors name
+    ``<section>.<name>``."""
     if isinstance(spec, dict):
         if set(spec) != {"min", "max", "count"} or not all(isinstance(spec[k], _NUM) for k in spec):
-            section.fail(name, f"expected a list of numbers or a table {{min, max, count}}, got {spec!r}")
+            section.fail(
+                name, f"expected a list of numbers or a table {{min, max, count}}, got {spec!r}"
+            )
         if not (0 < spec["min"] < spec["max"]) or spec["count"] < 2:
             section.fail(name, f"expected 0 < min < max and count >= 2, got {spec!r}")
         return tuple(float(x) for x in np.geomspace(spec["min"], spec["max"], int(spec["count"])))
@@ -421,8 +490,18 @@ class BoundSection(Section):
     bound_config: Any = _built()
 
     #: The keys that are ``BoundConfig``'s fields.
-    BOUND_KEYS: ClassVar[tuple] = ("etas", "epsilons", "losses", "radius", "kappa", "split_starts", "flat_starts",
-                                   "random_starts", "quadrature_order", "max_iter")
+    BOUND_KEYS: ClassVar[tuple] = (
+        "etas",
+        "epsilons",
+        "losses",
+        "radius",
+        "kappa",
+        "split_starts",
+        "flat_starts",
+        "random_starts",
+        "quadrature_order",
+        "max_iter",
+    )
 
     def __post_init__(self):
         from .bounds import BoundConfig
@@ -437,7 +516,10 @@ class BoundSection(Section):
             if not self.extra or any(not isinstance(x, int) or x < 0 for x in self.extra):
                 self.fail("extra", f"expected integers >= 0 (L - L*), got {list(self.extra)!r}")
             self.set("extra", tuple(self.extra))
-        self.set("bound_config", self.build(BoundConfig, **{k: getattr(self, k) for k in self.BOUND_KEYS}))
+        self.set(
+            "bound_config",
+            self.build(BoundConfig, **{k: getattr(self, k) for k in self.BOUND_KEYS}),
+        )
 
 
 #: Old key -> (new section, new key), read with a FutureWarning.
@@ -447,8 +529,19 @@ RENAMED = {
     ("fit", "chunk_rows"): ("fit", "rows_per_chunk"),
 }
 
-SECTIONS = {s.NAME: s for s in (ModelSection, TruthSection, DataSection, FitSection, ExecutionSection,
-                                MinimaxSection, RatesSection, BoundSection)}
+SECTIONS = {
+    s.NAME: s
+    for s in (
+        ModelSection,
+        TruthSection,
+        DataSection,
+        FitSection,
+        ExecutionSection,
+        MinimaxSection,
+        RatesSection,
+        BoundSection,
+    )
+}
 #: Sections that are absent (None) unless given; the others take their defaults.
 OPTIONAL = ("minimax", "bound")
 _TOP = {"name": (str,), "description": (str,), "seed": (int,), "estimators": (list,)}
@@ -467,13 +560,20 @@ def _migrate(raw: dict) -> dict:
         if not isinstance(target, dict):
             continue  # the section check names it
         if target.get(new) is not None and value is not None:
-            raise ConfigError(f"{sec}.{old}: renamed {new_sec}.{new}, which is also given; keep only {new_sec}.{new}")
+            raise ConfigError(
+                f"{sec}.{old}: renamed {new_sec}.{new}, which is also given; keep only "
+                f"{new_sec}.{new}"
+            )
         if value is not None:
             target[new] = value
         moved.append(f"{sec}.{old} -> {new_sec}.{new}")
     if moved:
-        warnings.warn(f"config keys renamed: {', '.join(moved)}; the old names will stop working in a later version",
-                      FutureWarning, stacklevel=4)
+        warnings.warn(
+            f"config keys renamed: {', '.join(moved)}; the old names will stop working in a later "
+            "version",
+            FutureWarning,
+            stacklevel=4,
+        )
     return raw
 
 
@@ -504,7 +604,9 @@ class Config:
         raw = _migrate({k: v for k, v in raw.items() if v is not None})
         for k in raw:
             if k not in _TOP and k not in SECTIONS:
-                raise ConfigError(f"{k}: unknown key at top level; expected one of {sorted([*_TOP, *SECTIONS])}")
+                raise ConfigError(
+                    f"{k}: unknown key at top level; expected one of {sorted([*_TOP, *SECTIONS])}"
+                )
         for k, types in _TOP.items():
             if k in raw:
                 check_type(k, raw[k], types)
@@ -514,33 +616,52 @@ class Config:
         for sec, kind in SECTIONS.items():
             if sec not in raw and sec in OPTIONAL:
                 sections[sec] = None
-            elif sec not in raw and any(f.default is _REQUIRED and f.default_factory is _REQUIRED and f.init
-                                        for f in dataclasses.fields(kind)):
+            elif sec not in raw and any(
+                f.default is _REQUIRED and f.default_factory is _REQUIRED and f.init
+                for f in dataclasses.fields(kind)
+            ):
                 raise ConfigError(f"[{sec}]: missing required section")
             else:
                 sections[sec] = kind.parse(raw.get(sec, {}))
         estimators = raw["estimators"]
         for e in estimators:
             if e not in ESTIMATORS:
-                raise ConfigError(f"estimators: unknown estimator {e!r}; expected one of {list(ESTIMATORS)}")
+                raise ConfigError(
+                    f"estimators: unknown estimator {e!r}; expected one of {list(ESTIMATORS)}"
+                )
         if not estimators or len(set(estimators)) != len(estimators):
-            raise ConfigError(f"estimators: expected a non-empty list without repeats, got {estimators!r}")
+            raise ConfigError(
+                f"estimators: expected a non-empty list without repeats, got {estimators!r}"
+            )
         truth = sections["truth"]
         through = truth.through or tuple(e for e in estimators if e != "vanilla") or ("tanh",)
         for e in estimators:
             if e != "vanilla" and e not in through:
-                raise ConfigError(f"estimators: {e!r} fits no truth (truth.through = {list(through)}); "
-                                  "a shared estimator only contains the truth drawn through itself")
+                raise ConfigError(
+                    f"estimators: {e!r} fits no truth (truth.through = {list(through)}); "
+                    "a shared estimator only contains the truth drawn through itself"
+                )
         sections["truth"] = dataclasses.replace(truth, through=list(through))
         if sections["minimax"] is not None and truth.components < 2:
-            raise ConfigError("minimax: the family merges true atoms 0 and 1; truth.components must be >= 2")
-        return cls(name=raw.get("name") or name, description=raw.get("description", ""), seed=raw.get("seed", 0),
-                   estimators=tuple(estimators), **sections)
+            raise ConfigError(
+                "minimax: the family merges true atoms 0 and 1; truth.components must be >= 2"
+            )
+        return cls(
+            name=raw.get("name") or name,
+            description=raw.get("description", ""),
+            seed=raw.get("seed", 0),
+            estimators=tuple(estimators),
+            **sections,
+        )
 
     def to_dict(self) -> dict:
         """The resolved config as plain data (TOML layout; absent optional sections are None)."""
-        out: dict[str, Any] = {"name": self.name, "description": self.description, "seed": self.seed,
-                               "estimators": list(self.estimators)}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "estimators": list(self.estimators),
+        }
         for sec in SECTIONS:
             section = getattr(self, sec)
             out[sec] = None if section is None else section.to_dict()

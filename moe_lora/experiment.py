@@ -47,7 +47,8 @@ class TruthLabel(NamedTuple):
 
     ``str(label)`` is its name in tables and unit ids: ``tanh`` or ``tanh@delta=0.25``.
 
-    >>> str(TruthLabel("tanh", 0.25)), TruthLabel.parse("tanh@delta=0.25") == TruthLabel("tanh", 0.25)
+    >>> label = TruthLabel("tanh", 0.25)
+    >>> str(label), TruthLabel.parse("tanh@delta=0.25") == label
     ('tanh@delta=0.25', True)
     """
 
@@ -102,7 +103,8 @@ class Unit(ReplicateBlock):
     @property
     def id(self) -> str:
         """The unit's name, unique in its experiment: also its result file's name."""
-        return f"{self.truth}__{self.estimator}__L+{self.extra}__n{self.n}__r{self.start}-{self.stop - 1}"
+        block = f"r{self.start}-{self.stop - 1}"
+        return f"{self.truth}__{self.estimator}__L+{self.extra}__n{self.n}__{block}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,9 +136,16 @@ class SweepContext:
         traces = sum(TRACE_COUNT.values())
         t0 = time.perf_counter()
         rec = simulate_replicates(
-            self.sim_keys[unit.truth], self.truths[unit.truth], self.models[unit.estimator], unit.n, sigma=self.sigma,
-            replicates=np.arange(unit.start, unit.stop), config=self.fit_configs[unit.extra], X_eval=self.X_eval,
-            design=self.design, batch=self.replicates_per_batch,
+            self.sim_keys[unit.truth],
+            self.truths[unit.truth],
+            self.models[unit.estimator],
+            unit.n,
+            sigma=self.sigma,
+            replicates=np.arange(unit.start, unit.stop),
+            config=self.fit_configs[unit.extra],
+            X_eval=self.X_eval,
+            design=self.design,
+            batch=self.replicates_per_batch,
         )
         rec = jax.block_until_ready(rec)
         seconds = time.perf_counter() - t0
@@ -146,10 +155,18 @@ class SweepContext:
         """The table rows of a unit's ``Record``."""
         truth = self.truths[unit.truth]
         identifiers = {
-            "experiment": self.name, "truth": str(unit.truth), "through": unit.truth.through, "delta": unit.truth.delta,
-            "estimator": unit.estimator, "extra": unit.extra, "L": self.components + unit.extra,
-            "L_star": self.components, "n": unit.n, "sigma": self.sigma,
-            "truth_separation": float(truth.separation), "truth_gate_strength": float(truth.gate_strength),
+            "experiment": self.name,
+            "truth": str(unit.truth),
+            "through": unit.truth.through,
+            "delta": unit.truth.delta,
+            "estimator": unit.estimator,
+            "extra": unit.extra,
+            "L": self.components + unit.extra,
+            "L_star": self.components,
+            "n": unit.n,
+            "sigma": self.sigma,
+            "truth_separation": float(truth.separation),
+            "truth_gate_strength": float(truth.gate_strength),
             "truth_expert_separation": float(truth.expert_separation),
         }
         return record_rows(record, identifiers, unit.replicates)
@@ -178,35 +195,55 @@ class Experiment:
     def units(self) -> list[Unit]:
         """All units, in the fixed order shards are cut from (small n first)."""
         step, total = self.config.replicates_per_unit, self.replicates
-        return [Unit(truth, est, extra, n, start, min(start + step, total))
-                for n in self.sizes for truth, est in self.pairs() for extra in self.extra_components
-                for start in range(0, total, step)]
+        return [
+            Unit(truth, est, extra, n, start, min(start + step, total))
+            for n in self.sizes
+            for truth, est in self.pairs()
+            for extra in self.extra_components
+            for start in range(0, total, step)
+        ]
 
-    def estimator_units(self, truth: TruthLabel, estimator: str, extra: int, sizes=None) -> list[Unit]:
-        """The units of one (truth, estimator, setting) at ``sizes`` (default: the config's), as ``units``
-        cuts them (``moe_lora.runs.run_estimator`` fits an estimator the config cannot name)."""
+    def estimator_units(
+        self, truth: TruthLabel, estimator: str, extra: int, sizes=None
+    ) -> list[Unit]:
+        """The units of one (truth, estimator, setting) at ``sizes`` (default: the config's), as
+        ``units`` cuts them (``moe_lora.runs.run_estimator`` fits an estimator the config cannot
+        name)."""
         step, total = self.config.replicates_per_unit, self.replicates
-        return [Unit(truth, estimator, extra, int(n), start, min(start + step, total))
-                for n in (self.sizes if sizes is None else sizes) for start in range(0, total, step)]
+        return [
+            Unit(truth, estimator, extra, int(n), start, min(start + step, total))
+            for n in (self.sizes if sizes is None else sizes)
+            for start in range(0, total, step)
+        ]
 
     def truth_summaries(self, truths: dict) -> dict:
         """Truth label -> ``truth_summary`` (for the manifest and the Ray workers' check)."""
         return {str(label): truth_summary(t) for label, t in truths.items()}
 
     def context(self, truths: dict | None = None) -> SweepContext:
-        """What every unit shares: the truths (drawn unless given), estimators, held-out inputs, keys."""
+        """What every unit shares: the truths (drawn unless given), estimators, held-out inputs,
+        keys."""
         truths = self.draw_truths() if truths is None else truths
         return SweepContext(
-            name=self.name, truths=truths, models={name: self.model(name) for name in self.estimators},
-            X_eval=self.x_eval(), sim_keys={label: self.sim_key(label) for label in truths},
+            name=self.name,
+            truths=truths,
+            models={name: self.model(name) for name in self.estimators},
+            X_eval=self.x_eval(),
+            sim_keys={label: self.sim_key(label) for label in truths},
             fit_configs={extra: self.fit_config(extra) for extra in self.extra_components},
-            components=self.components, sigma=self.sigma, design=self.design,
-            replicates_per_batch=self.config.execution.replicates_per_batch)
+            components=self.components,
+            sigma=self.sigma,
+            design=self.design,
+            replicates_per_batch=self.config.execution.replicates_per_batch,
+        )
 
     def describe(self) -> str:
         blocks = -(-self.replicates // self.config.replicates_per_unit)
-        return (f"{len(self.units())} units ({len(self.sizes)} sizes x {len(self.pairs())} truth-estimator pairs "
-                f"x {len(self.extra_components)} settings x {blocks} replicate blocks)")
+        return (
+            f"{len(self.units())} units ({len(self.sizes)} sizes x {len(self.pairs())} "
+            "truth-estimator pairs "
+            f"x {len(self.extra_components)} settings x {blocks} replicate blocks)"
+        )
 
     def summaries(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """``rates.csv``: the slope table, with the fit range and bootstrap of ``[rates]``."""
@@ -238,7 +275,8 @@ class Experiment:
     design = property(lambda self: self.config.data.input_design)
     #: The settings L - L* (``fit.extra_components``).
     extra_components = property(lambda self: self.config.fit.extra_components)
-    #: Deprecated name of ``extra_components``, kept while ``runs/bound.py`` and benchmarks/ read it.
+    #: Deprecated name of ``extra_components``, kept while ``runs/bound.py`` and benchmarks/ read
+    # it.
     settings = extra_components
 
     @property
@@ -248,8 +286,13 @@ class Experiment:
     def fit_config(self, extra: int) -> FitConfig:
         """The ``FitConfig`` of a setting with L = L* + extra fitted components."""
         f = self.config.fit
-        return FitConfig(n_components=self.components + extra, finisher=f.finisher, init=f.init,
-                         canonicalize=f.canonicalize, jacobian=f.jacobian)
+        return FitConfig(
+            n_components=self.components + extra,
+            finisher=f.finisher,
+            init=f.init,
+            canonicalize=f.canonicalize,
+            jacobian=f.jacobian,
+        )
 
     def keys(self) -> PRNGKeyArray:
         """(maps, truth, eval, sim) keys, all derived from ``seed``."""
@@ -261,13 +304,22 @@ class Experiment:
         bounds = dict(bound=float(f.bound), bias_bound=float(f.bias_bound))
         if name == "vanilla":
             return make_model(self.spec, Vanilla(**bounds))
-        param = linear(t.latent_dim, **bounds) if name == "linear" else nonlinear(name, t.latent_dim, **bounds)
-        return make_model(self.spec, param, key=jax.random.fold_in(self.keys()[0], ESTIMATORS.index(name)))
+        param = (
+            linear(t.latent_dim, **bounds)
+            if name == "linear"
+            else nonlinear(name, t.latent_dim, **bounds)
+        )
+        return make_model(
+            self.spec, param, key=jax.random.fold_in(self.keys()[0], ESTIMATORS.index(name))
+        )
 
     def truth_labels(self) -> list[TruthLabel]:
         """Every truth: each drawn one, then its family members (delta < 1), in config order."""
-        return [TruthLabel(t, d) for t in self.config.truth.through
-                for d in (None, *(x for x in self.deltas or () if x != 1))]
+        return [
+            TruthLabel(t, d)
+            for t in self.config.truth.through
+            for d in (None, *(x for x in self.deltas or () if x != 1))
+        ]
 
     def draw_truths(self) -> dict[TruthLabel, Truth]:
         """Truth label -> Truth, for every label of ``truth_labels``."""
@@ -278,15 +330,25 @@ class Experiment:
                 key = jax.random.fold_in(self.keys()[1], ESTIMATORS.index(label.through))
                 try:
                     out[label] = draw_truth(
-                        key, self.model(label.through), self.components, scale=float(t.scale),
-                        min_separation=float(t.min_separation), min_gate_strength=float(t.min_gate_strength),
-                        min_expert_separation=float(t.min_expert_separation), design=self.design)
+                        key,
+                        self.model(label.through),
+                        self.components,
+                        scale=float(t.scale),
+                        min_separation=float(t.min_separation),
+                        min_gate_strength=float(t.min_gate_strength),
+                        min_expert_separation=float(t.min_expert_separation),
+                        design=self.design,
+                    )
                 except ValueError as e:
                     raise ConfigError(f"[truth] (through {label.through}): {e}") from None
             else:
                 try:
-                    out[label] = merging_truth(out[TruthLabel(label.through)], label.delta,
-                                               key=jax.random.key(_FAMILY_GATE_KEY), design=self.design)
+                    out[label] = merging_truth(
+                        out[TruthLabel(label.through)],
+                        label.delta,
+                        key=jax.random.key(_FAMILY_GATE_KEY),
+                        design=self.design,
+                    )
                 except ValueError as e:
                     raise ConfigError(f"minimax.deltas: delta={label.delta} gives {e}") from None
         return out
@@ -300,8 +362,14 @@ class Experiment:
         return jax.random.fold_in(self.keys()[3], label_index(label))
 
     def pairs(self) -> list[tuple[TruthLabel, str]]:
-        """(truth label, estimator) pairs that are fitted: an estimator fits the truths it contains."""
-        return [(lab, e) for lab in self.truth_labels() for e in self.estimators if e in ("vanilla", lab.through)]
+        """(truth label, estimator) pairs that are fitted: an estimator fits the truths it
+        contains."""
+        return [
+            (lab, e)
+            for lab in self.truth_labels()
+            for e in self.estimators
+            if e in ("vanilla", lab.through)
+        ]
 
 
 # Kept for the callers of the module's old home of the loader (``moe_lora.load_experiment``).

@@ -37,7 +37,11 @@ from .palette import ESTIMATOR_COLORS, estimator_order
 from .palette import estimator_color as estimator_color
 from .table import cell_patterns, dead_atoms, families, multi_cell, pooled_truth, single_truths
 
-METRIC_LABELS = {"D": "Voronoi loss D", "l2_error": "L2 error ||f_G_n - f_G*||", "D_unaligned": "unaligned Voronoi loss D"}
+METRIC_LABELS = {
+    "D": "Voronoi loss D",
+    "l2_error": "L2 error ||f_G_n - f_G*||",
+    "D_unaligned": "unaligned Voronoi loss D",
+}
 _STEMS = {"D": "loss_D", "l2_error": "loss_l2"}
 _MARKERS = "osD^vP*X"
 
@@ -57,7 +61,9 @@ def _setting(extra) -> str:
 
 
 def _grid(nrows: int, ncols: int, *, sharey="row", w: float = 4.4, h: float = 3.4):
-    fig = Figure(figsize=(max(w * ncols, 6.8), h * nrows), layout="constrained")  # room for the title
+    fig = Figure(
+        figsize=(max(w * ncols, 6.8), h * nrows), layout="constrained"
+    )  # room for the title
     return fig, fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
 
 
@@ -79,7 +85,9 @@ def _panels(df: pd.DataFrame, key: str, title: str, xlabel: str, ylabel: str):
             ax.set(xscale="log", yscale="log", xlabel=xlabel, title=f"{title} {r}, {_setting(x)}")
             ax.title.set_fontsize(9)
             ax.grid(True, which="major", alpha=0.3)
-            ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))  # 3, 20 on short ranges
+            ax.xaxis.set_minor_formatter(
+                LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4))
+            )  # 3, 20 on short ranges
             if j == 0:
                 ax.set_ylabel(ylabel)
             panels.append((ax, r, x, sub))
@@ -90,7 +98,9 @@ def _curve(sub: pd.DataFrame, metric: str, by=("n",)) -> pd.DataFrame:
     """Mean, median, 10% and 90% quantiles of the positive values of ``metric`` per ``by``."""
     v = sub.loc[(sub[metric] > 0) & (sub["n"] > 0), [*by, metric]]
     g = v.groupby(list(by))[metric]
-    return pd.DataFrame({"mean": g.mean(), "median": g.median(), "lo": g.quantile(0.1), "hi": g.quantile(0.9)})
+    return pd.DataFrame(
+        {"mean": g.mean(), "median": g.median(), "lo": g.quantile(0.1), "hi": g.quantile(0.9)}
+    )
 
 
 def _references(ax, n, anchors) -> None:
@@ -108,7 +118,10 @@ def _references(ax, n, anchors) -> None:
         return
     n0, y0 = max(anchors, key=lambda a: a[1])
     grid = np.geomspace(n.min(), n.max(), 60)
-    for f, ls, label in ((lambda m: np.sqrt(np.log(m) / m), "--", "sqrt(log n / n)"), (lambda m: 1 / np.log(m), ":", "1 / log n")):
+    for f, ls, label in (
+        (lambda m: np.sqrt(np.log(m) / m), "--", "sqrt(log n / n)"),
+        (lambda m: 1 / np.log(m), ":", "1 / log n"),
+    ):
         ax.plot(grid, y0 * f(grid) / f(n0), ls=ls, color="0.45", lw=1.2, label=label)
 
 
@@ -131,8 +144,19 @@ def _legend(ax, *extra_handles) -> None:
     handles, labels = ax.get_legend_handles_labels()
     handles += list(extra_handles)
     labels += [h.get_label() for h in extra_handles]
-    below = ax.transAxes + ScaledTranslation(0, -0.48, ax.figure.dpi_scale_trans)  # under the n label
-    ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below, ncols=2, frameon=False)
+    below = ax.transAxes + ScaledTranslation(
+        0, -0.48, ax.figure.dpi_scale_trans
+    )  # under the n label
+    ax.legend(
+        handles,
+        labels,
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0),
+        bbox_transform=below,
+        ncols=2,
+        frameon=False,
+    )
 
 
 def _stem(df: pd.DataFrame, base: str) -> str:
@@ -151,7 +175,9 @@ def _check_metric(df: pd.DataFrame, metric: str) -> None:
 # Figures
 
 
-def figure_loss(df: pd.DataFrame, metric: str, *, slopes: pd.DataFrame | None = None) -> Figure | None:
+def figure_loss(
+    df: pd.DataFrame, metric: str, *, slopes: pd.DataFrame | None = None
+) -> Figure | None:
     """Figure 1 (``metric="D"``) or 2 (``"l2_error"``): loss against n per (truth, setting).
 
     Family rows (``delta`` not NaN) are left out; they are figure 4.
@@ -180,12 +206,27 @@ def figure_loss(df: pd.DataFrame, metric: str, *, slopes: pd.DataFrame | None = 
                 continue
             n = c.index.to_numpy(float)
             ax.fill_between(n, c["lo"], c["hi"], color=color, alpha=0.15, lw=0)
-            ax.plot(n, c["mean"], color=color, lw=1.8,
-                    label=_slope_label(est, slopes, truth=truth, estimator=est, extra=extra, metric=metric, statistic="mean"))
+            ax.plot(
+                n,
+                c["mean"],
+                color=color,
+                lw=1.8,
+                label=_slope_label(
+                    est,
+                    slopes,
+                    truth=truth,
+                    estimator=est,
+                    extra=extra,
+                    metric=metric,
+                    statistic="mean",
+                ),
+            )
             ax.plot(n, c["median"], color=color, ls="none", marker="x", ms=5)
             anchors.append((n[0], c["mean"].iloc[0]))
         _references(ax, sub["n"].unique(), anchors)
-        _legend(ax, Line2D([], [], color="0.3", ls="none", marker="x", label="median (band: 10-90%)"))
+        _legend(
+            ax, Line2D([], [], color="0.3", ls="none", marker="x", label="median (band: 10-90%)")
+        )
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} against n: mean over replicates, log-log")
     return fig
 
@@ -198,14 +239,18 @@ def _complexity_references(ax, inv_eps, n_eps) -> None:
     k = int(np.argmin(inv_eps))
     x0, n0 = inv_eps[k], n_eps[k]
     grid = np.geomspace(min(inv_eps), max(inv_eps), 60)
-    curves = ((lambda x: n0 * (x / x0) ** 2, "--", "C eps^-2"), (lambda x: n0 * (x / x0) ** 4, "-.", "C eps^-4"),
-              (lambda x: np.exp(np.log(n0) * np.sqrt(x / x0)), ":", "exp(C eps^-1/2)"))
+    curves = (
+        (lambda x: n0 * (x / x0) ** 2, "--", "C eps^-2"),
+        (lambda x: n0 * (x / x0) ** 4, "-.", "C eps^-4"),
+        (lambda x: np.exp(np.log(n0) * np.sqrt(x / x0)), ":", "exp(C eps^-1/2)"),
+    )
     for f, ls, label in curves:
         ax.plot(grid, f(grid), ls=ls, color="0.45", lw=1.1, label=label)
 
 
-def figure_sample_complexity(df: pd.DataFrame, metric: str = "D", *, statistic: str = "mean",
-                             points: int = 30) -> Figure | None:
+def figure_sample_complexity(
+    df: pd.DataFrame, metric: str = "D", *, statistic: str = "mean", points: int = 30
+) -> Figure | None:
     """Figure 3: sample complexity n(eps) against 1 / eps per (truth, setting), log-log.
 
     For each panel, eps runs over ``points`` log-spaced values between the largest and the
@@ -232,9 +277,13 @@ def figure_sample_complexity(df: pd.DataFrame, metric: str = "D", *, statistic: 
     df = single_truths(df)
     if df.empty:
         return None
-    fig, panels = _panels(df, "truth", "truth", "1 / eps", f"n(eps): smallest n with {statistic} {metric} <= eps")
+    fig, panels = _panels(
+        df, "truth", "truth", "1 / eps", f"n(eps): smallest n with {statistic} {metric} <= eps"
+    )
     for ax, _, _, sub in panels:
-        curves = {est: _curve(sub[sub["estimator"] == est], metric)[statistic] for est in _estimators(sub)}
+        curves = {
+            est: _curve(sub[sub["estimator"] == est], metric)[statistic] for est in _estimators(sub)
+        }
         values = pd.concat(curves.values())
         if values.empty:
             continue
@@ -251,13 +300,25 @@ def figure_sample_complexity(df: pd.DataFrame, metric: str = "D", *, statistic: 
             reached_x += list(1 / eps[ok])
             reached_n += list(ne[ok])
         _complexity_references(ax, np.asarray(reached_x), np.asarray(reached_n))
-        _legend(ax, Line2D([], [], color="0.3", ls="none", marker="v", mfc="none", label="n(eps) <= smallest n"),
-                Line2D([], [], color="0.3", ls="none", marker="^", mfc="none", label="n(eps) > largest n"))
-    fig.suptitle(f"Sample complexity: n at which the {statistic} {METRIC_LABELS.get(metric, metric)} first reaches eps")
+        _legend(
+            ax,
+            Line2D(
+                [], [], color="0.3", ls="none", marker="v", mfc="none", label="n(eps) <= smallest n"
+            ),
+            Line2D(
+                [], [], color="0.3", ls="none", marker="^", mfc="none", label="n(eps) > largest n"
+            ),
+        )
+    fig.suptitle(
+        f"Sample complexity: n at which the {statistic} {METRIC_LABELS.get(metric, metric)} first "
+        "reaches eps"
+    )
     return fig
 
 
-def figure_minimax(df: pd.DataFrame, metric: str = "D", *, slopes: pd.DataFrame | None = None) -> Figure | None:
+def figure_minimax(
+    df: pd.DataFrame, metric: str = "D", *, slopes: pd.DataFrame | None = None
+) -> Figure | None:
     """Figure 4: worst mean loss over a family of truths against n, per (through, setting).
 
     Thick lines with markers: max over ``delta`` of the mean over replicates; thin faint lines:
@@ -279,11 +340,15 @@ def figure_minimax(df: pd.DataFrame, metric: str = "D", *, slopes: pd.DataFrame 
         return None
     if slopes is None:
         slopes = rates.slope_table(df, metrics=(metric,), statistics=("mean",))
-    fig, panels = _panels(df, "through", "family", "n", f"{METRIC_LABELS.get(metric, metric)}, worst over delta")
+    fig, panels = _panels(
+        df, "through", "family", "n", f"{METRIC_LABELS.get(metric, metric)}, worst over delta"
+    )
     for ax, through, extra, sub in panels:
         anchors = []
         for est in _estimators(sub):
-            per = _curve(sub[sub["estimator"] == est], metric, by=("delta", "n"))["mean"].unstack("delta")
+            per = _curve(sub[sub["estimator"] == est], metric, by=("delta", "n"))["mean"].unstack(
+                "delta"
+            )
             if per.empty:
                 continue
             color, n = estimator_color(est), per.index.to_numpy(float)
@@ -291,12 +356,30 @@ def figure_minimax(df: pd.DataFrame, metric: str = "D", *, slopes: pd.DataFrame 
                 ok = per[d].notna().to_numpy()
                 ax.plot(n[ok], per[d][ok], color=color, lw=0.8, alpha=0.3)
             worst = per.max(axis=1)
-            ax.plot(n, worst, color=color, lw=2.4, marker="o", ms=4,
-                    label=_slope_label(est, slopes, truth=through, estimator=est, extra=extra, metric=metric, statistic="minimax-mean"))
+            ax.plot(
+                n,
+                worst,
+                color=color,
+                lw=2.4,
+                marker="o",
+                ms=4,
+                label=_slope_label(
+                    est,
+                    slopes,
+                    truth=through,
+                    estimator=est,
+                    extra=extra,
+                    metric=metric,
+                    statistic="minimax-mean",
+                ),
+            )
             anchors.append((n[0], worst.iloc[0]))
         _references(ax, sub["n"].unique(), anchors)
         _legend(ax, Line2D([], [], color="0.3", lw=0.8, alpha=0.4, label="each delta (mean)"))
-    fig.suptitle(f"Empirical minimax risk: worst mean {METRIC_LABELS.get(metric, metric)} over the family, log-log")
+    fig.suptitle(
+        f"Empirical minimax risk: worst mean {METRIC_LABELS.get(metric, metric)} over the family, "
+        "log-log"
+    )
     return fig
 
 
@@ -315,10 +398,16 @@ def figure_diagnostics(df: pd.DataFrame) -> Figure:
         The Figure.
     """
     d = df.assign(_multi=multi_cell(df), truth=pooled_truth(df))
-    rows = [("fraction certified (solid)\n/ converged (dashed)", [("certified", "mean", "-"), ("converged", "mean", "--")], False),
-            ("median smallest weight", [("min_weight", "median", "-")], True),
-            ("fraction with a\nmulti-atom cell", [("_multi", "mean", "-")], False),
-            ("median iterations", [("iterations", "median", "-")], False)]
+    rows = [
+        (
+            "fraction certified (solid)\n/ converged (dashed)",
+            [("certified", "mean", "-"), ("converged", "mean", "--")],
+            False,
+        ),
+        ("median smallest weight", [("min_weight", "median", "-")], True),
+        ("fraction with a\nmulti-atom cell", [("_multi", "mean", "-")], False),
+        ("median iterations", [("iterations", "median", "-")], False),
+    ]
     settings, truths = sorted(d["extra"].unique()), sorted(d["truth"].unique())
     fig, axes = _grid(len(rows), len(settings), w=4.4, h=2.6)
     for j, extra in enumerate(settings):
@@ -339,12 +428,27 @@ def figure_diagnostics(df: pd.DataFrame) -> Figure:
                     v = sub.loc[sub["n"] > 0, ["n", col]].astype(float)
                     v = v[v[col] > 0] if logy else v.dropna()
                     y = v.groupby("n")[col].agg(agg)
-                    ax.plot(y.index, y, color=estimator_color(est), ls=ls, marker=marker, ms=3.5, lw=1.3)
-    handles = [Line2D([], [], color=estimator_color(e), marker=_MARKERS[truths.index(t) % len(_MARKERS)], label=f"truth {t} / {e}")
-               for t, e in d[["truth", "estimator"]].drop_duplicates().sort_values(["truth", "estimator"]).itertuples(index=False)]
+                    ax.plot(
+                        y.index, y, color=estimator_color(est), ls=ls, marker=marker, ms=3.5, lw=1.3
+                    )
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=estimator_color(e),
+            marker=_MARKERS[truths.index(t) % len(_MARKERS)],
+            label=f"truth {t} / {e}",
+        )
+        for t, e in d[["truth", "estimator"]]
+        .drop_duplicates()
+        .sort_values(["truth", "estimator"])
+        .itertuples(index=False)
+    ]
     # Four labels per row fit the figure's width when they are short; family labels are not.
     per_row = 4 if max(len(h.get_label()) for h in handles) < 24 else 2
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), per_row), fontsize=8)
+    fig.legend(
+        handles=handles, loc="outside lower center", ncols=min(len(handles), per_row), fontsize=8
+    )
     fig.suptitle("Fit diagnostics against n")
     return fig
 
@@ -354,7 +458,8 @@ def run_figures(df: pd.DataFrame, slopes: pd.DataFrame | None = None) -> dict[st
 
     Figures 1-3 when the table has single truths (``delta`` NaN), figure 4 when it has a family,
     and the diagnostics always. Stems: ``loss_D``, ``loss_l2``, ``sample_complexity`` (and
-    ``sample_complexity_median``), ``minimax``, ``diagnostics``, prefixed with ``<experiment>_`` for a single-experiment table.
+    ``sample_complexity_median``), ``minimax``, ``diagnostics``, prefixed with ``<experiment>_`` for
+    a single-experiment table.
 
     Args:
         df: the results table.
@@ -368,14 +473,24 @@ def run_figures(df: pd.DataFrame, slopes: pd.DataFrame | None = None) -> dict[st
     metrics = [m for m in ("D", "l2_error") if m in df]
     figures: dict[str, Figure | None] = {}
     if not single.empty:
-        s = slopes if slopes is not None else rates.slope_table(single, metrics=metrics, statistics=("mean",))
+        s = (
+            slopes
+            if slopes is not None
+            else rates.slope_table(single, metrics=metrics, statistics=("mean",))
+        )
         for m in metrics:
             figures[_STEMS.get(m, f"loss_{m}")] = figure_loss(single, m, slopes=s)
         if "D" in df:
             figures["sample_complexity"] = figure_sample_complexity(single)
-            figures["sample_complexity_median"] = figure_sample_complexity(single, statistic="median")
+            figures["sample_complexity_median"] = figure_sample_complexity(
+                single, statistic="median"
+            )
     if not family.empty and "D" in df:
-        f = slopes if slopes is not None else rates.slope_table(family, metrics=("D",), statistics=("mean",))
+        f = (
+            slopes
+            if slopes is not None
+            else rates.slope_table(family, metrics=("D",), statistics=("mean",))
+        )
         figures["minimax"] = figure_minimax(family, slopes=f)
     figures["diagnostics"] = figure_diagnostics(df)
     return {_stem(df, stem): fig for stem, fig in figures.items() if fig is not None}
@@ -399,9 +514,13 @@ def figure_mixture(view, *, title: str = "") -> Figure:
     for j in range(L):
         im = axes[0, j].imshow(view.gates[..., j], vmin=0, vmax=1, cmap="viridis", **show)
         axes[0, j].set_title(f"gate {j}", fontsize=9)
-        ex = axes[1, j].imshow(view.experts[..., j, 0], vmin=-vmax, vmax=vmax, cmap="RdBu_r", **show)
+        ex = axes[1, j].imshow(
+            view.experts[..., j, 0], vmin=-vmax, vmax=vmax, cmap="RdBu_r", **show
+        )
         axes[1, j].set_title(f"expert {j}", fontsize=9)
-    axes[0, L].imshow(np.argmax(view.gates, -1), cmap="tab10", vmin=0, vmax=9, interpolation="nearest", **show)
+    axes[0, L].imshow(
+        np.argmax(view.gates, -1), cmap="tab10", vmin=0, vmax=9, interpolation="nearest", **show
+    )
     axes[0, L].set_title("dominant gate", fontsize=9)
     axes[1, L].imshow(view.f[..., 0], vmin=-vmax, vmax=vmax, cmap="RdBu_r", **show)
     axes[1, L].set_title("mixture f_G", fontsize=9)
@@ -415,8 +534,15 @@ def figure_mixture(view, *, title: str = "") -> Figure:
     return fig
 
 
-def figure_curves(df: pd.DataFrame, metric: str = "D", *, hue: str = "estimator", panel: str = "extra",
-                  statistic: str = "mean", title: str = "") -> Figure:
+def figure_curves(
+    df: pd.DataFrame,
+    metric: str = "D",
+    *,
+    hue: str = "estimator",
+    panel: str = "extra",
+    statistic: str = "mean",
+    title: str = "",
+) -> Figure:
     """A loss against n, log-log, one line per ``hue`` value, one panel per ``panel`` value.
 
     Each line is the mean (or median) over replicates with its least-squares slope in the
@@ -439,7 +565,7 @@ def figure_curves(df: pd.DataFrame, metric: str = "D", *, hue: str = "estimator"
     ncols = len(panels) if len(panels) <= 3 else 2
     nrows = -(-len(panels) // ncols)
     fig, axes = _grid(nrows, ncols, sharey=True, h=4.2)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.set_axis_off()
     palette = [estimator_color(h) if hue == "estimator" else f"C{i}" for i, h in enumerate(hues)]
     for ax, p in zip(axes.ravel(), panels):
@@ -466,7 +592,11 @@ def figure_curves(df: pd.DataFrame, metric: str = "D", *, hue: str = "estimator"
         _legend(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"{statistic} {METRIC_LABELS.get(metric, metric)}")
-    fig.suptitle(title or f"{METRIC_LABELS.get(metric, metric)} against n ({statistic} over replicates, band 10-90%)")
+    fig.suptitle(
+        title
+        or f"{METRIC_LABELS.get(metric, metric)} against n "
+        f"({statistic} over replicates, band 10-90%)"
+    )
     return fig
 
 
@@ -478,30 +608,63 @@ def figure_cells(df: pd.DataFrame, *, threshold: float = 1e-3, title: str = "") 
     of fits with a dead atom (weight below ``threshold``) and the median smallest weight.
     """
     d = df.assign(_pattern=cell_patterns(df), _dead=dead_atoms(df, threshold=threshold) > 0)
-    combos = d[["estimator", "extra"]].drop_duplicates().sort_values(["extra", "estimator"]).itertuples(index=False)
+    combos = (
+        d[["estimator", "extra"]]
+        .drop_duplicates()
+        .sort_values(["extra", "estimator"])
+        .itertuples(index=False)
+    )
     combos = list(combos)
     patterns = sorted(d["_pattern"].unique())
     fig, axes = _grid(2, len(combos), sharey="row", w=3.4, h=2.9)
     for j, (est, extra) in enumerate(combos):
         sub = d[(d["estimator"] == est) & (d["extra"] == extra)]
         sizes = sorted(sub["n"].unique())
-        frac = sub.groupby("n")["_pattern"].value_counts(normalize=True).unstack(fill_value=0.0).reindex(columns=patterns, fill_value=0.0)
+        frac = (
+            sub.groupby("n")["_pattern"]
+            .value_counts(normalize=True)
+            .unstack(fill_value=0.0)
+            .reindex(columns=patterns, fill_value=0.0)
+        )
         bottom = np.zeros(len(sizes))
         x = np.arange(len(sizes))
         for k, pat in enumerate(patterns):
-            axes[0, j].bar(x, frac[pat].to_numpy(), bottom=bottom, color=f"C{k}", label=pat, width=0.7)
+            axes[0, j].bar(
+                x, frac[pat].to_numpy(), bottom=bottom, color=f"C{k}", label=pat, width=0.7
+            )
             bottom += frac[pat].to_numpy()
-        axes[0, j].set(xticks=x, xticklabels=[str(s) for s in sizes], title=f"{est}, {_setting(extra)}", ylim=(0, 1))
+        axes[0, j].set(
+            xticks=x,
+            xticklabels=[str(s) for s in sizes],
+            title=f"{est}, {_setting(extra)}",
+            ylim=(0, 1),
+        )
         axes[0, j].title.set_fontsize(8)
         dead = sub.groupby("n")["_dead"].mean()
-        axes[1, j].plot(x, dead.to_numpy(), marker="o", color=estimator_color(est), label="fits with a dead atom")
+        axes[1, j].plot(
+            x,
+            dead.to_numpy(),
+            marker="o",
+            color=estimator_color(est),
+            label="fits with a dead atom",
+        )
         mw = sub.groupby("n")["min_weight"].median()
-        axes[1, j].plot(x, mw.to_numpy(), marker="s", ls="--", color="0.4", label="median smallest weight")
-        axes[1, j].set(xticks=x, xticklabels=[str(s) for s in sizes], xlabel="n", ylim=(-0.02, 1.02))
+        axes[1, j].plot(
+            x, mw.to_numpy(), marker="s", ls="--", color="0.4", label="median smallest weight"
+        )
+        axes[1, j].set(
+            xticks=x, xticklabels=[str(s) for s in sizes], xlabel="n", ylim=(-0.02, 1.02)
+        )
         axes[1, j].grid(True, alpha=0.3)
     axes[0, 0].set_ylabel("fraction of fits")
     axes[1, 0].set_ylabel("fraction / weight")
-    axes[0, -1].legend(title="cell sizes", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[0, -1].legend(
+        title="cell sizes",
+        fontsize=7,
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+    )
     axes[1, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title or f"Voronoi cells of the fitted atoms (dead: weight < {threshold:g})")
     return fig
@@ -516,20 +679,37 @@ def figure_valley(atoms_df: pd.DataFrame, *, hue: str = "estimator", title: str 
     """
     for col in (hue, "n", "weight", "value_norm"):
         if col not in atoms_df:
-            raise ValueError(f"Unknown column {col!r}; expected the table of moe_lora.table.value_valley")
+            raise ValueError(
+                f"Unknown column {col!r}; expected the table of moe_lora.table.value_valley"
+            )
     sizes = sorted(atoms_df["n"].unique())
     hues = list(dict.fromkeys(atoms_df[hue]))
     # Known estimators keep their colours; other values take colours no known estimator uses.
-    spare = iter(c for c in ("tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "navy")
-                 if hue != "estimator" or c not in ESTIMATOR_COLORS.values())
-    colors = {h: estimator_color(h) if hue == "estimator" and h in ESTIMATOR_COLORS else next(spare, "0.3") for h in hues}
+    spare = iter(
+        c
+        for c in ("tab:red", "tab:purple", "tab:olive", "tab:cyan", "tab:pink", "navy")
+        if hue != "estimator" or c not in ESTIMATOR_COLORS.values()
+    )
+    colors = {
+        h: estimator_color(h)
+        if hue == "estimator" and h in ESTIMATOR_COLORS
+        else next(spare, "0.3")
+        for h in hues
+    }
     fig, axes = _grid(1, len(sizes), sharey=True, w=3.8, h=3.6)
     d = atoms_df[(atoms_df["weight"] > 0) & (atoms_df["value_norm"] > 0)]
     w_lo, w_hi = (d["weight"].min() / 2, min(2 * d["weight"].max(), 2.0)) if len(d) else (1e-3, 1.0)
     v_lo, v_hi = (d["value_norm"].min() / 2, 2 * d["value_norm"].max()) if len(d) else (1e-2, 1e2)
     for ax, n in zip(axes[0], sizes):
         sub = d[d["n"] == n]
-        ax.set(xscale="log", yscale="log", xlabel="weight pi_i", title=f"n = {n}", xlim=(w_lo, w_hi), ylim=(v_lo, v_hi))
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="weight pi_i",
+            title=f"n = {n}",
+            xlim=(w_lo, w_hi),
+            ylim=(v_lo, v_hi),
+        )
         ax.title.set_fontsize(9)
         ax.grid(True, alpha=0.3)
         w = np.geomspace(w_lo, w_hi, 20)
@@ -537,8 +717,18 @@ def figure_valley(atoms_df: pd.DataFrame, *, hue: str = "estimator", title: str 
             ax.plot(w, level / w, color="0.8", lw=0.8, zorder=0)
         for h in hues:
             s = sub[sub[hue] == h]
-            ax.scatter(s["weight"], s["value_norm"], s=14, alpha=0.7, color=colors[h], label=str(h), edgecolors="none")
+            ax.scatter(
+                s["weight"],
+                s["value_norm"],
+                s=14,
+                alpha=0.7,
+                color=colors[h],
+                label=str(h),
+                edgecolors="none",
+            )
     axes[0, 0].set_ylabel("||V_i||")
-    axes[0, -1].legend(fontsize=7, title=hue, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[0, -1].legend(
+        fontsize=7, title=hue, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)
+    )
     fig.suptitle(title or "Fitted atoms: weight against ||V|| (grey: pi ||V|| = 0.1, 1, 10)")
     return fig

@@ -1,8 +1,8 @@
 """Least-squares fits of a LoRA mixture: initialisation, multi-start, the certified fit record.
 
-The estimator of docs/model.md, "Estimator and certification", G_n in argmin_G (1/n) sum_i ||Y_i - f_G(X_i)||^2, over the
-raw parameters of a parameterization with L fitted components. One fit is written for one
-data set; restarts are vmapped inside, replicates outside (``moe_lora.simulate``).
+The estimator of docs/model.md, "Estimator and certification", G_n in argmin_G (1/n) sum_i ||Y_i -
+f_G(X_i)||^2, over the raw parameters of a parameterization with L fitted components. One fit is
+written for one data set; restarts are vmapped inside, replicates outside (``moe_lora.simulate``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class InitConfig:
         for name in ("near_truth", "random"):
             checks.integer(name, getattr(self, name), minimum=0)
         if self.near_truth + self.random < 1:
-            raise FieldError("near_truth", "InitConfig needs at least one restart (near_truth + random >= 1)")
+            raise FieldError(
+                "near_truth", "InitConfig needs at least one restart (near_truth + random >= 1)"
+            )
         for name in ("near_truth_scale", "random_scale"):
             checks.non_negative(name, getattr(self, name))
 
@@ -84,11 +86,15 @@ class FitConfig:
 
     def __post_init__(self):
         if self.jacobian not in JACOBIANS:
-            raise FieldError("jacobian", f"Unknown jacobian {self.jacobian!r}; expected one of {JACOBIANS}")
+            raise FieldError(
+                "jacobian", f"Unknown jacobian {self.jacobian!r}; expected one of {JACOBIANS}"
+            )
         if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
             raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
         if not isinstance(self.warmup_steps, (int, np.integer)) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+            raise ValueError(
+                f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}"
+            )
         if self.warmup_steps > 0 and self.warmup is None:
             raise ValueError(f"warmup_steps={self.warmup_steps} but no warm-up optimizer was given")
 
@@ -107,7 +113,9 @@ def truth_in(estimator: Model, truth: Truth):
     need not contain the truth (``Parameterization.embed``).
     """
     if estimator.spec != truth.model.spec:
-        raise ValueError(f"Estimator spec {estimator.spec} differs from the truth's {truth.model.spec}")
+        raise ValueError(
+            f"Estimator spec {estimator.spec} differs from the truth's {truth.model.spec}"
+        )
     return estimator.parameterization.embed(estimator, truth.model, truth.params)
 
 
@@ -124,7 +132,8 @@ def split_biases(estimator: Model, true_c, parent):
         share = jax.nn.sigmoid(c[parent]) / copies[parent]
         c = jnp.log(share) - jnp.log1p(-share)
     else:
-        # exp(c_j - log k) summed over k copies is exp(c_j): the normaliser and the weights are kept.
+        # exp(c_j - log k) summed over k copies is exp(c_j): the normaliser and the weights are
+        # kept.
         c = c[parent] - jnp.log(copies[parent])
     c = jnp.clip(c, -bias_bound * (1 - 1e-9), bias_bound * (1 - 1e-9))
     return bias_bound * jnp.arctanh(c / bias_bound)
@@ -134,7 +143,10 @@ def split_truth(key: PRNGKeyArray, estimator: Model, true_params, n_components: 
     """A start near the truth: each true atom split into perturbed copies (see ``InitConfig``)."""
     parent = np.arange(n_components) % true_params.c.shape[0]
     noise_keys = jax.random.split(key, len(true_params) - 1)
-    perturbed = [x[parent] + scale * jax.random.normal(k, x[parent].shape, x.dtype) for k, x in zip(noise_keys, true_params[:-1])]
+    perturbed = [
+        x[parent] + scale * jax.random.normal(k, x[parent].shape, x.dtype)
+        for k, x in zip(noise_keys, true_params[:-1])
+    ]
     return type(true_params)(*perturbed, split_biases(estimator, true_params.c, parent))
 
 
@@ -142,10 +154,22 @@ def initial_params(key: PRNGKeyArray, estimator: Model, true_params, config: Fit
     """All restarts of one fit, stacked on a leading axis: near-truth starts first, then random."""
     init = config.init
     k_near, k_rand = jax.random.split(key)
-    starts = [split_truth(k, estimator, true_params, config.n_components, init.near_truth_scale)
-              for k in jax.random.split(k_near, init.near_truth)] if init.near_truth else []
-    starts += [init_params(k, estimator, config.n_components, init.random_scale)
-               for k in jax.random.split(k_rand, init.random)] if init.random else []
+    starts = (
+        [
+            split_truth(k, estimator, true_params, config.n_components, init.near_truth_scale)
+            for k in jax.random.split(k_near, init.near_truth)
+        ]
+        if init.near_truth
+        else []
+    )
+    starts += (
+        [
+            init_params(k, estimator, config.n_components, init.random_scale)
+            for k in jax.random.split(k_rand, init.random)
+        ]
+        if init.random
+        else []
+    )
     return jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
 
 
@@ -172,19 +196,29 @@ def fit_least_squares(estimator: Model, data: Dataset, starts, config: FitConfig
     rows = (data.X, data.Y, jnp.ones(n, data.X.dtype))
 
     def residual(theta, X, Y, weight):
-        # ``weight`` is 1 on every row; the finisher's zero-padded chunks get 0 (``normal_equations``).
+        # ``weight`` is 1 on every row; the finisher's zero-padded chunks get 0
+        # (``normal_equations``).
         f = regression_function(estimator.spec, estimator.base, atoms(estimator, unravel(theta)), X)
         return (weight[:, None] * (f - Y) / jnp.sqrt(n)).ravel()
 
     risk = lambda theta: jnp.sum(residual(theta, *rows) ** 2)
     canonical = lambda theta: ravel_pytree(canonicalize(estimator, unravel(theta)))[0]
-    normal_eqs = structured_normal_equations(estimator, unravel, n) if config.jacobian == "structured" else None
+    normal_eqs = (
+        structured_normal_equations(estimator, unravel, n)
+        if config.jacobian == "structured"
+        else None
+    )
 
     def one(theta0):
         if config.warmup is not None:
             theta0 = warm_up(config.warmup, config.warmup_steps, risk, theta0)
-        return config.finisher.run(residual, theta0, canonical if config.canonicalize else None, data=rows,
-                                   normal_eqs=normal_eqs)
+        return config.finisher.run(
+            residual,
+            theta0,
+            canonical if config.canonicalize else None,
+            data=rows,
+            normal_eqs=normal_eqs,
+        )
 
     thetas, stats = jax.vmap(one)(jax.vmap(lambda s: ravel_pytree(s)[0])(starts))
     best = jnp.argmin(jnp.where(jnp.isfinite(stats.risk), stats.risk, jnp.inf))

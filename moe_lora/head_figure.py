@@ -1,4 +1,5 @@
-"""The figure of an attention-head study (``moe_lora.head``): error against n and the paired log-ratios; saves nothing."""
+"""The figure of an attention-head study (``moe_lora.head``): error against n and the paired
+log-ratios; saves nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from matplotlib.ticker import NullFormatter
 from .head import REFERENCE, data_efficiency, error_bands, improvement, rate_slopes
 
 COLORS = {"lora": "tab:blue", "learned_generator": "tab:red", "fixed_maps": "tab:green"}
-LABELS = {"lora": "LoRA", "learned_generator": "learned generator", "fixed_maps": "fixed shared maps"}
+LABELS = {
+    "lora": "LoRA",
+    "learned_generator": "learned generator",
+    "fixed_maps": "fixed shared maps",
+}
 
 
 def figure_data_efficiency(
@@ -51,14 +56,27 @@ def figure_data_efficiency(
         for candidate in pd.unique(r["candidate"]):
             c = r[r["candidate"] == candidate]
             color = COLORS.get(candidate)
-            right.plot(c["n"], c["log_ratio_median"], "o-", color=color, label=LABELS.get(candidate, candidate))
-            right.fill_between(c["n"], c["log_ratio_median_lo"], c["log_ratio_median_hi"], color=color, alpha=0.25)
+            right.plot(
+                c["n"],
+                c["log_ratio_median"],
+                "o-",
+                color=color,
+                label=LABELS.get(candidate, candidate),
+            )
+            right.fill_between(
+                c["n"], c["log_ratio_median_lo"], c["log_ratio_median_hi"], color=color, alpha=0.25
+            )
             e = eff[(eff["variation"] == variation) & (eff["candidate"] == candidate)].iloc[0]
             if math.isfinite(e["n_ratio"]):
-                titles.append(f"n_ratio {e['n_ratio']:.2f} [{e['n_ratio_lo']:.2f}, {e['n_ratio_hi']:.2f}]")
+                titles.append(
+                    f"n_ratio {e['n_ratio']:.2f} [{e['n_ratio_lo']:.2f}, {e['n_ratio_hi']:.2f}]"
+                )
         right.axhline(0, color=COLORS[REFERENCE], ls="--", lw=1, label="equal to LoRA")
         right.set_ylabel(f"log({metric.replace('_', ' ')} / LoRA's), median over seeds")
-        right.set_title(f"{variation}: paired log-ratio" + (f"; {', '.join(titles)}" if titles else ""), fontsize=9)
+        right.set_title(
+            f"{variation}: paired log-ratio" + (f"; {', '.join(titles)}" if titles else ""),
+            fontsize=9,
+        )
         right.legend(fontsize=8)
         for ax in (left, right):
             ax.set_xscale("log")
@@ -79,26 +97,39 @@ def figure_rates(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> plt.Figure:
-    """Per variation (rows) and metric (columns): the median error of each student against n, log-log,
-    with 95% bootstrap bands, and the fitted slope on n >= n_min in the legend (``moe_lora.head.rate_slopes``).
+    """Per variation (rows) and metric (columns): the median error of each student against n,
+    log-log, with 95% bootstrap bands, and the fitted slope on n >= n_min in the legend
+    (``moe_lora.head.rate_slopes``).
 
     Returns:
         The matplotlib Figure; nothing is saved or shown.
     """
     slopes = rate_slopes(table, metrics=metrics, n_min=n_min, n_boot=n_boot, seed=seed)
     variations = list(pd.unique(slopes["variation"]))
-    fig, axes = plt.subplots(len(variations), len(metrics), figsize=(4.2 * len(metrics), 3.4 * len(variations)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(variations),
+        len(metrics),
+        figsize=(4.2 * len(metrics), 3.4 * len(variations)),
+        squeeze=False,
+    )
     for row, variation in zip(axes, variations):
         for ax, metric in zip(row, metrics):
-            bands = error_bands(table[table["variation"] == variation] if "variation" in table else table,
-                                metric=metric, n_boot=n_boot, seed=seed)
+            bands = error_bands(
+                table[table["variation"] == variation] if "variation" in table else table,
+                metric=metric,
+                n_boot=n_boot,
+                seed=seed,
+            )
             for student in pd.unique(bands["student"]):
                 b = bands[bands["student"] == student]
-                s = slopes[(slopes["variation"] == variation) & (slopes["student"] == student)
-                           & (slopes["metric"] == metric)].iloc[0]
+                s = slopes[
+                    (slopes["variation"] == variation)
+                    & (slopes["student"] == student)
+                    & (slopes["metric"] == metric)
+                ].iloc[0]
                 color = COLORS.get(student)
-                label = f"{LABELS.get(student, student)}: slope {s['slope']:.2f} [{s['lo']:.2f}, {s['hi']:.2f}]"
+                interval = f"[{s['lo']:.2f}, {s['hi']:.2f}]"
+                label = f"{LABELS.get(student, student)}: slope {s['slope']:.2f} {interval}"
                 ax.plot(b["n"], b["center"], "o-", color=color, label=label, ms=3)
                 ax.fill_between(b["n"], b["lo"], b["hi"], color=color, alpha=0.25)
             ax.axvline(n_min, color="0.6", ls=":", lw=1)

@@ -20,7 +20,8 @@ head (``moe_lora.head``): a base ``[head]`` section (the fields of ``HeadConfig`
     sizes = [2, 4, 8, 16, 32, 64, 128, 256]   # or {min, max, count}, log-spaced
     seeds = 16
     seeds_per_unit = 4           # the grain of resume, shards and Ray tasks (default: all)
-    students = ["lora", "learned_generator"]   # names of moe_lora.head.STUDENTS (default: these two)
+    # names of moe_lora.head.STUDENTS (default: these two)
+    students = ["lora", "learned_generator"]
 
 Its units are (variation, student, n, block of seeds), computed by ``moe_lora.head.head_unit``
 with the key ``key(seed)``; seed k at size n uses ``fold_in(fold_in(key, n), k)`` whichever unit
@@ -46,9 +47,21 @@ DEFAULT_STUDENTS = ("lora", "learned_generator")
 
 KIND = "attention_head"
 _HEAD_FIELDS = {f.name for f in dataclasses.fields(HeadConfig)}
-_STUDY_KEYS = {"sizes": (list, dict), "seeds": (int,), "seeds_per_unit": (int,), "students": (list,)}
-_TOP = {"kind": (str,), "name": (str,), "description": (str,), "seed": (int,), "head": (dict,), "variations": (dict,),
-        "study": (dict,)}
+_STUDY_KEYS = {
+    "sizes": (list, dict),
+    "seeds": (int,),
+    "seeds_per_unit": (int,),
+    "students": (list,),
+}
+_TOP = {
+    "kind": (str,),
+    "name": (str,),
+    "description": (str,),
+    "seed": (int,),
+    "head": (dict,),
+    "variations": (dict,),
+    "study": (dict,),
+}
 
 
 def _head(where: str, fields: dict) -> HeadConfig:
@@ -62,7 +75,8 @@ def _head(where: str, fields: dict) -> HeadConfig:
 
 
 class _StudySection:
-    """Reports errors under ``study.<key>`` (``config.parse_sizes`` names its key through ``fail``)."""
+    """Reports errors under ``study.<key>`` (``config.parse_sizes`` names its key through
+    ``fail``)."""
 
     NAME = "study"
 
@@ -89,14 +103,20 @@ class HeadStudyConfig:
         raw = {k: v for k, v in raw.items() if v is not None}
         for k, v in raw.items():
             if k not in _TOP:
-                raise ConfigError(f"{k}: unknown key at top level of an attention_head config; expected one of {sorted(_TOP)}")
+                raise ConfigError(
+                    f"{k}: unknown key at top level of an attention_head config; expected one of "
+                    f"{sorted(_TOP)}"
+                )
             check_type(k, v, _TOP[k])
         head = dict(raw.get("head", {}))
         _head("head", head)
         variations = {}
         for var, fields in raw.get("variations", {}).items():
             if var == "headline":
-                raise ConfigError("variations.headline: the base [head] is the variation 'headline'; name the others")
+                raise ConfigError(
+                    "variations.headline: the base [head] is the variation 'headline'; name the "
+                    "others"
+                )
             check_type(f"variations.{var}", fields, (dict,))
             _head(f"variations.{var}", head | fields)
             variations[var] = dict(fields)
@@ -110,29 +130,63 @@ class HeadStudyConfig:
                 raise ConfigError(f"study.{k}: missing required key")
         sizes = parse_sizes(_StudySection(), study["sizes"])
         if sizes[0] < 2:
-            raise ConfigError(f"study.sizes: expected sizes >= 2 (a training and a validation sequence), got {list(sizes)}")
+            raise ConfigError(
+                "study.sizes: expected sizes >= 2 (a training and a validation sequence), got "
+                f"{list(sizes)}"
+            )
         seeds = study["seeds"]
         per_unit = study.get("seeds_per_unit", seeds)
         for k, v in (("seeds", seeds), ("seeds_per_unit", per_unit)):
             if v < 1:
                 raise ConfigError(f"study.{k}: expected an integer >= 1, got {v!r}")
         students = tuple(study.get("students", DEFAULT_STUDENTS))
-        if not students or len(set(students)) != len(students) or any(s not in STUDENTS for s in students):
-            raise ConfigError(f"study.students: expected distinct students of {list(STUDENTS)}, got {list(students)!r}")
+        if (
+            not students
+            or len(set(students)) != len(students)
+            or any(s not in STUDENTS for s in students)
+        ):
+            raise ConfigError(
+                f"study.students: expected distinct students of {list(STUDENTS)}, got "
+                f"{list(students)!r}"
+            )
         if "lora" not in students or len(students) < 2:
-            raise ConfigError(f"study.students: expected 'lora' (the reference) and another student, got {list(students)!r}")
-        return cls(name=raw.get("name") or name, description=raw.get("description", ""), seed=raw.get("seed", 0), head=head,
-                   variations=variations, sizes=sizes, seeds=seeds, seeds_per_unit=min(per_unit, seeds), students=students)
+            raise ConfigError(
+                "study.students: expected 'lora' (the reference) and another student, got "
+                f"{list(students)!r}"
+            )
+        return cls(
+            name=raw.get("name") or name,
+            description=raw.get("description", ""),
+            seed=raw.get("seed", 0),
+            head=head,
+            variations=variations,
+            sizes=sizes,
+            seeds=seeds,
+            seeds_per_unit=min(per_unit, seeds),
+            students=students,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": KIND, "name": self.name, "description": self.description, "seed": self.seed, "head": dict(self.head),
-                "variations": {k: dict(v) for k, v in self.variations.items()},
-                "study": {"sizes": list(self.sizes), "seeds": self.seeds, "seeds_per_unit": self.seeds_per_unit,
-                          "students": list(self.students)}}
+        return {
+            "kind": KIND,
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "head": dict(self.head),
+            "variations": {k: dict(v) for k, v in self.variations.items()},
+            "study": {
+                "sizes": list(self.sizes),
+                "seeds": self.seeds,
+                "seeds_per_unit": self.seeds_per_unit,
+                "students": list(self.students),
+            },
+        }
 
     def head_configs(self) -> dict[str, HeadConfig]:
         """Variation name -> its ``HeadConfig``, the base ``headline`` first."""
-        return {"headline": HeadConfig(**self.head)} | {k: HeadConfig(**(self.head | v)) for k, v in self.variations.items()}
+        return {"headline": HeadConfig(**self.head)} | {
+            k: HeadConfig(**(self.head | v)) for k, v in self.variations.items()
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +206,8 @@ class HeadUnit(ReplicateBlock):
 
 @dataclasses.dataclass(frozen=True)
 class HeadContext:
-    """What every unit of a study shares: its configs per variation (teachers are redrawn, cheaply, per unit)."""
+    """What every unit of a study shares: its configs per variation (teachers are redrawn, cheaply,
+    per unit)."""
 
     study: HeadStudy
     configs: dict
@@ -160,15 +215,22 @@ class HeadContext:
     def compute(self, unit: HeadUnit) -> tuple[pd.DataFrame, float, bool]:
         traces = sum(TRACE_COUNT.values())
         t0 = time.perf_counter()
-        rows = head_unit(jax.random.key(self.study.seed), self.configs[unit.variation], unit.student, unit.n,
-                         list(unit.replicates), variation=unit.variation)
+        rows = head_unit(
+            jax.random.key(self.study.seed),
+            self.configs[unit.variation],
+            unit.student,
+            unit.n,
+            list(unit.replicates),
+            variation=unit.variation,
+        )
         return rows, time.perf_counter() - t0, sum(TRACE_COUNT.values()) > traces
 
 
 @kinds.register
 @dataclasses.dataclass(frozen=True)
 class HeadStudy:
-    """An attention-head study: the ``attention_head`` experiment kind (``moe_lora.kinds.ExperimentKind``)."""
+    """An attention-head study: the ``attention_head`` experiment kind
+    (``moe_lora.kinds.ExperimentKind``)."""
 
     config: HeadStudyConfig
     kind = KIND
@@ -184,29 +246,47 @@ class HeadStudy:
     def units(self) -> list[HeadUnit]:
         """Every unit, small n first (so progress estimates come early)."""
         c = self.config
-        return [HeadUnit(var, student, n, start, min(start + c.seeds_per_unit, c.seeds))
-                for n in c.sizes for var in c.head_configs() for student in c.students
-                for start in range(0, c.seeds, c.seeds_per_unit)]
+        return [
+            HeadUnit(var, student, n, start, min(start + c.seeds_per_unit, c.seeds))
+            for n in c.sizes
+            for var in c.head_configs()
+            for student in c.students
+            for start in range(0, c.seeds, c.seeds_per_unit)
+        ]
 
     def draw_truths(self) -> dict:
         """Variation -> its teacher (drawn from the study's key, as every unit draws it)."""
-        return {var: teacher_and_test(jax.random.key(self.seed), cfg)[0] for var, cfg in self.config.head_configs().items()}
+        return {
+            var: teacher_and_test(jax.random.key(self.seed), cfg)[0]
+            for var, cfg in self.config.head_configs().items()
+        }
 
     def truth_summaries(self, truths: dict) -> dict:
-        """The teachers as exact JSON: update sizes, gate diagnostics, factors, the students' parameter counts."""
-        return {var: {"update_q": float(t.update_q), "update_v": float(t.update_v), "gate_change": float(t.gate_change),
-                      "gate_saturation": float(t.gate_saturation),
-                      "B_Q": np.asarray(t.lora.B_Q).tolist(), "A_V": np.asarray(t.lora.A_V).tolist(),
-                      "parameters": parameter_counts(self.config.head_configs()[var])}
-                for var, t in truths.items()}
+        """The teachers as exact JSON: update sizes, gate diagnostics, factors, the students'
+        parameter counts."""
+        return {
+            var: {
+                "update_q": float(t.update_q),
+                "update_v": float(t.update_v),
+                "gate_change": float(t.gate_change),
+                "gate_saturation": float(t.gate_saturation),
+                "B_Q": np.asarray(t.lora.B_Q).tolist(),
+                "A_V": np.asarray(t.lora.A_V).tolist(),
+                "parameters": parameter_counts(self.config.head_configs()[var]),
+            }
+            for var, t in truths.items()
+        }
 
     def context(self, truths: dict | None = None) -> HeadContext:
         return HeadContext(self, self.config.head_configs())
 
     def describe(self) -> str:
         c = self.config
-        return (f"{len(self.units())} units ({len(c.sizes)} sizes x {len(c.head_configs())} variations x {len(c.students)} "
-                f"students x {-(-c.seeds // c.seeds_per_unit)} seed blocks)")
+        return (
+            f"{len(self.units())} units ({len(c.sizes)} sizes x {len(c.head_configs())} variations "
+            f"x {len(c.students)} "
+            f"students x {-(-c.seeds // c.seeds_per_unit)} seed blocks)"
+        )
 
     def summaries(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """``data_efficiency.csv`` and ``improvement.csv`` (``moe_lora.head``)."""
@@ -215,7 +295,9 @@ class HeadStudy:
         return {"data_efficiency.csv": data_efficiency(df), "improvement.csv": improvement(df)}
 
     def format_summaries(self, summaries: dict[str, pd.DataFrame]) -> str:
-        return "\n".join(f"{name[:-4]}:\n{table.to_string(index=False)}\n" for name, table in summaries.items())
+        return "\n".join(
+            f"{name[:-4]}:\n{table.to_string(index=False)}\n" for name, table in summaries.items()
+        )
 
     def figures(self, df: pd.DataFrame, summaries: dict[str, pd.DataFrame]) -> dict:
         from .head_figure import figure_data_efficiency

@@ -1,4 +1,5 @@
-"""The headline figure of the claim: vanilla against a shared map on the same truth and the same data.
+r"""The headline figure of the claim: vanilla against a shared map on the same truth and the same
+data.
 
 Two panels, the Voronoi loss D and the L2 error against n (log-log). Per estimator: the mean over
 replicates (solid) with a bootstrap 95% interval of the mean (band), and the median (dashed) with
@@ -8,7 +9,8 @@ anchored at the largest n, not at the first, pre-asymptotic point: C sqrt(log n 
 shared map's mean there (the polynomial prediction) and C / log n through vanilla's (the
 slower-than-polynomial one).
 
-    python -m moe_lora.headline figures/data/verdicts figures/data/verdicts_vanilla --truth tanh --out figures/
+    python -m moe_lora.headline figures/data/verdicts figures/data/verdicts_vanilla \
+        --truth tanh --out figures/
 """
 
 from __future__ import annotations
@@ -30,11 +32,23 @@ def _intervals(values: np.ndarray, rng, boot: int = 1000, level: float = 0.95):
     draws = values[rng.integers(0, len(values), (boot, len(values)))]
     a = (1 - level) / 2
     m, md = draws.mean(1), np.median(draws, 1)
-    return (values.mean(), *np.quantile(m, [a, 1 - a]), np.median(values), *np.quantile(md, [a, 1 - a]))
+    return (
+        values.mean(),
+        *np.quantile(m, [a, 1 - a]),
+        np.median(values),
+        *np.quantile(md, [a, 1 - a]),
+    )
 
 
-def figure_headline(df: pd.DataFrame, *, truth: str, estimators=("vanilla", "tanh"), n_min=None, n_max=None,
-                    seed: int = 0) -> Figure:
+def figure_headline(
+    df: pd.DataFrame,
+    *,
+    truth: str,
+    estimators=("vanilla", "tanh"),
+    n_min=None,
+    n_max=None,
+    seed: int = 0,
+) -> Figure:
     """D and L2 against n for ``estimators`` fitted to one ``truth`` (module docstring)."""
     df = single_truths(df)
     df = df[(df["truth"] == truth) & df["estimator"].isin(estimators)]
@@ -49,27 +63,62 @@ def figure_headline(df: pd.DataFrame, *, truth: str, estimators=("vanilla", "tan
         for est in estimators:
             sub = df[df["estimator"] == est]
             sizes = np.sort(sub["n"].unique())
-            stats = np.array([_intervals(sub.loc[sub["n"] == n, metric].to_numpy(float), rng) for n in sizes])
+            stats = np.array(
+                [_intervals(sub.loc[sub["n"] == n, metric].to_numpy(float), rng) for n in sizes]
+            )
             color = estimator_color(est)
-            s = curve_slope(sub, metric, "mean", n_min=n_min, n_max=n_max, bootstrap=1000, seed=seed)
-            ax.plot(sizes, stats[:, 0], color=color, marker="o", ms=3.5, lw=1.6,
-                    label=f"{est} mean: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] (n >= {s['n_min']})")
+            s = curve_slope(
+                sub, metric, "mean", n_min=n_min, n_max=n_max, bootstrap=1000, seed=seed
+            )
+            ax.plot(
+                sizes,
+                stats[:, 0],
+                color=color,
+                marker="o",
+                ms=3.5,
+                lw=1.6,
+                label=f"{est} mean: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] "
+                f"(n >= {s['n_min']})",
+            )
             ax.fill_between(sizes, stats[:, 1], stats[:, 2], color=color, alpha=0.18, lw=0)
-            ax.errorbar(sizes, stats[:, 3], yerr=[stats[:, 3] - stats[:, 4], stats[:, 5] - stats[:, 3]], color=color,
-                        ls="--", lw=1.0, marker="s", ms=2.5, capsize=1.5, alpha=0.8, label=f"{est} median")
+            ax.errorbar(
+                sizes,
+                stats[:, 3],
+                yerr=[stats[:, 3] - stats[:, 4], stats[:, 5] - stats[:, 3]],
+                color=color,
+                ls="--",
+                lw=1.0,
+                marker="s",
+                ms=2.5,
+                capsize=1.5,
+                alpha=0.8,
+                label=f"{est} median",
+            )
             ends[est] = (sizes[-1], stats[-1, 0])
         grid = np.geomspace(df["n"].min(), df["n"].max(), 80)
         shared = next((e for e in estimators if e != "vanilla"), None)
-        for est, f, ls, name in ((shared, lambda m: np.sqrt(np.log(m) / m), "--", "C sqrt(log n / n)"),
-                                 ("vanilla", lambda m: 1 / np.log(m), ":", "C / log n")):
+        for est, f, ls, name in (
+            (shared, lambda m: np.sqrt(np.log(m) / m), "--", "C sqrt(log n / n)"),
+            ("vanilla", lambda m: 1 / np.log(m), ":", "C / log n"),
+        ):
             if est in ends:
                 n0, y0 = ends[est]
-                ax.plot(grid, y0 * f(grid) / f(n0), ls=ls, color="0.35", lw=1.1, label=f"{name}, through {est} at n = {n0:.3g}")
+                ax.plot(
+                    grid,
+                    y0 * f(grid) / f(n0),
+                    ls=ls,
+                    color="0.35",
+                    lw=1.1,
+                    label=f"{name}, through {est} at n = {n0:.3g}",
+                )
         ax.set(xscale="log", yscale="log", xlabel="n", ylabel=METRIC_LABELS.get(metric, metric))
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=6.5, loc="upper right")
-    fig.suptitle(f"Over-specified fits on the {truth} truth, same data: mean (band: 95% bootstrap interval) "
-                 "and median (bars: 95% interval)", fontsize=9)
+    fig.suptitle(
+        f"Over-specified fits on the {truth} truth, same data: mean (band: 95% bootstrap interval) "
+        "and median (bars: 95% interval)",
+        fontsize=9,
+    )
     return fig
 
 
@@ -77,8 +126,12 @@ def main(argv=None) -> int:
     from .runs import load_results
     from .runs.store import experiment_of
 
-    ap = argparse.ArgumentParser(prog="python -m moe_lora.headline", description=__doc__.splitlines()[0])
-    ap.add_argument("dirs", nargs="+", help="run directories (or figures/data/<name>) holding the estimators")
+    ap = argparse.ArgumentParser(
+        prog="python -m moe_lora.headline", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument(
+        "dirs", nargs="+", help="run directories (or figures/data/<name>) holding the estimators"
+    )
     ap.add_argument("--truth", default="tanh")
     ap.add_argument("--estimators", nargs="+", default=["vanilla", "tanh"])
     ap.add_argument("--out", default="figures")
@@ -89,8 +142,13 @@ def main(argv=None) -> int:
         df, manifest = load_results(d)
         frames.append(df)
         rates = rates or experiment_of(manifest).config.rates
-    fig = figure_headline(pd.concat(frames, ignore_index=True), truth=args.truth, estimators=args.estimators,
-                          n_min=rates.n_min, n_max=rates.n_max)
+    fig = figure_headline(
+        pd.concat(frames, ignore_index=True),
+        truth=args.truth,
+        estimators=args.estimators,
+        n_min=rates.n_min,
+        n_max=rates.n_max,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):

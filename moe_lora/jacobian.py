@@ -4,7 +4,8 @@ Every parameterization reaches the data only through the atoms (S_j, V_j, c_j). 
 
     score_k(X) = X^T (M + S_k) X + c_k,   E_k(X) = (V0 + V_k)^T X,   f(X) = sum_k gate_k(X) E_k(X),
 
-the derivatives of f at one input are, for softmax gates (d gate_j / d score_k = gate_j (delta_jk - gate_k)),
+the derivatives of f at one input are, for softmax gates (d gate_j / d score_k = gate_j (delta_jk -
+gate_k)),
 
     df/dS_k = gate_k (E_k - f) X X^T,   df/dc_k = gate_k (E_k - f),   df/dV_k = gate_k X (x) I,
 
@@ -38,8 +39,13 @@ from .parameterization import Model, atoms
 
 
 def atom_normal_equations(
-    spec: ModelSpec, base: Base, atoms_: Atoms, X: Float[Array, "n d"], Y: Float[Array, "n d_out"],
-    weight: Float[Array, " n"], scale: float,
+    spec: ModelSpec,
+    base: Base,
+    atoms_: Atoms,
+    X: Float[Array, "n d"],
+    Y: Float[Array, "n d_out"],
+    weight: Float[Array, " n"],
+    scale: float,
 ) -> tuple[Float[Array, ""], Float[Array, "Q Q"], Float[Array, " Q"]]:
     """(r^T r, J_a^T J_a, J_a^T r) of r = scale * weight * (f_G(X) - Y) in atom coordinates.
 
@@ -49,8 +55,11 @@ def atom_normal_equations(
     L, d = atoms_.c.shape[0], spec.d
     n, d_out = Y.shape
     XX = X[:, :, None] * X[:, None, :]
-    score = (jnp.einsum("nab,lab->nl", XX, atoms_.S) + jnp.einsum("nab,ab->n", XX, base_gate_matrix(spec, base))[:, None]
-             + atoms_.c[None, :])
+    score = (
+        jnp.einsum("nab,lab->nl", XX, atoms_.S)
+        + jnp.einsum("nab,ab->n", XX, base_gate_matrix(spec, base))[:, None]
+        + atoms_.c[None, :]
+    )
     E = jnp.einsum("na,lao->nlo", X, atoms_.V) + (X @ base.V0)[:, None, :]
     w = scale * weight
     if spec.gating == "softmax":
@@ -63,7 +72,9 @@ def atom_normal_equations(
         sens = (g * (1 - g))[:, :, None] * E
     sens = w[:, None, None] * sens
     J_S = jnp.einsum("nlo,nab->nolab", sens, XX).reshape(n, d_out, L * d * d)
-    J_V = jnp.einsum("nl,na,op->nolap", w[:, None] * g, X, jnp.eye(d_out, dtype=X.dtype)).reshape(n, d_out, L * d * d_out)
+    J_V = jnp.einsum("nl,na,op->nolap", w[:, None] * g, X, jnp.eye(d_out, dtype=X.dtype)).reshape(
+        n, d_out, L * d * d_out
+    )
     J_c = jnp.swapaxes(sens, 1, 2)
     J = jnp.concatenate([J_S, J_V, J_c], axis=-1).reshape(n * d_out, -1)
     r = (w[:, None] * (f - Y)).reshape(-1)

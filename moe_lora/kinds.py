@@ -94,7 +94,10 @@ class ExperimentKind(Protocol):
 
 #: Built-in kinds: ``kind`` -> ``"module:class"`` of the class that implements it; the module is
 #: imported on first use (it registers the class, or the class is registered then).
-BUILTIN = {"sweep": "moe_lora.experiment:Experiment", "attention_head": "moe_lora.head_study:HeadStudy"}
+BUILTIN = {
+    "sweep": "moe_lora.experiment:Experiment",
+    "attention_head": "moe_lora.head_study:HeadStudy",
+}
 #: The kind of a config without a ``kind`` key.
 DEFAULT_KIND = "sweep"
 
@@ -118,12 +121,15 @@ def kind_class(kind: str):
         module, cls = BUILTIN[kind].split(":")
         _REGISTRY.setdefault(kind, getattr(importlib.import_module(module), cls))
     if kind not in _REGISTRY:
-        raise ConfigError(f"kind: unknown experiment kind {kind!r}; expected one of {list(kind_names())}")
+        raise ConfigError(
+            f"kind: unknown experiment kind {kind!r}; expected one of {list(kind_names())}"
+        )
     return _REGISTRY[kind]
 
 
 def experiment_from_dict(raw: dict, name: str = "experiment") -> ExperimentKind:
-    """The experiment a config dict describes, of the kind its ``kind`` key names (default sweep)."""
+    """The experiment a config dict describes, of the kind its ``kind`` key names (default
+    sweep)."""
     kind = raw.get("kind", DEFAULT_KIND)
     if not isinstance(kind, str):
         raise ConfigError(f"kind: expected a string, got {kind!r} ({type(kind).__name__})")
@@ -134,8 +140,14 @@ def manifest_entries(exp: ExperimentKind, truths: dict) -> dict:
     """What an experiment contributes to its run's ``manifest.json``: name, seed, kind, the
     resolved config, the truths' summaries and the number of units (``moe_lora.runs.store``
     adds the provenance)."""
-    return {"name": exp.name, "seed": exp.seed, "kind": exp.kind, "config": exp.config.to_dict(),
-            "truths": exp.truth_summaries(truths), "units": len(exp.units())}
+    return {
+        "name": exp.name,
+        "seed": exp.seed,
+        "kind": exp.kind,
+        "config": exp.config.to_dict(),
+        "truths": exp.truth_summaries(truths),
+        "units": len(exp.units()),
+    }
 
 
 def load_experiment(path: str | Path) -> ExperimentKind:

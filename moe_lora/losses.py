@@ -57,7 +57,12 @@ def align_gate_shift(atoms: Atoms, true_atoms: Atoms, max_rounds: int = 20) -> A
 
 
 def lora_voronoi_loss(
-    atoms: Atoms, true_atoms: Atoms, gating: str, exponents: Exponents = D_EXPONENTS, *, align: bool = True
+    atoms: Atoms,
+    true_atoms: Atoms,
+    gating: str,
+    exponents: Exponents = D_EXPONENTS,
+    *,
+    align: bool = True,
 ) -> VoronoiLoss:
     """Voronoi loss between fitted and true LoRA atoms (D by default, D_r with ``Exponents(r, r)``).
 
@@ -83,14 +88,18 @@ class Scores(NamedTuple):
     l2_error: Float[Array, ""]
 
 
-def l2_error(model: Model, atoms: Atoms, truth_model: Model, true_atoms: Atoms, X_eval: Float[Array, "m d"]) -> Float[Array, ""]:
+def l2_error(
+    model: Model, atoms: Atoms, truth_model: Model, true_atoms: Atoms, X_eval: Float[Array, "m d"]
+) -> Float[Array, ""]:
     """||f_G - f_{G*}||_{L2(mu)}, estimated on a fixed held-out sample X_eval ~ mu."""
     f = regression_function(model.spec, model.base, atoms, X_eval)
     f_star = regression_function(truth_model.spec, truth_model.base, true_atoms, X_eval)
     return jnp.sqrt(jnp.mean(jnp.sum((f - f_star) ** 2, axis=-1)))
 
 
-def score(model: Model, atoms: Atoms, truth_model: Model, true_atoms: Atoms, X_eval: Float[Array, "m d"]) -> Scores:
+def score(
+    model: Model, atoms: Atoms, truth_model: Model, true_atoms: Atoms, X_eval: Float[Array, "m d"]
+) -> Scores:
     """D (aligned, with per-cell breakdown), D unaligned, and the L2 function error."""
     gating = model.spec.gating
     return Scores(

@@ -1,6 +1,7 @@
 """The regression function f_G of LoRA seen as a gated mixture of linear experts.
 
-docs/model.md, "The regression model". A mixing measure with L components is described by its identifiable
+docs/model.md, "The regression model". A mixing measure with L components is described by its
+identifiable
 atoms (S_j, V_j, c_j); the frozen base weights (M0, K0, V0) are shared by all components::
 
     score_j(X) = X^T (M + S_j) X + c_j,          M = gate_scale * sym(M0) / sqrt(d_k)
@@ -72,15 +73,20 @@ class ModelSpec:
         if not isinstance(self.d_k, (int, np.integer)) or self.d_k < 1:
             raise FieldError("d_k", f"d_k must be a positive integer, got {self.d_k!r}")
         if self.r > self.d:
-            raise FieldError("r", f"LoRA rank r={self.r} exceeds the input dimension d={self.d}; expected r <= d")
+            raise FieldError(
+                "r", f"LoRA rank r={self.r} exceeds the input dimension d={self.d}; expected r <= d"
+            )
         if self.gating not in GATINGS:
             raise FieldError("gating", f"Unknown gating {self.gating!r}; expected one of {GATINGS}")
         if not (math.isfinite(self.gate_scale) and self.gate_scale > 0):
-            raise FieldError("gate_scale", f"gate_scale must be positive and finite, got {self.gate_scale!r}")
+            raise FieldError(
+                "gate_scale", f"gate_scale must be positive and finite, got {self.gate_scale!r}"
+            )
 
 
 class Base(NamedTuple):
-    """Frozen pre-trained weights shared by all components: M0 = W_Q0 W_K0^T, K0 = W_K0, V0 = W_V0."""
+    """Frozen pre-trained weights shared by all components: M0 = W_Q0 W_K0^T, K0 = W_K0, V0 =
+    W_V0."""
 
     M0: Float[Array, "d d"]
     K0: Float[Array, "d d_k"]
@@ -167,7 +173,9 @@ def regression_function(
     return jnp.einsum("nl,nlo->no", g, experts)
 
 
-def gate_strength(spec: ModelSpec, base: Base, atoms: Atoms, X: Float[Array, "n d"]) -> Float[Array, ""]:
+def gate_strength(
+    spec: ModelSpec, base: Base, atoms: Atoms, X: Float[Array, "n d"]
+) -> Float[Array, ""]:
     """Smallest standard deviation over X of a pairwise score difference score_j - score_l.
 
     A gate whose score differs from another's by a near-constant is weak: the two components
@@ -191,7 +199,9 @@ class GridView(NamedTuple):
     f: Float[np.ndarray, "num num d_out"]
 
 
-def mixture_on_grid(spec: ModelSpec, base: Base, atoms: Atoms, *, num: int = 101, lim: float = 1.0) -> GridView:
+def mixture_on_grid(
+    spec: ModelSpec, base: Base, atoms: Atoms, *, num: int = 101, lim: float = 1.0
+) -> GridView:
     """Gates gate_j(X), experts (V0 + V_j)^T X and f_G(X) on a grid over [-lim, lim]^2 (d = 2 only).
 
     Example:
@@ -202,7 +212,9 @@ def mixture_on_grid(spec: ModelSpec, base: Base, atoms: Atoms, *, num: int = 101
         ((5, 5, 2), 1.0)
     """
     if spec.d != 2:
-        raise ValueError(f"mixture_on_grid draws the input square: expected d = 2, got d = {spec.d}")
+        raise ValueError(
+            f"mixture_on_grid draws the input square: expected d = 2, got d = {spec.d}"
+        )
     if not (isinstance(num, (int, np.integer)) and num >= 2):
         raise ValueError(f"num must be an integer >= 2, got {num!r}")
     t = np.linspace(-lim, lim, num)
@@ -212,5 +224,10 @@ def mixture_on_grid(spec: ModelSpec, base: Base, atoms: Atoms, *, num: int = 101
     experts = jnp.einsum("ni,lio->nlo", X, atoms.V) + (X @ base.V0)[:, None, :]
     f = regression_function(spec, base, atoms, X)
     shape = (num, num)
-    return GridView(x1, x2, np.asarray(g).reshape(*shape, -1), np.asarray(experts).reshape(*shape, *experts.shape[1:]),
-                    np.asarray(f).reshape(*shape, -1))
+    return GridView(
+        x1,
+        x2,
+        np.asarray(g).reshape(*shape, -1),
+        np.asarray(experts).reshape(*shape, *experts.shape[1:]),
+        np.asarray(f).reshape(*shape, -1),
+    )

@@ -46,7 +46,13 @@ from . import checks
 from .model import FieldError
 
 CONVERGED, STALLED, MAX_ITER, NONFINITE, PRECISE = 0, 1, 2, 3, 4
-STOP_REASONS = {CONVERGED: "converged", STALLED: "stalled", MAX_ITER: "max_iter", NONFINITE: "non-finite", PRECISE: "precise"}
+STOP_REASONS = {
+    CONVERGED: "converged",
+    STALLED: "stalled",
+    MAX_ITER: "max_iter",
+    NONFINITE: "non-finite",
+    PRECISE: "precise",
+}
 _RUNNING = -1
 
 
@@ -66,7 +72,8 @@ class Stats(NamedTuple):
 
 
 def relative_gradient(theta, risk, grad):
-    """max_k |grad_k| max(|theta_k|, 1) / max(R, tiny): the convergence measure of every finisher."""
+    """max_k |grad_k| max(|theta_k|, 1) / max(R, tiny): the convergence measure of every
+    finisher."""
     tiny = jnp.finfo(theta.dtype).tiny
     return jnp.max(jnp.abs(grad) * jnp.maximum(jnp.abs(theta), 1.0)) / jnp.maximum(risk, tiny)
 
@@ -98,19 +105,24 @@ def chunked_sum(terms: Callable, data, chunk_size: int | None):
     def add(total, chunk):
         return jax.tree.map(jnp.add, total, terms(*chunk)), None
 
-    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(terms, *(x[:chunk_size] for x in data)))
+    zero = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype),
+        jax.eval_shape(terms, *(x[:chunk_size] for x in data)),
+    )
     total, _ = jax.lax.scan(add, zero, _chunked(data, chunk_size))
     return total
 
 
 def normal_equations(residual_fn: Callable, theta, data=None, chunk_size: int | None = None):
-    """(R, J^T J, J^T r) at theta for R = ||r||^2, r = residual_fn(theta) or residual_fn(theta, *data).
+    """(R, J^T J, J^T r) at theta for R = ||r||^2, r = residual_fn(theta) or residual_fn(theta,
+    *data).
 
     J comes from ``jax.jacfwd`` (the reference path; ``moe_lora.jacobian`` has the closed form
     for LoRA mixtures). With ``data`` (a tuple of arrays sharing their leading axis of n rows)
     and ``chunk_size < n``, the three sums run over chunks of rows (``chunked_sum``); the rows
     are zero-padded to whole chunks, so ``residual_fn`` must give zero residuals on all-zero rows.
     """
+
     def terms(*chunk):
         J, r = jax.jacfwd(lambda t: (residual_fn(t, *chunk),) * 2, has_aux=True)(theta)
         return r @ r, J.T @ J, J.T @ r
@@ -130,7 +142,8 @@ def _residual_count(residual_fn, theta, data):
 
 @dataclasses.dataclass(frozen=True)
 class LevenbergMarquardt:
-    """Levenberg-Marquardt with Nielsen's damping update (Madsen, Nielsen, Tingleff 2004, alg. 3.16).
+    """Levenberg-Marquardt with Nielsen's damping update (Madsen, Nielsen, Tingleff 2004, alg.
+    3.16).
 
     Args:
         max_iter: iteration cap (one Jacobian evaluation per iteration).
@@ -138,8 +151,8 @@ class LevenbergMarquardt:
         xtol: stop as stalled when ||h|| <= xtol (||theta|| + xtol).
         tau: initial damping (see ``damping``).
         damping: ``"levenberg"``: solve (J^T J + mu I) h = -g, mu0 = tau max diag(J^T J);
-            ``"marquardt"``: solve (J^T J + mu D) h = -g with D = diag(J^T J) + floor max diag(J^T J),
-            mu0 = tau. Marquardt's scaling keeps Gauss-Newton steps along directions whose
+            ``"marquardt"``: solve (J^T J + mu D) h = -g with D = diag(J^T J) + floor max diag(J^T
+            J), mu0 = tau. Marquardt's scaling keeps Gauss-Newton steps along directions whose
             curvature has collapsed (parameters saturating at the bound of the compact space);
             the floor keeps exactly flat directions damped.
         floor: relative floor of Marquardt's scaling (and of J^T J in the ``stat_tol`` test).
@@ -151,7 +164,8 @@ class LevenbergMarquardt:
 
     Example:
         >>> import jax.numpy as jnp
-        >>> theta, stats = LevenbergMarquardt().run(lambda t: jnp.array([t[0] - 1.0, 10 * (t[1] - t[0] ** 2)]), jnp.zeros(2))
+        >>> rosenbrock = lambda t: jnp.array([t[0] - 1.0, 10 * (t[1] - t[0] ** 2)])
+        >>> theta, stats = LevenbergMarquardt().run(rosenbrock, jnp.zeros(2))
         >>> STOP_REASONS[int(stats.stop_reason)], jnp.round(theta, 6).tolist()
         ('converged', [1.0, 1.0])
     """
@@ -166,13 +180,22 @@ class LevenbergMarquardt:
     chunk_size: int | None = None
 
     def __post_init__(self):
-        _check_positive(max_iter=self.max_iter, gtol=self.gtol, xtol=self.xtol, tau=self.tau, floor=self.floor)
+        _check_positive(
+            max_iter=self.max_iter, gtol=self.gtol, xtol=self.xtol, tau=self.tau, floor=self.floor
+        )
         if self.stat_tol is not None:
             _check_positive(stat_tol=self.stat_tol)
-        if self.chunk_size is not None and not (isinstance(self.chunk_size, int) and self.chunk_size > 0):
-            raise FieldError("chunk_size", f"chunk_size must be a positive integer or None, got {self.chunk_size!r}")
+        if self.chunk_size is not None and not (
+            isinstance(self.chunk_size, int) and self.chunk_size > 0
+        ):
+            raise FieldError(
+                "chunk_size",
+                f"chunk_size must be a positive integer or None, got {self.chunk_size!r}",
+            )
         if self.damping not in ("levenberg", "marquardt"):
-            raise FieldError("damping", f"Unknown damping {self.damping!r}; expected 'levenberg' or 'marquardt'")
+            raise FieldError(
+                "damping", f"Unknown damping {self.damping!r}; expected 'levenberg' or 'marquardt'"
+            )
 
     def _scaling(self, A):
         if self.damping == "levenberg":
@@ -181,7 +204,11 @@ class LevenbergMarquardt:
         return diag + self.floor * jnp.max(diag)
 
     def run(
-        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None, data=None,
+        self,
+        residual_fn: Callable,
+        theta0: Float[Array, " P"],
+        canonicalize: Callable | None = None,
+        data=None,
         normal_eqs: Callable | None = None,
     ) -> tuple[Float[Array, " P"], Stats]:
         """Minimise ||residual_fn(theta)||^2 from theta0.
@@ -238,9 +265,22 @@ class LevenbergMarquardt:
         R, A, g = evaluate(theta0)
         mu0 = self.tau * (jnp.max(jnp.diag(A)) if self.damping == "levenberg" else 1.0)
         zero = jnp.zeros((), jnp.int32)
-        state = (theta0, R, A, g, mu0, jnp.asarray(2.0, R.dtype), zero, status(theta0, R, A, g, zero, False))
-        theta, R, A, g, _, _, k, reason = jax.lax.while_loop(lambda s: s[-1] == _RUNNING, body, state)
-        return theta, Stats(R, 2 * jnp.linalg.norm(g), relative_gradient(theta, R, 2 * g), k, reason)
+        state = (
+            theta0,
+            R,
+            A,
+            g,
+            mu0,
+            jnp.asarray(2.0, R.dtype),
+            zero,
+            status(theta0, R, A, g, zero, False),
+        )
+        theta, R, A, g, _, _, k, reason = jax.lax.while_loop(
+            lambda s: s[-1] == _RUNNING, body, state
+        )
+        return theta, Stats(
+            R, 2 * jnp.linalg.norm(g), relative_gradient(theta, R, 2 * g), k, reason
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +300,11 @@ class OptaxFinisher:
         _check_positive(max_iter=self.max_iter, gtol=self.gtol)
 
     def run(
-        self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None, data=None,
+        self,
+        residual_fn: Callable,
+        theta0: Float[Array, " P"],
+        canonicalize: Callable | None = None,
+        data=None,
         normal_eqs: Callable | None = None,
     ) -> tuple[Float[Array, " P"], Stats]:
         """Minimise ||residual_fn(theta)||^2 (or ||residual_fn(theta, *data)||^2) from theta0;
@@ -275,12 +319,16 @@ class OptaxFinisher:
 
         def status(theta, R, grad, k):
             rel = relative_gradient(theta, R, grad)
-            reason = jnp.where(rel <= self.gtol, CONVERGED, jnp.where(k >= self.max_iter, MAX_ITER, _RUNNING))
+            reason = jnp.where(
+                rel <= self.gtol, CONVERGED, jnp.where(k >= self.max_iter, MAX_ITER, _RUNNING)
+            )
             return jnp.where(jnp.isfinite(R), reason, NONFINITE)
 
         def body(state):
             theta, opt_state, R, grad, k, _ = state
-            updates, opt_state = opt.update(grad, opt_state, theta, value=R, grad=grad, value_fn=risk_fn)
+            updates, opt_state = opt.update(
+                grad, opt_state, theta, value=R, grad=grad, value_fn=risk_fn
+            )
             theta = optax.apply_updates(theta, updates)
             R, grad = value_and_grad(theta)
             return theta, opt_state, R, grad, k + 1, status(theta, R, grad, k + 1)
@@ -301,11 +349,22 @@ class Finisher(Protocol):
     raises on a failed fit. ``LevenbergMarquardt`` and ``OptaxFinisher`` implement it.
     """
 
-    def run(self, residual_fn: Callable, theta0: Float[Array, " P"], canonicalize: Callable | None = None,
-            data=None, normal_eqs: Callable | None = None) -> tuple[Float[Array, " P"], Stats]: ...
+    def run(
+        self,
+        residual_fn: Callable,
+        theta0: Float[Array, " P"],
+        canonicalize: Callable | None = None,
+        data=None,
+        normal_eqs: Callable | None = None,
+    ) -> tuple[Float[Array, " P"], Stats]: ...
 
 
-def warm_up(optimizer: optax.GradientTransformation, steps: int, risk_fn: Callable, theta0: Float[Array, " P"]):
+def warm_up(
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    risk_fn: Callable,
+    theta0: Float[Array, " P"],
+):
     """``steps`` plain optax steps on ``risk_fn`` inside a ``lax.scan`` (no convergence test)."""
     if steps == 0:
         return theta0
@@ -315,7 +374,9 @@ def warm_up(optimizer: optax.GradientTransformation, steps: int, risk_fn: Callab
     def step(carry, _):
         theta, opt_state = carry
         R, grad = value_and_grad(theta)
-        updates, opt_state = opt.update(grad, opt_state, theta, value=R, grad=grad, value_fn=risk_fn)
+        updates, opt_state = opt.update(
+            grad, opt_state, theta, value=R, grad=grad, value_fn=risk_fn
+        )
         candidate = optax.apply_updates(theta, updates)
         # A warm-up step that produced non-finite parameters is dropped rather than propagated.
         theta = jnp.where(jnp.all(jnp.isfinite(candidate)), candidate, theta)

@@ -14,8 +14,14 @@ from __future__ import annotations
 import zlib
 
 #: Estimator -> colour, in the canonical order of estimators in legends.
-ESTIMATOR_COLORS = {"vanilla": "tab:blue", "linear": "tab:orange", "tanh": "tab:green", "sigmoid": "tab:red",
-                    "gelu": "tab:purple", "relu": "tab:brown"}
+ESTIMATOR_COLORS = {
+    "vanilla": "tab:blue",
+    "linear": "tab:orange",
+    "tanh": "tab:green",
+    "sigmoid": "tab:red",
+    "gelu": "tab:purple",
+    "relu": "tab:brown",
+}
 #: Attention-head student -> colour (``moe_lora.head``).
 STUDENT_COLORS = {"lora": "tab:blue", "learned_generator": "tab:red", "fixed_maps": "tab:green"}
 #: Colours of names not listed above.
@@ -31,7 +37,11 @@ def estimator_color(name: str) -> str:
     Returns:
         A matplotlib colour.
     """
-    return ESTIMATOR_COLORS.get(name) or STUDENT_COLORS.get(name) or SPARE[zlib.crc32(name.encode()) % len(SPARE)]
+    return (
+        ESTIMATOR_COLORS.get(name)
+        or STUDENT_COLORS.get(name)
+        or SPARE[zlib.crc32(name.encode()) % len(SPARE)]
+    )
 
 
 def estimator_order(names) -> list[str]:

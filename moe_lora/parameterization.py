@@ -1,4 +1,5 @@
-"""The three parameterizations of the LoRA factors (docs/model.md, "Parameterizations") behind one interface.
+"""The three parameterizations of the LoRA factors (docs/model.md, "Parameterizations") behind one
+interface.
 
 Every parameterization maps free, unconstrained *raw* parameters of L components to the LoRA
 factors (B_Q, A_Q, B_V, A_V, c) and from there to the identifiable atoms (S, V, c):
@@ -11,9 +12,9 @@ factors (B_Q, A_Q, B_V, A_V, c) and from there to the identifiable atoms (S, V, 
 
 Compact parameter space: a raw value x enters as ``R * tanh(x / R)``, so factors (vanilla) or
 latents (shared) lie in [-R, R] and gate biases c in [-R_c, R_c] (closed: tanh rounds to 1 in
-floating point for large x). The theory assumes such a
-compact space; without it over-specified vanilla fits slide off along the pi -> 0,
-||V|| -> inf valley and every number depends on the iteration budget (docs/model.md, "Compact parameter space").
+floating point for large x). The theory assumes such a compact space; without it
+over-specified vanilla fits slide off along the pi -> 0, ||V|| -> inf valley and every number
+depends on the iteration budget (docs/model.md, "Compact parameter space").
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def _canonical_bias(c, gating: str, bias_bound: float):
         return c
     c_b = _squash(c, bias_bound)
     c_new = c_b - jnp.mean(c_b)
-    return jnp.where(jnp.all(jnp.abs(c_new) < bias_bound * (1 - 1e-6)), _unsquash(c_new, bias_bound), c)
+    return jnp.where(
+        jnp.all(jnp.abs(c_new) < bias_bound * (1 - 1e-6)), _unsquash(c_new, bias_bound), c
+    )
 
 
 @runtime_checkable
@@ -157,7 +160,9 @@ class Vanilla:
         return None
 
     def factors(self, spec: ModelSpec, maps, params) -> LoRAFactors:
-        return LoRAFactors(*(_squash(x, self.bound) for x in params[:4]), _squash(params.c, self.bias_bound))
+        return LoRAFactors(
+            *(_squash(x, self.bound) for x in params[:4]), _squash(params.c, self.bias_bound)
+        )
 
     def canonicalize(self, spec: ModelSpec, params) -> LoRAFactors:
         """Balanced factors (equal singular values in B and A) and mean-zero biases."""
@@ -167,20 +172,28 @@ class Vanilla:
             B, A = _squash(B_raw, self.bound), _squash(A_raw, self.bound)
             B_new, A_new = _balance(B, A, B)
             ok = (_inside(B_new, self.bound) & _inside(A_new, self.bound))[:, None, None]
-            out += [jnp.where(ok, _unsquash(B_new, self.bound), B_raw), jnp.where(ok, _unsquash(A_new, self.bound), A_raw)]
+            out += [
+                jnp.where(ok, _unsquash(B_new, self.bound), B_raw),
+                jnp.where(ok, _unsquash(A_new, self.bound), A_raw),
+            ]
         return LoRAFactors(out[0], out[1], out[2], out[3], c)
 
     def embed(self, estimator: Model, truth_model: Model, truth_params) -> LoRAFactors:
-        """Vanilla's family contains every parameterization's: the truth's factors, as raw values."""
+        """Vanilla's family contains every parameterization's: the truth's factors, as raw
+        values."""
         return to_vanilla_params(truth_model, truth_params, self)
 
     def to_compact(self, params) -> LoRAFactors:
         """Raw parameters -> the factors and biases they stand for, R tanh(x / R) (R_c for c)."""
-        return LoRAFactors(*(_squash(x, self.bound) for x in params[:4]), _squash(params.c, self.bias_bound))
+        return LoRAFactors(
+            *(_squash(x, self.bound) for x in params[:4]), _squash(params.c, self.bias_bound)
+        )
 
     def from_compact(self, values) -> LoRAFactors:
         """Inverse of ``to_compact`` (entries on the bound are clipped to it)."""
-        return LoRAFactors(*(_unsquash(x, self.bound) for x in values[:4]), _unsquash(values.c, self.bias_bound))
+        return LoRAFactors(
+            *(_unsquash(x, self.bound) for x in values[:4]), _unsquash(values.c, self.bias_bound)
+        )
 
 
 @jax.tree_util.register_static
@@ -202,9 +215,14 @@ class Shared:
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
-            raise FieldError("activation", f"Unknown activation {self.activation!r}; expected one of {tuple(ACTIVATIONS)}")
+            raise FieldError(
+                "activation",
+                f"Unknown activation {self.activation!r}; expected one of {tuple(ACTIVATIONS)}",
+            )
         if not isinstance(self.latent_dim, (int, np.integer)) or self.latent_dim < 1:
-            raise FieldError("latent_dim", f"latent_dim must be a positive integer, got {self.latent_dim!r}")
+            raise FieldError(
+                "latent_dim", f"latent_dim must be a positive integer, got {self.latent_dim!r}"
+            )
         _check_bounds(self.bound, self.bias_bound)
 
     @property
@@ -238,31 +256,46 @@ class Shared:
             return params._replace(c=c)
         a, b = _squash(params.a, self.bound), _squash(params.b, self.bound)
         tiny = jnp.finfo(a.dtype).tiny
-        t = jnp.sqrt(jnp.maximum(jnp.linalg.norm(b, axis=-1), tiny) / jnp.maximum(jnp.linalg.norm(a, axis=-1), tiny))
+        t = jnp.sqrt(
+            jnp.maximum(jnp.linalg.norm(b, axis=-1), tiny)
+            / jnp.maximum(jnp.linalg.norm(a, axis=-1), tiny)
+        )
         a_new, b_new = a * t[:, None], b / t[:, None]
         ok = (_inside(a_new, self.bound) & _inside(b_new, self.bound))[:, None]
-        return SharedParams(jnp.where(ok, _unsquash(a_new, self.bound), params.a),
-                            jnp.where(ok, _unsquash(b_new, self.bound), params.b), c)
+        return SharedParams(
+            jnp.where(ok, _unsquash(a_new, self.bound), params.a),
+            jnp.where(ok, _unsquash(b_new, self.bound), params.b),
+            c,
+        )
 
     def embed(self, estimator: Model, truth_model: Model, truth_params) -> SharedParams:
         """Only a truth drawn through this very parameterization, with the same maps."""
-        same_maps = truth_model.maps is not None and all(np.array_equal(a, b) for a, b in zip(estimator.maps, truth_model.maps))
+        same_maps = truth_model.maps is not None and all(
+            np.array_equal(a, b) for a, b in zip(estimator.maps, truth_model.maps)
+        )
         if self != truth_model.parameterization or not same_maps:
             raise ValueError(
                 f"A {self.name} estimator does not contain a truth drawn through "
-                f"{truth_model.parameterization.name} with other maps; draw the truth through the estimator's model"
+                f"{truth_model.parameterization.name} with other maps; draw the truth through the "
+                "estimator's model"
             )
         return truth_params
 
     def to_compact(self, params) -> SharedParams:
         """Raw parameters -> the latents and biases they stand for, R tanh(x / R) (R_c for c)."""
-        return SharedParams(_squash(params.a, self.bound), _squash(params.b, self.bound),
-                            _squash(params.c, self.bias_bound))
+        return SharedParams(
+            _squash(params.a, self.bound),
+            _squash(params.b, self.bound),
+            _squash(params.c, self.bias_bound),
+        )
 
     def from_compact(self, values) -> SharedParams:
         """Inverse of ``to_compact`` (entries on the bound are clipped to it)."""
-        return SharedParams(_unsquash(values.a, self.bound), _unsquash(values.b, self.bound),
-                            _unsquash(values.c, self.bias_bound))
+        return SharedParams(
+            _unsquash(values.a, self.bound),
+            _unsquash(values.b, self.bound),
+            _unsquash(values.c, self.bias_bound),
+        )
 
 
 def linear(latent_dim: int = 2, **kwargs) -> Shared:
@@ -298,7 +331,9 @@ def draw_maps(key: PRNGKeyArray, spec: ModelSpec, latent_dim: int, dtype=None) -
         W_BV=(spec.d * spec.r, latent_dim),
     )
     keys = jax.random.split(key, 4)
-    return SharedMaps(*(jax.random.normal(k, s, dtype) / math.sqrt(latent_dim) for k, s in zip(keys, shapes)))
+    return SharedMaps(
+        *(jax.random.normal(k, s, dtype) / math.sqrt(latent_dim) for k, s in zip(keys, shapes))
+    )
 
 
 def make_model(
@@ -318,22 +353,30 @@ def make_model(
         (2, 2)
     """
     if not isinstance(parameterization, Parameterization):
-        raise ValueError(f"Unknown parameterization {parameterization!r}; expected Vanilla(), Shared(...) or "
-                         "another implementation of moe_lora.parameterization.Parameterization")
+        raise ValueError(
+            f"Unknown parameterization {parameterization!r}; expected Vanilla(), Shared(...) or "
+            "another implementation of moe_lora.parameterization.Parameterization"
+        )
     base = default_base(spec) if base is None else Base(*(jnp.asarray(w) for w in base))
     check_base(spec, base)
     expected = parameterization.draw_maps(jax.random.key(0), spec)
     if expected is None:
         if maps is not None:
-            raise ValueError(f"The {parameterization.name} parameterization takes no maps; got maps")
+            raise ValueError(
+                f"The {parameterization.name} parameterization takes no maps; got maps"
+            )
         return Model(spec, parameterization, base, None)
     if maps is None:
         if key is None:
-            raise ValueError(f"The {parameterization.name} parameterization needs a key to draw its maps")
+            raise ValueError(
+                f"The {parameterization.name} parameterization needs a key to draw its maps"
+            )
         maps = parameterization.draw_maps(key, spec)
     for name, got, want in zip(expected._fields, maps, expected):
         if np.shape(got) != np.shape(want):
-            raise ValueError(f"Shape mismatch for map {name}: got {np.shape(got)}, expected {np.shape(want)}")
+            raise ValueError(
+                f"Shape mismatch for map {name}: got {np.shape(got)}, expected {np.shape(want)}"
+            )
     return Model(spec, parameterization, base, type(expected)(*(jnp.asarray(w) for w in maps)))
 
 
@@ -379,10 +422,13 @@ def to_vanilla_params(model: Model, params, vanilla: Vanilla) -> LoRAFactors:
         largest = float(jnp.max(jnp.abs(x)))
         if largest >= bound:
             raise ValueError(
-                f"Factor {name} has an entry of size {largest:.4g}, outside the vanilla compact space "
+                f"Factor {name} has an entry of size {largest:.4g}, outside the vanilla compact "
+                "space "
                 f"(-{bound}, {bound}); raise Vanilla(bound=...) or bias_bound"
             )
-    return LoRAFactors(*(b * jnp.arctanh(x / b) for x, b in zip(f, [vanilla.bound] * 4 + [vanilla.bias_bound])))
+    return LoRAFactors(
+        *(b * jnp.arctanh(x / b) for x, b in zip(f, [vanilla.bound] * 4 + [vanilla.bias_bound]))
+    )
 
 
 def check_finite_params(params, what: str = "parameters") -> None:
@@ -393,7 +439,8 @@ def check_finite_params(params, what: str = "parameters") -> None:
 
 
 def _balance(B, A, B_ref):
-    """Balanced factors with the same product: B = U sqrt(s), A = sqrt(s) V^T (top r), signs kept near B_ref."""
+    """Balanced factors with the same product: B = U sqrt(s), A = sqrt(s) V^T (top r), signs kept
+    near B_ref."""
     r = B.shape[-1]
     U, s, Vt = jnp.linalg.svd(B @ A, full_matrices=False)
     root = jnp.sqrt(s[..., :r])
@@ -432,9 +479,17 @@ class DerivativeFamily(NamedTuple):
         return self.rank == self.size
 
 
-def derivative_family(activation: str, *, scales=(0.5, 1.0), bias: float = 0.3, lim: float = 4.0,
-                      num: int = 401, rtol: float = 1e-6) -> DerivativeFamily:
-    """Is {sigma(eta x + b), x sigma'(eta x + b), x^2 sigma''(eta x + b) : eta in scales} linearly independent?
+def derivative_family(
+    activation: str,
+    *,
+    scales=(0.5, 1.0),
+    bias: float = 0.3,
+    lim: float = 4.0,
+    num: int = 401,
+    rtol: float = 1e-6,
+) -> DerivativeFamily:
+    """Is {sigma(eta x + b), x sigma'(eta x + b), x^2 sigma''(eta x + b) : eta in scales} linearly
+    independent?
 
     These are the derivatives of order 0, 1 and 2 in eta of sigma(eta x + b): the terms of the
     Taylor expansion that the theory needs to be independent for a non-linear reparameterization
@@ -458,7 +513,9 @@ def derivative_family(activation: str, *, scales=(0.5, 1.0), bias: float = 0.3, 
     act = ACTIVATIONS[activation]
     d1 = jax.vmap(jax.grad(lambda u: act(u)))
     d2 = jax.vmap(jax.grad(jax.grad(lambda u: act(u))))
-    x = jnp.linspace(-lim, lim, num, dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    x = jnp.linspace(
+        -lim, lim, num, dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    )
     cols = []
     for eta in scales:
         u = eta * x + bias

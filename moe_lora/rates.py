@@ -33,7 +33,9 @@ def loglog_slope(n, y) -> tuple[float, float]:
     """
     n, y = np.asarray(n, float), np.asarray(y, float)
     if n.shape != y.shape or n.ndim != 1 or len(n) < 2:
-        raise ValueError(f"Expected two 1-d arrays of equal length >= 2, got shapes {n.shape} and {y.shape}")
+        raise ValueError(
+            f"Expected two 1-d arrays of equal length >= 2, got shapes {n.shape} and {y.shape}"
+        )
     if np.any(n <= 0) or np.any(~(y > 0)):
         raise ValueError("log-log slope needs positive n and y")
     slope, intercept = np.polyfit(np.log(n), np.log(y), 1)
@@ -99,8 +101,17 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float
     return float(lo), float(hi)
 
 
-def curve_slope(df: pd.DataFrame, metric: str, statistic: str = "mean", *, n_min=None, n_max=None,
-                bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def curve_slope(
+    df: pd.DataFrame,
+    metric: str,
+    statistic: str = "mean",
+    *,
+    n_min=None,
+    n_max=None,
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Slope and bootstrap interval of one curve; ``df`` holds the rows of that curve only.
 
     Several truths (distinct ``delta``) make it a minimax curve: worst statistic over them.
@@ -112,7 +123,11 @@ def curve_slope(df: pd.DataFrame, metric: str, statistic: str = "mean", *, n_min
     sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
     sizes = np.sort(sel["n"].unique())
     nan = dict(slope=np.nan, ci_low=np.nan, ci_high=np.nan, intercept=np.nan)
-    base = dict(n_min=int(sizes.min()) if len(sizes) else None, n_max=int(sizes.max()) if len(sizes) else None, points=len(sizes))
+    base = dict(
+        n_min=int(sizes.min()) if len(sizes) else None,
+        n_max=int(sizes.max()) if len(sizes) else None,
+        points=len(sizes),
+    )
     if len(sizes) < 2:
         return base | nan
     cube = _cube(sel, metric, sizes)
@@ -127,8 +142,17 @@ def curve_slope(df: pd.DataFrame, metric: str, statistic: str = "mean", *, n_min
     return base | dict(slope=slope, ci_low=lo, ci_high=hi, intercept=intercept)
 
 
-def slope_table(df: pd.DataFrame, *, metrics=METRICS, statistics=STATISTICS, n_min=None, n_max=None,
-                bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def slope_table(
+    df: pd.DataFrame,
+    *,
+    metrics=METRICS,
+    statistics=STATISTICS,
+    n_min=None,
+    n_max=None,
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per (curve, metric, statistic): slope, bootstrap CI, fit range, certified fraction.
 
     Curves are (truth, estimator, extra) over the rows without ``delta`` (the drawn truths);
@@ -137,37 +161,70 @@ def slope_table(df: pd.DataFrame, *, metrics=METRICS, statistics=STATISTICS, n_m
     ``"minimax-mean"`` (``"minimax-median"``), with ``truth`` set to ``through``.
     """
     rows = []
-    curves = [(single_truths(df).drop(columns="delta", errors="ignore"), ["truth", "estimator", "extra"], "")]
+    curves = [
+        (
+            single_truths(df).drop(columns="delta", errors="ignore"),
+            ["truth", "estimator", "extra"],
+            "",
+        )
+    ]
     if not families(df).empty:
         curves.append((df.assign(truth=df["through"]), ["truth", "estimator", "extra"], "minimax-"))
     for frame, group, prefix in curves:
         for keys, sub in frame.groupby(group, sort=True):
             in_range = sub[(sub["n"] >= (n_min or 0)) & (sub["n"] <= (n_max or np.inf))]
             per_n = ["n", "truth"] if not prefix else ["n", "delta"]
-            extra = {"replicates": int(in_range.groupby(per_n, dropna=False).size().min()) if len(in_range) else 0,
-                     "certified_fraction": float(in_range["certified"].mean()) if len(in_range) else np.nan}
+            extra = {
+                "replicates": int(in_range.groupby(per_n, dropna=False).size().min())
+                if len(in_range)
+                else 0,
+                "certified_fraction": float(in_range["certified"].mean())
+                if len(in_range)
+                else np.nan,
+            }
             for metric in metrics:
                 for st in statistics:
-                    res = curve_slope(sub, metric, st, n_min=n_min, n_max=n_max, bootstrap=bootstrap, level=level, seed=seed)
-                    rows.append(dict(zip(group, keys)) | {"metric": metric, "statistic": prefix + st} | res | extra)
+                    res = curve_slope(
+                        sub,
+                        metric,
+                        st,
+                        n_min=n_min,
+                        n_max=n_max,
+                        bootstrap=bootstrap,
+                        level=level,
+                        seed=seed,
+                    )
+                    rows.append(
+                        dict(zip(group, keys))
+                        | {"metric": metric, "statistic": prefix + st}
+                        | res
+                        | extra
+                    )
     return pd.DataFrame(rows)
 
 
 def format_slope_table(table: pd.DataFrame, level: float = 0.95) -> str:
     """A fixed-width text rendering of ``slope_table``."""
-    head = (f"{'truth':10s} {'estimator':9s} {'L-L*':>4s} {'metric':8s} {'statistic':14s} {'slope':>7s} "
-            f"{int(level * 100)}% CI{'':9s} {'n range':>15s} {'R':>3s} {'cert':>5s}")
+    head = (
+        f"{'truth':10s} {'estimator':9s} {'L-L*':>4s} {'metric':8s} {'statistic':14s} "
+        f"{'slope':>7s} "
+        f"{int(level * 100)}% CI{'':9s} {'n range':>15s} {'R':>3s} {'cert':>5s}"
+    )
     lines = [head, "-" * len(head)]
     for r in table.itertuples(index=False):
         ci = f"[{r.ci_low:6.3f}, {r.ci_high:6.3f}]"
         rng = f"{r.n_min}-{r.n_max}" if r.n_min is not None else "-"
-        lines.append(f"{r.truth:10s} {r.estimator:9s} {r.extra:>4d} {r.metric:8s} {r.statistic:14s} {r.slope:7.3f} {ci:17s} "
-                     f"{rng:>15s} {r.replicates:>3d} {r.certified_fraction:5.2f}")
+        lines.append(
+            f"{r.truth:10s} {r.estimator:9s} {r.extra:>4d} {r.metric:8s} {r.statistic:14s} "
+            f"{r.slope:7.3f} {ci:17s} "
+            f"{rng:>15s} {r.replicates:>3d} {r.certified_fraction:5.2f}"
+        )
     return "\n".join(lines)
 
 
-#: ``crossing`` statuses: reached inside the grid, already reached at the smallest n (n(eps) <= n_min,
-#: left-censored), not reached by the largest n (n(eps) > n_max, right-censored).
+#: ``crossing`` statuses: reached inside the grid, already reached at the smallest n
+#: (n(eps) <= n_min, left-censored), not reached by the largest n (n(eps) > n_max,
+#: right-censored).
 REACHED, LEFT_CENSORED, RIGHT_CENSORED = "reached", "left-censored", "right-censored"
 
 
@@ -257,11 +314,28 @@ def local_slopes(df: pd.DataFrame, metric: str, statistic: str = "mean") -> pd.D
     n, y = stat.index.to_numpy(float), stat.to_numpy(float)
     with np.errstate(all="ignore"):
         slope = np.diff(np.log(y)) / np.diff(np.log(n))
-    return pd.DataFrame({"n_low": n[:-1].astype(int), "n_high": n[1:].astype(int), "n_mid": np.sqrt(n[:-1] * n[1:]), "slope": slope})
+    return pd.DataFrame(
+        {
+            "n_low": n[:-1].astype(int),
+            "n_high": n[1:].astype(int),
+            "n_mid": np.sqrt(n[:-1] * n[1:]),
+            "slope": slope,
+        }
+    )
 
 
-def asymptotic_onset(df: pd.DataFrame, metric: str, target: float, statistic: str = "mean", *, min_points: int = 3,
-                     tol: float = 0.05, bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def asymptotic_onset(
+    df: pd.DataFrame,
+    metric: str,
+    target: float,
+    statistic: str = "mean",
+    *,
+    min_points: int = 3,
+    tol: float = 0.05,
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """The smallest size from which one curve decays at the rate ``target`` (e.g. -0.5).
 
     For each size n_k in increasing order, the slope over [n_k, largest n] and its bootstrap
@@ -284,14 +358,18 @@ def asymptotic_onset(df: pd.DataFrame, metric: str, target: float, statistic: st
     res = {"slope": np.nan, "ci_low": np.nan, "ci_high": np.nan, "points": 0}
     onset = np.nan
     for k in range(len(sizes) - min_points + 1):
-        res = curve_slope(df, metric, statistic, n_min=int(sizes[k]), bootstrap=bootstrap, level=level, seed=seed)
+        res = curve_slope(
+            df, metric, statistic, n_min=int(sizes[k]), bootstrap=bootstrap, level=level, seed=seed
+        )
         if res["ci_low"] - tol <= target <= res["ci_high"] + tol:
             onset = int(sizes[k])
             break
     return {"onset": onset} | {key: res[key] for key in ("slope", "ci_low", "ci_high", "points")}
 
 
-def onset_table(df: pd.DataFrame, by, metric: str, target: float, statistic: str = "mean", **kwargs) -> pd.DataFrame:
+def onset_table(
+    df: pd.DataFrame, by, metric: str, target: float, statistic: str = "mean", **kwargs
+) -> pd.DataFrame:
     """``asymptotic_onset`` of every curve of ``df``, one row per group of the ``by`` columns.
 
     >>> d = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4, "n": [100, 400, 1600, 6400] * 2,
@@ -300,13 +378,24 @@ def onset_table(df: pd.DataFrame, by, metric: str, target: float, statistic: str
     [['a', 400], ['b', 100]]
     """
     by = [by] if isinstance(by, str) else list(by)
-    rows = [dict(zip(by, keys if isinstance(keys, tuple) else (keys,))) | asymptotic_onset(sub, metric, target, statistic, **kwargs)
-            for keys, sub in df.groupby(by, sort=False)]
+    rows = [
+        dict(zip(by, keys if isinstance(keys, tuple) else (keys,)))
+        | asymptotic_onset(sub, metric, target, statistic, **kwargs)
+        for keys, sub in df.groupby(by, sort=False)
+    ]
     return pd.DataFrame(rows)
 
 
-def term_slopes(df: pd.DataFrame, ranges, *, terms=D_TERMS, statistic: str = "mean", bootstrap: int = 1000,
-                level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def term_slopes(
+    df: pd.DataFrame,
+    ranges,
+    *,
+    terms=D_TERMS,
+    statistic: str = "mean",
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Slope and bootstrap interval of every piece of D, for every curve and size range.
 
     Args:
@@ -321,21 +410,49 @@ def term_slopes(df: pd.DataFrame, ranges, *, terms=D_TERMS, statistic: str = "me
         size in the range (no multi-atom cell, say) has no log-log slope: NaN.
 
     >>> n = np.repeat([100, 1000, 10000], 4)
-    >>> d = pd.DataFrame({"truth": "t", "estimator": "e", "extra": 1, "n": n, "D": n ** -0.5, "D_mass": 2 * n ** -1.0})
-    >>> term_slopes(d, [(None, None)], terms=("D", "D_mass"), bootstrap=20)[["term", "slope"]].round(3).values.tolist()
+    >>> d = pd.DataFrame({"truth": "t", "estimator": "e", "extra": 1, "n": n,
+    ...                   "D": n ** -0.5, "D_mass": 2 * n ** -1.0})
+    >>> s = term_slopes(d, [(None, None)], terms=("D", "D_mass"), bootstrap=20)
+    >>> s[["term", "slope"]].round(3).values.tolist()
     [['D', -0.5], ['D_mass', -1.0]]
     """
     rows = []
     for (truth, est, extra), sub in df.groupby(["truth", "estimator", "extra"], sort=True):
         for term in (t for t in terms if t in df):
             for lo, hi in ranges:
-                res = curve_slope(sub, term, statistic, n_min=lo, n_max=hi, bootstrap=bootstrap, level=level, seed=seed)
-                rows.append({"truth": truth, "estimator": est, "extra": extra, "term": term, "statistic": statistic} | res)
+                res = curve_slope(
+                    sub,
+                    term,
+                    statistic,
+                    n_min=lo,
+                    n_max=hi,
+                    bootstrap=bootstrap,
+                    level=level,
+                    seed=seed,
+                )
+                rows.append(
+                    {
+                        "truth": truth,
+                        "estimator": est,
+                        "extra": extra,
+                        "term": term,
+                        "statistic": statistic,
+                    }
+                    | res
+                )
     return pd.DataFrame(rows)
 
 
-def local_slope_table(df: pd.DataFrame, metric: str, statistic: str = "mean", *, window: int = 3, bootstrap: int = 1000,
-                      level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def local_slope_table(
+    df: pd.DataFrame,
+    metric: str,
+    statistic: str = "mean",
+    *,
+    window: int = 3,
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Slopes of one curve over sliding windows of ``window`` consecutive sizes, with intervals.
 
     Where ``local_slopes`` differences neighbours, this fits each window by least squares and
@@ -343,7 +460,7 @@ def local_slope_table(df: pd.DataFrame, metric: str, statistic: str = "mean", *,
     not) can be read with its uncertainty. ``n_mid`` is the window's geometric mean size.
 
     >>> n = np.repeat([100, 400, 1600, 6400], 3)
-    >>> d = pd.DataFrame({"n": n, "D": np.where(n < 1000, 1.0, 1.0) * n ** np.where(n < 1000, -0.25, -0.5)})
+    >>> d = pd.DataFrame({"n": n, "D": n ** np.where(n < 1000, -0.25, -0.5)})
     >>> local_slope_table(d, "D", window=2, bootstrap=10)["points"].tolist()
     [2, 2, 2]
     """
@@ -353,6 +470,8 @@ def local_slope_table(df: pd.DataFrame, metric: str, statistic: str = "mean", *,
     rows = []
     for k in range(len(sizes) - window + 1):
         lo, hi = int(sizes[k]), int(sizes[k + window - 1])
-        res = curve_slope(df, metric, statistic, n_min=lo, n_max=hi, bootstrap=bootstrap, level=level, seed=seed)
-        rows.append({"n_mid": float(np.exp(np.mean(np.log(sizes[k:k + window]))))} | res)
+        res = curve_slope(
+            df, metric, statistic, n_min=lo, n_max=hi, bootstrap=bootstrap, level=level, seed=seed
+        )
+        rows.append({"n_mid": float(np.exp(np.mean(np.log(sizes[k : k + window]))))} | res)
     return pd.DataFrame(rows)

@@ -25,7 +25,8 @@ from .parameterization import Model, atoms
 from .truth import Design, Truth, sample_dataset
 from .voronoi import VoronoiLoss
 
-#: Number of times ``simulate_replicates`` was traced, per sample size (a compile counter for tests).
+#: Number of times ``simulate_replicates`` was traced, per sample size (a compile counter for
+#: tests).
 TRACE_COUNT: collections.Counter = collections.Counter()
 
 #: Relative slack for "risk at the estimate <= risk at the truth": round-off only.
@@ -128,16 +129,20 @@ def decompose(loss: VoronoiLoss, S: Float[Array, "L d d"]) -> Decomposition:
         >>> from moe_lora.losses import lora_voronoi_loss
         >>> from moe_lora.model import Atoms
         >>> truth = Atoms(S=jnp.zeros((1, 2, 2)), V=jnp.ones((1, 2, 1)), c=jnp.zeros(1))
-        >>> split = Atoms(S=jnp.zeros((2, 2, 2)), V=jnp.stack([0.5 * jnp.ones((2, 1)), 1.5 * jnp.ones((2, 1))]), c=jnp.zeros(2))
+        >>> V = jnp.stack([0.5 * jnp.ones((2, 1)), 1.5 * jnp.ones((2, 1))])
+        >>> split = Atoms(S=jnp.zeros((2, 2, 2)), V=V, c=jnp.zeros(2))
         >>> parts = decompose(lora_voronoi_loss(split, truth, "softmax"), split.S)
-        >>> bool(parts.shared_gate), float(parts.D_shared_gate), float(parts.D_multi), float(parts.D_S)
+        >>> p = parts
+        >>> bool(p.shared_gate), float(p.D_shared_gate), float(p.D_multi), float(p.D_S)
         (True, 0.5, 0.5, 0.0)
     """
     cell, L_star = loss.cell, loss.mass.shape[0]
     singleton = loss.cell_size == 1
     dist = jnp.sqrt(jnp.sum((S[:, None] - S[None, :]) ** 2, axis=(-2, -1)))
     pair = (cell[:, None] == cell[None, :]) & ~jnp.eye(cell.shape[0], dtype=bool)
-    gaps = jax.ops.segment_min(jnp.min(jnp.where(pair, dist, jnp.inf), axis=1), cell, num_segments=L_star)
+    gaps = jax.ops.segment_min(
+        jnp.min(jnp.where(pair, dist, jnp.inf), axis=1), cell, num_segments=L_star
+    )
     gaps = jnp.where(loss.cell_size >= 2, gaps, jnp.inf)
     shared = gaps <= SHARED_GATE_TOL
     return Decomposition(
@@ -153,12 +158,23 @@ def decompose(loss: VoronoiLoss, S: Float[Array, "L d d"]) -> Decomposition:
 
 
 def simulate_replicate(
-    key: PRNGKeyArray, truth: Truth, estimator: Model, true_params, X_eval, sigma, *, n: int, design: Design, config: FitConfig
+    key: PRNGKeyArray,
+    truth: Truth,
+    estimator: Model,
+    true_params,
+    X_eval,
+    sigma,
+    *,
+    n: int,
+    design: Design,
+    config: FitConfig,
 ) -> Record:
     """One replicate: draw n pairs, fit from every start, certify the best and score it."""
     k_data, k_init = jax.random.split(key)
     data = sample_dataset(k_data, truth, n, sigma, design)
-    fit = fit_least_squares(estimator, data, initial_params(k_init, estimator, true_params, config), config)
+    fit = fit_least_squares(
+        estimator, data, initial_params(k_init, estimator, true_params, config), config
+    )
     fitted = atoms(estimator, fit.params)
     risk_truth = empirical_risk(estimator, true_params, data)
     scores = score(estimator, fitted, truth.model, truth.atoms, X_eval)
@@ -189,14 +205,20 @@ def simulate_replicate(
 
 
 @functools.partial(jax.jit, static_argnames=("n", "design", "config", "batch"))
-def _simulate_batch(keys, truth, estimator, true_params, X_eval, sigma, *, n, design, config, batch):
+def _simulate_batch(
+    keys, truth, estimator, true_params, X_eval, sigma, *, n, design, config, batch
+):
     TRACE_COUNT[n] += 1
     one = functools.partial(simulate_replicate, n=n, design=design, config=config)
     if batch is None or batch >= keys.shape[0]:
-        return jax.vmap(one, in_axes=(0, None, None, None, None, None))(keys, truth, estimator, true_params, X_eval, sigma)
+        return jax.vmap(one, in_axes=(0, None, None, None, None, None))(
+            keys, truth, estimator, true_params, X_eval, sigma
+        )
     # Batches of ``batch`` vmapped replicates, one batch after another: a vmapped while-loop runs
     # until its slowest member stops, so small batches pay for their own slowest fit only.
-    return jax.lax.map(lambda k: one(k, truth, estimator, true_params, X_eval, sigma), keys, batch_size=batch)
+    return jax.lax.map(
+        lambda k: one(k, truth, estimator, true_params, X_eval, sigma), keys, batch_size=batch
+    )
 
 
 def replicate_keys(key: PRNGKeyArray, n: int, replicates) -> PRNGKeyArray:
@@ -245,7 +267,8 @@ def simulate_replicates(
         >>> import jax, moe_lora as ml
         >>> spec = ml.ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0)
         >>> model = ml.make_model(spec, ml.nonlinear("tanh"), key=jax.random.key(1))
-        >>> truth = ml.draw_truth(jax.random.key(2), model, 2, min_separation=0.5, min_gate_strength=0.5)
+        >>> key = jax.random.key(2)
+        >>> truth = ml.draw_truth(key, model, 2, min_separation=0.5, min_gate_strength=0.5)
         >>> X_eval = ml.sample_inputs(jax.random.key(3), 1000, 2)
         >>> rec = ml.simulate_replicates(jax.random.key(4), truth, model, 2000, sigma=0.02,
         ...     replicates=2, config=ml.FitConfig(n_components=2), X_eval=X_eval)
@@ -258,14 +281,29 @@ def simulate_replicates(
     checks.positive("sigma", sigma)
     L_star = truth.atoms.c.shape[0]
     if config.n_components < L_star:
-        raise ValueError(f"n_components={config.n_components} is below the true number of components L*={L_star}; expected L >= L*")
+        raise ValueError(
+            f"n_components={config.n_components} is below the true number of components "
+            f"L*={L_star}; expected L >= L*"
+        )
     if np.ndim(X_eval) != 2 or np.shape(X_eval)[1] != estimator.spec.d:
-        raise ValueError(f"Shape mismatch for X_eval: got {np.shape(X_eval)}, expected (m, {estimator.spec.d})")
+        raise ValueError(
+            f"Shape mismatch for X_eval: got {np.shape(X_eval)}, expected (m, {estimator.spec.d})"
+        )
     if batch is not None:
         checks.integer("batch", batch, minimum=1)
     if isinstance(replicates, (int, np.integer)):
         replicates = np.arange(checks.integer("replicates", replicates, minimum=1))
     true_params = truth_in(estimator, truth)
     keys = replicate_keys(key, int(n), replicates)
-    return _simulate_batch(keys, truth, estimator, true_params, jnp.asarray(X_eval), float(sigma), n=int(n), design=design, config=config,
-                           batch=None if batch is None else int(batch))
+    return _simulate_batch(
+        keys,
+        truth,
+        estimator,
+        true_params,
+        jnp.asarray(X_eval),
+        float(sigma),
+        n=int(n),
+        design=design,
+        config=config,
+        batch=None if batch is None else int(batch),
+    )

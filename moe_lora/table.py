@@ -27,9 +27,19 @@ from .simulate import Record
 
 #: Identifier columns and their dtypes, in table order (``replicate`` comes from the unit).
 ID_COLUMNS = {
-    "experiment": object, "truth": object, "through": object, "delta": np.float64, "estimator": object,
-    "extra": np.int64, "L": np.int64, "L_star": np.int64, "n": np.int64, "replicate": np.int64,
-    "sigma": np.float64, "truth_separation": np.float64, "truth_gate_strength": np.float64,
+    "experiment": object,
+    "truth": object,
+    "through": object,
+    "delta": np.float64,
+    "estimator": object,
+    "extra": np.int64,
+    "L": np.int64,
+    "L_star": np.int64,
+    "n": np.int64,
+    "replicate": np.int64,
+    "sigma": np.float64,
+    "truth_separation": np.float64,
+    "truth_gate_strength": np.float64,
     "truth_expert_separation": np.float64,
 }
 
@@ -54,7 +64,9 @@ def record_rows(record: Record, identifiers: Mapping, replicates) -> pd.DataFram
     """
     missing = set(ID_COLUMNS) - {"replicate"} - set(identifiers)
     if missing:
-        raise ValueError(f"identifiers lack {sorted(missing)}; expected every name of ID_COLUMNS but 'replicate'")
+        raise ValueError(
+            f"identifiers lack {sorted(missing)}; expected every name of ID_COLUMNS but 'replicate'"
+        )
     replicates = np.asarray(replicates, dtype=np.int64)
     R = len(replicates)
     cols: dict = {}
@@ -76,7 +88,9 @@ def record_rows(record: Record, identifiers: Mapping, replicates) -> pd.DataFram
             cols[name] = [STOP_REASONS[int(s)] for s in value]
         else:
             kind = value.dtype.kind
-            cols[name] = value.astype(bool if kind == "b" else np.int64 if kind in "iu" else np.float64)
+            cols[name] = value.astype(
+                bool if kind == "b" else np.int64 if kind in "iu" else np.float64
+            )
     for prefix, value in indexed:
         for j in range(value.shape[1]):
             cols[f"{prefix}_{j}"] = value[:, j]
@@ -98,12 +112,13 @@ def indexed_columns(df: pd.DataFrame, prefix: str) -> list[str]:
     >>> indexed_columns(pd.DataFrame(columns=["cell_10", "cell_size_0", "cell_2"]), "cell_")
     ['cell_2', 'cell_10']
     """
-    cols = [c for c in df.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
-    return sorted(cols, key=lambda c: int(c[len(prefix):]))
+    cols = [c for c in df.columns if c.startswith(prefix) and c[len(prefix) :].isdigit()]
+    return sorted(cols, key=lambda c: int(c[len(prefix) :]))
 
 
 def single_truths(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the drawn truths (``delta`` NaN): the curves of figures 1-3 and of ``slope_table``."""
+    """Rows of the drawn truths (``delta`` NaN): the curves of figures 1-3 and of
+    ``slope_table``."""
     return df[df["delta"].isna()] if "delta" in df else df
 
 
@@ -130,7 +145,9 @@ def multi_cell(df: pd.DataFrame) -> pd.Series:
         return pd.Series(np.nan, index=df.index)
     sizes = df[cols].to_numpy(float)
     if "L_star" in df:  # only the L* true atoms' cells are meaningful
-        sizes = np.where(np.arange(len(cols))[None, :] < df["L_star"].to_numpy()[:, None], sizes, np.nan)
+        sizes = np.where(
+            np.arange(len(cols))[None, :] < df["L_star"].to_numpy()[:, None], sizes, np.nan
+        )
     return pd.Series((sizes > 1).any(axis=1).astype(float), index=df.index)
 
 
@@ -152,8 +169,11 @@ def cell_patterns(df: pd.DataFrame) -> pd.Series:
     fitted atom is near.
     """
     sizes = df[indexed_columns(df, "cell_size_")].to_numpy()
-    return pd.Series(["+".join(str(int(v)) for v in row if not np.isnan(v)) for row in sizes.astype(float)],
-                     index=df.index, name="cells")
+    return pd.Series(
+        ["+".join(str(int(v)) for v in row if not np.isnan(v)) for row in sizes.astype(float)],
+        index=df.index,
+        name="cells",
+    )
 
 
 def value_valley(df: pd.DataFrame) -> pd.DataFrame:
@@ -162,12 +182,24 @@ def value_valley(df: pd.DataFrame) -> pd.DataFrame:
     Vanilla LoRA's weight/value valley (docs/model.md, "Identifiability") shows as atoms with a
     small weight and a large ||V_i|| in the same cell as another atom.
     """
-    ids = [c for c in ("variant", "truth", "estimator", "extra", "n", "replicate", "certified") if c in df]
+    ids = [
+        c
+        for c in ("variant", "truth", "estimator", "extra", "n", "replicate", "certified")
+        if c in df
+    ]
     parts = []
-    for w, v, c in zip(indexed_columns(df, "weight_"), indexed_columns(df, "value_norm_"), indexed_columns(df, "cell_")):
+    for w, v, c in zip(
+        indexed_columns(df, "weight_"),
+        indexed_columns(df, "value_norm_"),
+        indexed_columns(df, "cell_"),
+    ):
         part = df[ids].copy()
         part["atom"] = int(w.split("_")[1])
-        part["weight"], part["value_norm"], part["cell"] = df[w].to_numpy(), df[v].to_numpy(), df[c].to_numpy()
+        part["weight"], part["value_norm"], part["cell"] = (
+            df[w].to_numpy(),
+            df[v].to_numpy(),
+            df[c].to_numpy(),
+        )
         parts.append(part)
     out = pd.concat(parts, ignore_index=True)
     return out[out["weight"].notna()].reset_index(drop=True)

@@ -44,7 +44,9 @@ class Design:
         checks.positive("scale", self.scale)
 
 
-def sample_inputs(key: PRNGKeyArray, n: int, d: int, design: Design = Design(), dtype=None) -> Float[Array, "n d"]:
+def sample_inputs(
+    key: PRNGKeyArray, n: int, d: int, design: Design = Design(), dtype=None
+) -> Float[Array, "n d"]:
     """n i.i.d. inputs from the design distribution mu."""
     dtype = dtype or jnp.result_type(float)
     if design.kind == "uniform":
@@ -79,7 +81,9 @@ class Dataset(NamedTuple):
 
 def _separation(a: Atoms, blocks=("S", "V")) -> float:
     """Smallest distance between two atoms over the named blocks (inf for one atom)."""
-    theta = np.concatenate([np.asarray(getattr(a, b)).reshape(len(a.c), -1) for b in blocks], axis=1)
+    theta = np.concatenate(
+        [np.asarray(getattr(a, b)).reshape(len(a.c), -1) for b in blocks], axis=1
+    )
     dist = np.linalg.norm(theta[:, None, :] - theta[None, :, :], axis=-1)
     dist[np.diag_indices_from(dist)] = np.inf
     return float(dist.min())
@@ -94,15 +98,27 @@ def make_truth(model: Model, params, *, key: PRNGKeyArray, design: Design = Desi
     """
     shapes = param_shapes(model, len(params.c))
     if type(params) is not type(shapes):
-        raise ValueError(f"Expected {type(shapes).__name__} for {model.parameterization.name}, got {type(params).__name__}")
+        raise ValueError(
+            f"Expected {type(shapes).__name__} for {model.parameterization.name}, got "
+            f"{type(params).__name__}"
+        )
     for name, got, want in zip(shapes._fields, params, shapes):
         if np.shape(got) != want:
-            raise ValueError(f"Shape mismatch for truth parameter {name}: got {np.shape(got)}, expected {want}")
+            raise ValueError(
+                f"Shape mismatch for truth parameter {name}: got {np.shape(got)}, expected {want}"
+            )
     check_finite_params(params, "truth parameters")
     a = atoms(model, params)
     check_distinct_atoms({"S": a.S, "V": a.V})
     X = sample_inputs(key, 4096, model.spec.d, design)
-    return Truth(model, params, a, _separation(a), float(gate_strength(model.spec, model.base, a, X)), _separation(a, ("V",)))
+    return Truth(
+        model,
+        params,
+        a,
+        _separation(a),
+        float(gate_strength(model.spec, model.base, a, X)),
+        _separation(a, ("V",)),
+    )
 
 
 def draw_truth(
@@ -129,8 +145,12 @@ def draw_truth(
             reports the best separation and gate strength seen).
     """
     checks.integer("n_components", n_components, minimum=1)
-    for name, value in (("scale", scale), ("min_separation", min_separation), ("min_gate_strength", min_gate_strength),
-                        ("min_expert_separation", min_expert_separation)):
+    for name, value in (
+        ("scale", scale),
+        ("min_separation", min_separation),
+        ("min_gate_strength", min_gate_strength),
+        ("min_expert_separation", min_expert_separation),
+    ):
         checks.non_negative(name, value)
     best = (0.0, 0.0, 0.0)
     for attempt in range(max_tries):
@@ -140,17 +160,26 @@ def draw_truth(
         separation, experts = _separation(a), _separation(a, ("V",))
         X = sample_inputs(k_gate, 4096, model.spec.d, design)
         strength = float(gate_strength(model.spec, model.base, a, X))
-        if separation >= min_separation and strength >= min_gate_strength and experts >= min_expert_separation:
+        if (
+            separation >= min_separation
+            and strength >= min_gate_strength
+            and experts >= min_expert_separation
+        ):
             return Truth(model, params, a, separation, strength, experts)
         best = max(best, (min(separation, 1e300), strength, min(experts, 1e300)))
     raise ValueError(
-        f"No truth with separation >= {min_separation}, gate strength >= {min_gate_strength} and expert "
-        f"separation >= {min_expert_separation} in {max_tries} draws (best: separation {best[0]:.3g}, "
-        f"gate strength {best[1]:.3g}, expert separation {best[2]:.3g}); lower the thresholds or raise scale / gate_scale"
+        f"No truth with separation >= {min_separation}, gate strength >= {min_gate_strength} and "
+        "expert "
+        f"separation >= {min_expert_separation} in {max_tries} draws (best: separation "
+        f"{best[0]:.3g}, "
+        f"gate strength {best[1]:.3g}, expert separation {best[2]:.3g}); lower the thresholds or "
+        "raise scale / gate_scale"
     )
 
 
-def merging_truth(truth: Truth, delta: float, *, key: PRNGKeyArray, design: Design = Design()) -> Truth:
+def merging_truth(
+    truth: Truth, delta: float, *, key: PRNGKeyArray, design: Design = Design()
+) -> Truth:
     """A truth whose atoms 0 and 1 are pulled together: the minimax family of the sweeps.
 
     Atom 1's raw parameters (every field but the gate bias c) move to
@@ -169,18 +198,24 @@ def merging_truth(truth: Truth, delta: float, *, key: PRNGKeyArray, design: Desi
         ValueError: fewer than two atoms, delta outside (0, 1], or atoms that coincide.
     """
     if len(truth.atoms.c) < 2:
-        raise ValueError(f"merging_truth pulls atoms 0 and 1 together; the truth has {len(truth.atoms.c)} atom")
+        raise ValueError(
+            f"merging_truth pulls atoms 0 and 1 together; the truth has {len(truth.atoms.c)} atom"
+        )
     if not (isinstance(delta, (int, float)) and 0 < delta <= 1):
         raise ValueError(f"delta must be a number in (0, 1], got {delta!r}")
     params = truth.params
-    moved = type(params)(*(
-        p if name == "c" else p.at[1].set(p[0] + delta * (p[1] - p[0])) for name, p in zip(params._fields, params)
-    ))
+    moved = type(params)(
+        *(
+            p if name == "c" else p.at[1].set(p[0] + delta * (p[1] - p[0]))
+            for name, p in zip(params._fields, params)
+        )
+    )
     return make_truth(truth.model, moved, key=key, design=design)
 
 
 def truth_summary(truth: Truth) -> dict:
-    """A truth as exact JSON: parameterization, separations, weights and atoms (floats round-trip)."""
+    """A truth as exact JSON: parameterization, separations, weights and atoms (floats
+    round-trip)."""
     a = truth.atoms
     return {
         "parameterization": truth.model.parameterization.name,

@@ -1,4 +1,5 @@
-"""Verdicts: a measured slope against a prediction and an alternative, by a rule fixed before the run.
+"""Verdicts: a measured slope against a prediction and an alternative, by a rule fixed before the
+run.
 
 A rule (a ``[[rates.verdicts]]`` entry of the config, read before any fit) names a metric, the
 estimators it covers, a prediction and an alternative. Each is a reference curve of n
@@ -48,8 +49,13 @@ AGREES, DISAGREES, UNDECIDED = "agrees", "disagrees", "undecided"
 
 def check_reference(where: str, value) -> None:
     """Raise ``ValueError`` unless ``value`` names a reference curve or is a finite number."""
-    if isinstance(value, bool) or not (value in REFERENCE_CURVES or (isinstance(value, (int, float)) and math.isfinite(value))):
-        raise ValueError(f"{where}: expected one of {sorted(REFERENCE_CURVES)} or a number (a power-law exponent), got {value!r}")
+    if isinstance(value, bool) or not (
+        value in REFERENCE_CURVES or (isinstance(value, (int, float)) and math.isfinite(value))
+    ):
+        raise ValueError(
+            f"{where}: expected one of {sorted(REFERENCE_CURVES)} or a number (a power-law "
+            f"exponent), got {value!r}"
+        )
 
 
 def local_slope(reference, sizes) -> float:
@@ -72,7 +78,9 @@ def local_slope(reference, sizes) -> float:
 def verdict(ci_low: float, ci_high: float, prediction: float, alternative: float) -> str:
     """The rule: agrees / disagrees / undecided (module docstring).
 
-    >>> verdict(-0.6, -0.4, -0.45, -0.25), verdict(-0.3, -0.1, -0.45, -0.25), verdict(-0.5, -0.2, -0.45, -0.25)
+    >>> pred, alt = -0.45, -0.25
+    >>> lows, highs = (-0.6, -0.3, -0.5), (-0.4, -0.1, -0.2)
+    >>> tuple(verdict(lo, hi, pred, alt) for lo, hi in zip(lows, highs))
     ('agrees', 'disagrees', 'undecided')
     """
     if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
@@ -82,25 +90,56 @@ def verdict(ci_low: float, ci_high: float, prediction: float, alternative: float
     return UNDECIDED if ci_low <= alternative <= ci_high else AGREES
 
 
-def judge(df: pd.DataFrame, metric: str, prediction, alternative, *, statistic: str = "mean", n_min=None, n_max=None,
-          bootstrap: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
-    """Slope, interval, the two references' local slopes over the same sizes, and the verdict of one curve."""
+def judge(
+    df: pd.DataFrame,
+    metric: str,
+    prediction,
+    alternative,
+    *,
+    statistic: str = "mean",
+    n_min=None,
+    n_max=None,
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Slope, interval, the two references' local slopes over the same sizes, and the verdict of one
+    curve."""
     check_reference("prediction", prediction)
     check_reference("alternative", alternative)
-    res = curve_slope(df, metric, statistic, n_min=n_min, n_max=n_max, bootstrap=bootstrap, level=level, seed=seed)
-    sizes = np.sort(df.loc[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf)), "n"].unique())
+    res = curve_slope(
+        df, metric, statistic, n_min=n_min, n_max=n_max, bootstrap=bootstrap, level=level, seed=seed
+    )
+    sizes = np.sort(
+        df.loc[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf)), "n"].unique()
+    )
     pred = local_slope(prediction, sizes) if len(sizes) >= 2 else np.nan
     alt = local_slope(alternative, sizes) if len(sizes) >= 2 else np.nan
-    return res | dict(metric=metric, statistic=statistic, prediction=prediction, prediction_slope=pred,
-                      alternative=alternative, alternative_slope=alt,
-                      verdict=verdict(res["ci_low"], res["ci_high"], pred, alt) if len(sizes) >= 2 else UNDECIDED,
-                      # Which side of the prediction a disagreeing interval lies on: the theory's rates are
-                      # upper bounds (O(.)), so "steeper" does not contradict them, "shallower" does.
-                      side="steeper" if res["ci_high"] < pred else "shallower" if res["ci_low"] > pred else "")
+    return res | dict(
+        metric=metric,
+        statistic=statistic,
+        prediction=prediction,
+        prediction_slope=pred,
+        alternative=alternative,
+        alternative_slope=alt,
+        verdict=verdict(res["ci_low"], res["ci_high"], pred, alt) if len(sizes) >= 2 else UNDECIDED,
+        # Which side of the prediction a disagreeing interval lies on: the theory's rates are
+        # upper bounds (O(.)), so "steeper" does not contradict them, "shallower" does.
+        side="steeper" if res["ci_high"] < pred else "shallower" if res["ci_low"] > pred else "",
+    )
 
 
-def verdict_table(df: pd.DataFrame, rules, *, statistic: str = "mean", n_min=None, n_max=None, bootstrap: int = 1000,
-                  level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def verdict_table(
+    df: pd.DataFrame,
+    rules,
+    *,
+    statistic: str = "mean",
+    n_min=None,
+    n_max=None,
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per (rule, estimator, extra, truth) and one pooled row per (rule, estimator, extra).
 
     ``rules``: dicts with ``label``, ``metric``, ``prediction``, ``alternative`` and optionally
@@ -115,13 +154,25 @@ def verdict_table(df: pd.DataFrame, rules, *, statistic: str = "mean", n_min=Non
             sel = sel[sel["estimator"].isin(rule["estimators"])]
         if rule.get("extra") is not None:
             sel = sel[sel["extra"].isin(np.atleast_1d(rule["extra"]))]
-        kw = dict(statistic=rule.get("statistic", statistic), n_min=n_min, n_max=n_max, bootstrap=bootstrap, level=level,
-                  seed=seed)
+        kw = dict(
+            statistic=rule.get("statistic", statistic),
+            n_min=n_min,
+            n_max=n_max,
+            bootstrap=bootstrap,
+            level=level,
+            seed=seed,
+        )
         for (est, extra), sub in sel.groupby(["estimator", "extra"], sort=True):
             truths = sorted(sub["truth"].unique())
             head = {"rule": rule["label"], "estimator": est, "extra": int(extra)}
             for truth in truths:
-                res = judge(sub[sub["truth"] == truth], rule["metric"], rule["prediction"], rule["alternative"], **kw)
+                res = judge(
+                    sub[sub["truth"] == truth],
+                    rule["metric"],
+                    rule["prediction"],
+                    rule["alternative"],
+                    **kw,
+                )
                 rows.append(head | {"truth": truth, "truths": 1} | res)
             if len(truths) > 1:
                 pooled = sub.drop(columns="delta", errors="ignore")
@@ -133,14 +184,21 @@ def verdict_table(df: pd.DataFrame, rules, *, statistic: str = "mean", n_min=Non
 def format_verdicts(table: pd.DataFrame, level: float = 0.95) -> str:
     """A markdown table of ``verdict_table`` rows: the measured slope with its interval against the
     two references' local slopes over the same fit range."""
-    lines = [f"| rule | estimator | L - L* | truth | {statistic_header(table)} slope ({level:.0%} interval) | fit range | "
-             "prediction (local slope) | alternative (local slope) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| rule | estimator | L - L* | truth | {statistic_header(table)} slope ({level:.0%} "
+        "interval) | fit range | "
+        "prediction (local slope) | alternative (local slope) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in table.itertuples():
         rng = f"{r.n_min:.3g}..{r.n_max:.3g} ({r.points} sizes)" if r.points else "none"
-        lines.append(f"| {r.rule} | {r.estimator} | {r.extra} | {r.truth} | {r.slope:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] | "
-                     f"{rng} | {r.prediction} ({r.prediction_slope:.2f}) | {r.alternative} ({r.alternative_slope:.2f}) | "
-                     f"**{r.verdict}**{f' ({r.side})' if r.side else ''} |")
+        lines.append(
+            f"| {r.rule} | {r.estimator} | {r.extra} | {r.truth} | {r.slope:.2f} [{r.ci_low:.2f}, "
+            f"{r.ci_high:.2f}] | "
+            f"{rng} | {r.prediction} ({r.prediction_slope:.2f}) | {r.alternative} "
+            f"({r.alternative_slope:.2f}) | "
+            f"**{r.verdict}**{f' ({r.side})' if r.side else ''} |"
+        )
     return "\n".join(lines)
 
 
@@ -165,19 +223,30 @@ def _load(run_dir, config=None):
     if config is not None:
         given = load_experiment(config).config
         if computed_part(given) != computed_part(recorded):
-            raise ValueError(f"{config} describes another computation than the one recorded in {run_dir}/manifest.json "
-                             "(only [rates] may differ)")
+            raise ValueError(
+                f"{config} describes another computation than the one recorded in "
+                f"{run_dir}/manifest.json "
+                "(only [rates] may differ)"
+            )
         recorded = given
     return df, recorded.rates, manifest["name"]
 
 
 def _table(df, rates) -> pd.DataFrame:
-    return verdict_table(df, rates.verdicts, statistic=rates.statistic, n_min=rates.n_min, n_max=rates.n_max,
-                         bootstrap=rates.bootstrap, level=rates.level)
+    return verdict_table(
+        df,
+        rates.verdicts,
+        statistic=rates.statistic,
+        n_min=rates.n_min,
+        n_max=rates.n_max,
+        bootstrap=rates.bootstrap,
+        level=rates.level,
+    )
 
 
 def run_verdicts(run_dir, config=None) -> pd.DataFrame:
-    """The verdict table of one run directory, by the rules of its config's ``[rates]`` (see ``_load``)."""
+    """The verdict table of one run directory, by the rules of its config's ``[rates]`` (see
+    ``_load``)."""
     df, rates, name = _load(run_dir, config)
     return _table(df, rates).assign(run=name)
 
@@ -191,21 +260,27 @@ def pooled_verdicts(run_dirs, name: str, configs=None) -> pd.DataFrame:
     for d, c in zip(run_dirs, configs):
         df, r, run = _load(d, c)
         if rates is not None and r != rates:
-            raise ValueError(f"{d}: its [rates] section differs from the first run's; pooled runs need the same rules")
+            raise ValueError(
+                f"{d}: its [rates] section differs from the first run's; pooled runs need the same "
+                "rules"
+            )
         rates = r
         frames.append(df.assign(truth=run + "/" + df["truth"].astype(str)))
     return _table(pd.concat(frames, ignore_index=True), rates).assign(run=name)
 
 
 def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (run, rule, estimator, extra): the pooled row where there are several truths, else the one truth's."""
+    """Per (run, rule, estimator, extra): the pooled row where there are several truths, else the
+    one truth's."""
     keys = ["run", "rule", "estimator", "extra"]
     pooled = table[table["truth"] == "pooled"]
     single = table[~table.set_index(keys).index.isin(pooled.set_index(keys).index)]
     return pd.concat([single, pooled]).sort_index(kind="stable")
 
 
-def command(dirs, out=None, configs=None, summary: bool = False, pool: str | None = None, rules=None) -> int:
+def command(
+    dirs, out=None, configs=None, summary: bool = False, pool: str | None = None, rules=None
+) -> int:
     """``moe-lora verdicts DIR... [--config CONFIG...] [--summary] [--pool NAME]``: every run's
     rules, one markdown table (``summary``: pooled rows only where a rule covers several truths;
     ``pool``: the runs read as one, ``pooled_verdicts``; ``rules``: print only the rules with these
@@ -215,7 +290,9 @@ def command(dirs, out=None, configs=None, summary: bool = False, pool: str | Non
 
     configs = list(configs or [None] * len(dirs))
     if len(configs) != len(dirs):
-        raise ValueError(f"--config: expected one config per run directory ({len(dirs)}), got {len(configs)}")
+        raise ValueError(
+            f"--config: expected one config per run directory ({len(dirs)}), got {len(configs)}"
+        )
     if pool:
         table = pooled_verdicts(dirs, pool, configs)
         table.to_csv(Path(dirs[0]).parent / f"{pool}_verdicts.csv", index=False)
@@ -232,7 +309,10 @@ def command(dirs, out=None, configs=None, summary: bool = False, pool: str | Non
     if rules:
         unknown = set(rules) - set(table["rule"])
         if unknown:
-            raise ValueError(f"--rule: no rule labelled {sorted(unknown)}; the rules are {sorted(set(table['rule']))}")
+            raise ValueError(
+                f"--rule: no rule labelled {sorted(unknown)}; the rules are "
+                f"{sorted(set(table['rule']))}"
+            )
         shown = shown[shown["rule"].isin(rules)]
     text = format_verdicts(shown)
     print(text)

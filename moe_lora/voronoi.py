@@ -4,7 +4,8 @@ A mixing measure is a weight vector ``pi`` (L,) and named parameter blocks whose
 leading axis L. Fitted atom i belongs to the cell A_j of the nearest true atom (Euclidean
 distance of all blocks flattened and concatenated; ties go to the lower j) and::
 
-    D = sum_j |sum_{i in A_j} pi_i - pi*_j| + sum_j sum_{i in A_j} pi_i sum_b ||b_i - b*_j||^{e_b(j)}
+    D = sum_j |sum_{i in A_j} pi_i - pi*_j|
+        + sum_j sum_{i in A_j} pi_i sum_b ||b_i - b*_j||^{e_b(j)}
 
 with ``e_b(j) = singleton`` if |A_j| == 1 else ``multi``. Exponents (1, 2) give the loss D of
 the LoRA model, (r, r) give D_r. Everything is jit- and vmap-compatible.
@@ -50,7 +51,9 @@ def _atom_count(blocks: Blocks, what: str) -> int:
         raise ValueError(f"{what} must contain at least one parameter block")
     counts = {name: (jnp.shape(x)[0] if jnp.ndim(x) else None) for name, x in blocks.items()}
     if len(set(counts.values())) != 1 or None in counts.values():
-        raise ValueError(f"Blocks of {what} must share one leading (atom) axis, got leading sizes {counts}")
+        raise ValueError(
+            f"Blocks of {what} must share one leading (atom) axis, got leading sizes {counts}"
+        )
     return next(iter(counts.values()))
 
 
@@ -62,23 +65,33 @@ def _validate(weights, blocks: Blocks, true_weights, true_blocks: Blocks) -> lis
     names = sorted(blocks)
     if set(blocks) != set(true_blocks):
         raise ValueError(
-            f"Block names differ: fitted atoms have {sorted(blocks)}, true atoms {sorted(true_blocks)}"
+            f"Block names differ: fitted atoms have {sorted(blocks)}, true atoms "
+            f"{sorted(true_blocks)}"
         )
-    for w, b, what in ((weights, blocks, "fitted atoms"), (true_weights, true_blocks, "true atoms")):
+    for w, b, what in (
+        (weights, blocks, "fitted atoms"),
+        (true_weights, true_blocks, "true atoms"),
+    ):
         if jnp.ndim(w) != 1:
             raise ValueError(f"Weights of {what} must be 1-D, got shape {jnp.shape(w)}")
         n = _atom_count(b, what)
         if n != jnp.shape(w)[0]:
-            raise ValueError(f"Blocks of {what} have {n} atoms but their weights have length {jnp.shape(w)[0]}")
+            raise ValueError(
+                f"Blocks of {what} have {n} atoms but their weights have length {jnp.shape(w)[0]}"
+            )
     for k in names:
         fitted, true = jnp.shape(blocks[k])[1:], jnp.shape(true_blocks[k])[1:]
         if fitted != true:
-            raise ValueError(f"Shape mismatch for block '{k}': fitted atoms have {fitted} per atom, true atoms {true}")
+            raise ValueError(
+                f"Shape mismatch for block '{k}': fitted atoms have {fitted} per atom, true atoms "
+                f"{true}"
+            )
     return names
 
 
 def voronoi_cells(blocks: Blocks, true_blocks: Blocks) -> Int[Array, " L"]:
-    """Index of the nearest true atom for each fitted atom: cell(i) = argmin_j ||theta_i - theta*_j||.
+    """Index of the nearest true atom for each fitted atom: cell(i) = argmin_j ||theta_i -
+    theta*_j||.
 
     Args:
         blocks: fitted parameter blocks, each of shape (L, ...).
@@ -88,7 +101,8 @@ def voronoi_cells(blocks: Blocks, true_blocks: Blocks) -> Int[Array, " L"]:
         Integer array (L,); ties go to the lower true index.
 
     >>> import jax.numpy as jnp
-    >>> voronoi_cells({"a": jnp.array([[0.9], [0.1], [0.5]])}, {"a": jnp.array([[0.0], [1.0]])}).tolist()
+    >>> fitted, true = {"a": jnp.array([[0.9], [0.1], [0.5]])}, {"a": jnp.array([[0.0], [1.0]])}
+    >>> voronoi_cells(fitted, true).tolist()
     [1, 0, 0]
     """
     names = sorted(blocks)
@@ -116,9 +130,9 @@ def voronoi_loss(
 ) -> VoronoiLoss:
     """Voronoi loss D between (weights, blocks) and (true_weights, true_blocks).
 
-    D = sum_j |sum_{i in A_j} pi_i - pi*_j| + sum_j sum_{i in A_j} pi_i sum_b ||b_i - b*_j||^{e_b(j)},
-    e_b(j) = exponents[b].singleton if |A_j| == 1 else exponents[b].multi; empty cells contribute
-    only pi*_j. Shapes and exponents are checked eagerly (static information only).
+    D = sum_j |sum_{i in A_j} pi_i - pi*_j| + sum_j sum_{i in A_j} pi_i sum_b ||b_i -
+    b*_j||^{e_b(j)}, e_b(j) = exponents[b].singleton if |A_j| == 1 else exponents[b].multi; empty
+    cells contribute only pi*_j. Shapes and exponents are checked eagerly (static information only).
 
     Args:
         weights: fitted mixture weights pi (L,).
@@ -132,15 +146,18 @@ def voronoi_loss(
         the cell of each fitted atom.
 
     >>> import jax.numpy as jnp
-    >>> out = voronoi_loss(jnp.array([0.3, 0.2, 0.5]), {"a": jnp.array([[0.1], [-0.2], [1.5]])},
-    ...                    jnp.array([0.5, 0.5]), {"a": jnp.array([[0.0], [1.0]])}, {"a": Exponents(1, 2)})
+    >>> fitted, true = {"a": jnp.array([[0.1], [-0.2], [1.5]])}, {"a": jnp.array([[0.0], [1.0]])}
+    >>> out = voronoi_loss(jnp.array([0.3, 0.2, 0.5]), fitted, jnp.array([0.5, 0.5]), true,
+    ...                    {"a": Exponents(1, 2)})
     >>> round(float(out.total), 4)  # 0.3*0.1^2 + 0.2*0.2^2 + 0.5*0.5
     0.261
     """
     names = _validate(weights, blocks, true_weights, true_blocks)
     if set(exponents) != set(names):
         missing, extra = sorted(set(names) - set(exponents)), sorted(set(exponents) - set(names))
-        raise ValueError(f"exponents must name exactly the blocks {names}: missing {missing}, extra {extra}")
+        raise ValueError(
+            f"exponents must name exactly the blocks {names}: missing {missing}, extra {extra}"
+        )
     exps = {k: Exponents(*exponents[k]) for k in names}
     for k, e in exps.items():
         for field, value in zip(Exponents._fields, e):
@@ -158,12 +175,18 @@ def voronoi_loss(
 
     singleton = cell_size[cell] == 1
     per_block = {
-        k: _norm_power(blocks[k] - true_blocks[k][cell], jnp.where(singleton, exps[k].singleton, exps[k].multi))
+        k: _norm_power(
+            blocks[k] - true_blocks[k][cell], jnp.where(singleton, exps[k].singleton, exps[k].multi)
+        )
         for k in names
     }
     parameter = jax.ops.segment_sum(weights * sum(per_block.values()), cell, num_segments=L_star)
-    block_parameter = {k: jax.ops.segment_sum(weights * v, cell, num_segments=L_star) for k, v in per_block.items()}
-    return VoronoiLoss(jnp.sum(mass) + jnp.sum(parameter), mass, parameter, cell_size, cell, block_parameter)
+    block_parameter = {
+        k: jax.ops.segment_sum(weights * v, cell, num_segments=L_star) for k, v in per_block.items()
+    }
+    return VoronoiLoss(
+        jnp.sum(mass) + jnp.sum(parameter), mass, parameter, cell_size, cell, block_parameter
+    )
 
 
 def check_distinct_atoms(true_blocks: Blocks, *, atol: float = 0.0) -> None:
@@ -180,12 +203,16 @@ def check_distinct_atoms(true_blocks: Blocks, *, atol: float = 0.0) -> None:
     >>> check_distinct_atoms({"a": np.array([[0.0], [1.0]])})
     """
     names = sorted(true_blocks)
-    theta = np.concatenate([np.reshape(np.asarray(true_blocks[k]), (len(true_blocks[k]), -1)) for k in names], axis=1)
+    theta = np.concatenate(
+        [np.reshape(np.asarray(true_blocks[k]), (len(true_blocks[k]), -1)) for k in names], axis=1
+    )
     dist = np.sqrt(np.sum((theta[:, None, :] - theta[None, :, :]) ** 2, axis=-1))
     close = np.argwhere(np.triu(dist <= atol, k=1))
     if close.size:
         j, l = close[0]
         raise ValueError(
-            f"True atoms {j} and {l} coincide (distance {dist[j, l]:.3g} <= atol={atol}); their Voronoi "
-            "cells are ambiguous, so the Voronoi loss is not invariant to relabelling the true atoms"
+            f"True atoms {j} and {l} coincide (distance {dist[j, l]:.3g} <= atol={atol}); their "
+            "Voronoi "
+            "cells are ambiguous, so the Voronoi loss is not invariant to relabelling the true "
+            "atoms"
         )

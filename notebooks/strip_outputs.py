@@ -31,8 +31,15 @@ def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         keep = []
         if FINAL in cell.metadata.get("tags", []):
             for out in cell.outputs:
-                if out.get("output_type") in ("display_data", "execute_result") and "image/png" in out.get("data", {}):
-                    keep.append(nbformat.v4.new_output("display_data", data={"image/png": out["data"]["image/png"]}))
+                if out.get("output_type") in (
+                    "display_data",
+                    "execute_result",
+                ) and "image/png" in out.get("data", {}):
+                    keep.append(
+                        nbformat.v4.new_output(
+                            "display_data", data={"image/png": out["data"]["image/png"]}
+                        )
+                    )
         cell.outputs = keep
     return nb
 
@@ -42,15 +49,21 @@ def execute(nb: nbformat.NotebookNode, folder: Path, timeout: int) -> float:
     from nbclient import NotebookClient
 
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute()
     return time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
-    parser.add_argument("--execute", action="store_true", help="run each notebook before stripping it")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell when executing (default 900)")
+    parser.add_argument(
+        "--execute", action="store_true", help="run each notebook before stripping it"
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=900, help="seconds per cell when executing (default 900)"
+    )
     args = parser.parse_args(argv)
     for path in args.notebooks:
         if path.suffix != ".ipynb" or not path.is_file():

@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests of the main job (``test_sweep``) and of its scale-out (``test_scaleout``)."""
+"""Fixtures shared by the tests of the main job (``test_sweep``) and of its scale-out
+(``test_scaleout``)."""
 
 import pytest
 
@@ -36,6 +37,8 @@ def tiny_toml():
     """
 
     def make(name: str, seed: int, estimators: list[str]) -> str:
-        return TINY.format(name=name, seed=seed, estimators="[" + ", ".join(f'"{e}"' for e in estimators) + "]")
+        return TINY.format(
+            name=name, seed=seed, estimators="[" + ", ".join(f'"{e}"' for e in estimators) + "]"
+        )
 
     return make

@@ -12,8 +12,12 @@ import moe_lora as ml
 def _head(key, N=7, d=5, d_k=4, d_v=3, r=2):
     ks = jax.random.split(key, 8)
     X = jax.random.normal(ks[0], (N, d))
-    w = ml.AttentionWeights(*(jax.random.normal(k, s) for k, s in zip(ks[1:4], [(d, d_k), (d, d_k), (d, d_v)])))
-    lora = ml.LoRA(*(jax.random.normal(k, s) for k, s in zip(ks[4:8], [(d, r), (r, d_k), (d, r), (r, d_v)])))
+    w = ml.AttentionWeights(
+        *(jax.random.normal(k, s) for k, s in zip(ks[1:4], [(d, d_k), (d, d_k), (d, d_v)]))
+    )
+    lora = ml.LoRA(
+        *(jax.random.normal(k, s) for k, s in zip(ks[4:8], [(d, r), (r, d_k), (d, r), (r, d_v)]))
+    )
     return X, w, lora
 
 

@@ -1,4 +1,5 @@
-"""moe-lora bound: a checked [bound] section, resumable units in the run directory, and its figure."""
+"""moe-lora bound: a checked [bound] section, resumable units in the run directory, and its
+figure."""
 
 import pandas as pd
 import pytest
@@ -6,7 +7,11 @@ import pytest
 from moe_lora import cli
 from moe_lora.config import Config, ConfigError
 
-BASE = {"estimators": ["tanh"], "model": {"d": 2, "gate_scale": 3.0}, "data": {"sigma": 0.02, "sizes": [100], "replicates": 2}}
+BASE = {
+    "estimators": ["tanh"],
+    "model": {"d": 2, "gate_scale": 3.0},
+    "data": {"sigma": 0.02, "sizes": [100], "replicates": 2},
+}
 
 # The shared tiny sweep (tests/conftest.py) with a small [bound] section.
 BOUND = """
@@ -21,15 +26,18 @@ max_iter = 60
 """
 
 
-@pytest.mark.parametrize("bound, match", [
-    ({"radius": -1.0}, r"bound\.radius: Empty neighbourhood"),
-    ({"kappa": 2.0}, r"bound\.kappa: Empty neighbourhood"),
-    ({"losses": ["D_0.5"]}, r"bound\.losses: .*r >= 1"),
-    ({"etas": [0.0, 1e-3]}, r"bound\.etas: .*positive"),
-    ({"etas": {"min": 1e-3, "max": 1e-6, "count": 3}}, r"bound\.etas: expected 0 < min < max"),
-    ({"extra": [-1]}, r"bound\.extra: expected integers >= 0"),
-    ({"max_iters": 3}, r"bound\.max_iters: unknown key"),
-])
+@pytest.mark.parametrize(
+    "bound, match",
+    [
+        ({"radius": -1.0}, r"bound\.radius: Empty neighbourhood"),
+        ({"kappa": 2.0}, r"bound\.kappa: Empty neighbourhood"),
+        ({"losses": ["D_0.5"]}, r"bound\.losses: .*r >= 1"),
+        ({"etas": [0.0, 1e-3]}, r"bound\.etas: .*positive"),
+        ({"etas": {"min": 1e-3, "max": 1e-6, "count": 3}}, r"bound\.etas: expected 0 < min < max"),
+        ({"extra": [-1]}, r"bound\.extra: expected integers >= 0"),
+        ({"max_iters": 3}, r"bound\.max_iters: unknown key"),
+    ],
+)
 def test_bad_bound_sections_name_the_key(bound, match):
     with pytest.raises(ConfigError, match=match):
         Config.from_dict(BASE | {"bound": bound})
@@ -37,7 +45,9 @@ def test_bad_bound_sections_name_the_key(bound, match):
 
 def test_bound_section_defaults_and_grids():
     cfg = Config.from_dict(BASE | {"bound": {"etas": {"min": 1e-8, "max": 1e-2, "count": 4}}}).bound
-    assert cfg.bound_config.etas == pytest.approx((1e-8, 1e-6, 1e-4, 1e-2)) and cfg.bound_config.losses == ("D", "D_2")
+    assert cfg.bound_config.etas == pytest.approx(
+        (1e-8, 1e-6, 1e-4, 1e-2)
+    ) and cfg.bound_config.losses == ("D", "D_2")
     assert Config.from_dict(BASE).bound is None
 
 

@@ -1,4 +1,5 @@
-"""Lower-bound curves (moe_lora.bounds): quadrature, the loss and neighbourhood, the flat set, the modulus, Le Cam, errors, figure."""
+"""Lower-bound curves (moe_lora.bounds): quadrature, the loss and neighbourhood, the flat set, the
+modulus, Le Cam, errors, figure."""
 
 import math
 
@@ -33,26 +34,47 @@ SPEC = ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0)
 @pytest.fixture(scope="module")
 def tanh_truth():
     model = make_model(SPEC, nonlinear("tanh"), key=jax.random.key(1))
-    return draw_truth(jax.random.key(2), model, 2, min_separation=0.5, min_gate_strength=0.5, min_expert_separation=0.5)
+    return draw_truth(
+        jax.random.key(2),
+        model,
+        2,
+        min_separation=0.5,
+        min_gate_strength=0.5,
+        min_expert_separation=0.5,
+    )
 
 
 def _perturbed(model, truth, scale, key):
     p = truth_in(model, truth)
     ks = jax.random.split(key, len(p))
-    return atoms(model, type(p)(*(x + scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(ks, p))))
+    return atoms(
+        model, type(p)(*(x + scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(ks, p)))
+    )
 
 
 def test_quadrature_matches_monte_carlo(tanh_truth):
     model = tanh_truth.model
     G = _perturbed(model, tanh_truth, 0.3, jax.random.key(3))
-    quad = l2_distance(model, G, model, tanh_truth.atoms, quadrature(2, Design(), 12, key=jax.random.key(0)))
+    quad = l2_distance(
+        model, G, model, tanh_truth.atoms, quadrature(2, Design(), 12, key=jax.random.key(0))
+    )
     X = sample_inputs(jax.random.key(4), 10**6, 2)
-    sq = np.asarray(jnp.sum((regression_function(SPEC, model.base, G, X)
-                             - regression_function(SPEC, model.base, tanh_truth.atoms, X)) ** 2, axis=-1))
+    sq = np.asarray(
+        jnp.sum(
+            (
+                regression_function(SPEC, model.base, G, X)
+                - regression_function(SPEC, model.base, tanh_truth.atoms, X)
+            )
+            ** 2,
+            axis=-1,
+        )
+    )
     se = sq.std() / math.sqrt(sq.size)
     assert abs(float(quad) ** 2 - sq.mean()) < 4 * se, (float(quad) ** 2, sq.mean(), se)
     # and the rule has converged: order 12 against order 40
-    fine = l2_distance(model, G, model, tanh_truth.atoms, quadrature(2, Design(), 40, key=jax.random.key(0)))
+    fine = l2_distance(
+        model, G, model, tanh_truth.atoms, quadrature(2, Design(), 40, key=jax.random.key(0))
+    )
     assert abs(float(quad) / float(fine) - 1) < 1e-5
 
 
@@ -75,13 +97,16 @@ def test_cell_terms_loss_equals_voronoi_loss(tanh_truth, loss):
 
 
 def _vanilla_split(truth, vanilla_model, j, u):
-    """Vanilla raw parameters: truth plus a copy of atom j, same gate, expert factors B_V +- u, half the weight each."""
+    """Vanilla raw parameters: truth plus a copy of atom j, same gate, expert factors B_V +- u, half
+    the weight each."""
     p = truth_in(vanilla_model, truth)
     R, R_c = vanilla_model.parameterization.bound, vanilla_model.parameterization.bias_bound
     idx = np.array([0, 1, j])
     B_V = (R * jnp.tanh(p.B_V / R))[idx].at[j].add(u).at[2].add(-u)
     c = (R_c * jnp.tanh(p.c / R_c))[idx].at[j].add(-math.log(2)).at[2].add(-math.log(2))
-    return LoRAFactors(p.B_Q[idx], p.A_Q[idx], R * jnp.arctanh(B_V / R), p.A_V[idx], R_c * jnp.arctanh(c / R_c))
+    return LoRAFactors(
+        p.B_Q[idx], p.A_Q[idx], R * jnp.arctanh(B_V / R), p.A_V[idx], R_c * jnp.arctanh(c / R_c)
+    )
 
 
 def test_vanilla_split_is_exactly_flat(tanh_truth):
@@ -104,10 +129,27 @@ def test_vanilla_split_is_exactly_flat(tanh_truth):
 def test_vanilla_flat_set_attains_its_known_D_at_every_eta(tanh_truth):
     vanilla = make_model(SPEC, Vanilla())
     pi_star = mixture_weights(tanh_truth.atoms.c, "softmax")
-    known = float(pi_star.max()) * 0.3**2  # split of the heaviest atom with ||Delta V|| = 0.3 < radius 0.5
-    config = BoundConfig(etas=(1e-13, 1e-10, 1e-6, 1e-2), epsilons=(0.3 * known, known), losses=("D",),
-                         split_starts=0, flat_starts=2, random_starts=0, max_iter=300)
-    df = bound_curves(jax.random.key(0), tanh_truth, vanilla, 3, config, truth_label="tanh", estimator_label="vanilla")
+    known = (
+        float(pi_star.max()) * 0.3**2
+    )  # split of the heaviest atom with ||Delta V|| = 0.3 < radius 0.5
+    config = BoundConfig(
+        etas=(1e-13, 1e-10, 1e-6, 1e-2),
+        epsilons=(0.3 * known, known),
+        losses=("D",),
+        split_starts=0,
+        flat_starts=2,
+        random_starts=0,
+        max_iter=300,
+    )
+    df = bound_curves(
+        jax.random.key(0),
+        tanh_truth,
+        vanilla,
+        3,
+        config,
+        truth_label="tanh",
+        estimator_label="vanilla",
+    )
     M = df[df.kind == "M"].sort_values("eta")
     assert (M["value"] >= known * (1 - 1e-6)).all(), M[["eta", "value", "l2"]]
     assert (M["l2"] <= 1e-13).all()  # the witness is on the exact flat set
@@ -115,10 +157,20 @@ def test_vanilla_flat_set_attains_its_known_D_at_every_eta(tanh_truth):
 
 @pytest.mark.slow
 def test_tanh_modulus_vanishes_as_eta_goes_to_zero(tanh_truth):
-    """Exact specification (L = L*): no flat set, M(eta) -> 0 (over-specified tanh: see the report)."""
-    config = BoundConfig(etas=(1e-9, 1e-7, 1e-5, 1e-3), epsilons=tuple(np.logspace(-6, 0, 7)), losses=("D",))
-    df = bound_curves(jax.random.key(0), tanh_truth, tanh_truth.model, 2, config, truth_label="tanh",
-                      estimator_label="tanh")
+    """Exact specification (L = L*): no flat set, M(eta) -> 0 (over-specified tanh: see the
+    report)."""
+    config = BoundConfig(
+        etas=(1e-9, 1e-7, 1e-5, 1e-3), epsilons=tuple(np.logspace(-6, 0, 7)), losses=("D",)
+    )
+    df = bound_curves(
+        jax.random.key(0),
+        tanh_truth,
+        tanh_truth.model,
+        2,
+        config,
+        truth_label="tanh",
+        estimator_label="tanh",
+    )
     M = df[df.kind == "M"].sort_values("eta")["value"].to_numpy()
     assert np.all(np.diff(M) >= 0)
     assert M[-1] > 1e-2  # the curve is not trivially zero
@@ -126,10 +178,12 @@ def test_tanh_modulus_vanishes_as_eta_goes_to_zero(tanh_truth):
 
 
 def test_triangle_constant(tanh_truth):
-    ratios = np.asarray(triangle_ratios(jax.random.key(5), tanh_truth, tanh_truth.model, 3, "D", 2048))
+    ratios = np.asarray(
+        triangle_ratios(jax.random.key(5), tanh_truth, tanh_truth.model, 3, "D", 2048)
+    )
     assert np.all(np.isfinite(ratios)) and np.all(ratios > 0)
-    # Measured maxima over 4096 triples: 1.1-3.8 on the headline truths (4.8 once, linear with L = 3); on
-    # this truth a fresh sample must stay below 4.
+    # Measured maxima over 4096 triples: 1.1-3.8 on the headline truths (4.8 once, linear with L =
+    # 3); on this truth a fresh sample must stay below 4.
     assert ratios.max() <= 4.0, ratios.max()
     # G = G1 gives ratio exactly 1 (D(G1, G1) = 0)
     G1 = _perturbed(tanh_truth.model, tanh_truth, 0.1, jax.random.key(6))
@@ -147,17 +201,20 @@ def test_modulus_and_le_cam():
         le_cam_lower_bound(D, l2, [1e2], sigma=0.02, constant=2.0, c=2.0)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(etas=(1e-3, 0.0)), "etas must hold positive"),
-    (dict(etas=(-1e-3,)), "etas must hold positive"),
-    (dict(epsilons=(0.0,)), "epsilons must hold positive"),
-    (dict(losses=("D_0.5",)), "expected r >= 1"),
-    (dict(losses=("D_0",)), "expected r >= 1"),
-    (dict(losses=("L2",)), "Unknown loss"),
-    (dict(radius=0.0), "Empty neighbourhood"),
-    (dict(radius=0.5, kappa=1.0), "Empty neighbourhood"),
-    (dict(split_starts=0, flat_starts=0, random_starts=0), "at least one start"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(etas=(1e-3, 0.0)), "etas must hold positive"),
+        (dict(etas=(-1e-3,)), "etas must hold positive"),
+        (dict(epsilons=(0.0,)), "epsilons must hold positive"),
+        (dict(losses=("D_0.5",)), "expected r >= 1"),
+        (dict(losses=("D_0",)), "expected r >= 1"),
+        (dict(losses=("L2",)), "Unknown loss"),
+        (dict(radius=0.0), "Empty neighbourhood"),
+        (dict(radius=0.5, kappa=1.0), "Empty neighbourhood"),
+        (dict(split_starts=0, flat_starts=0, random_starts=0), "at least one start"),
+    ],
+)
 def test_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BoundConfig(**kwargs)
@@ -166,7 +223,15 @@ def test_config_errors(kwargs, match):
 def test_errors_for_L_below_L_star_and_foreign_family(tanh_truth):
     config = BoundConfig(losses=("D",))
     with pytest.raises(ValueError, match="below the truth's L"):
-        bound_curves(jax.random.key(0), tanh_truth, tanh_truth.model, 1, config, truth_label="t", estimator_label="e")
+        bound_curves(
+            jax.random.key(0),
+            tanh_truth,
+            tanh_truth.model,
+            1,
+            config,
+            truth_label="t",
+            estimator_label="e",
+        )
     with pytest.raises(ValueError, match="below the truth's L"):
         solve_witnesses(jax.random.key(0), tanh_truth, tanh_truth.model, 1, "D", config)
     other = make_model(SPEC, nonlinear("tanh"), key=jax.random.key(99))
@@ -180,18 +245,40 @@ def _synthetic_curves():
     rows = []
     for est, slope in (("vanilla", 0.5), ("tanh", 1.0)):
         for eps in np.logspace(-3, 0, 6):
-            rows.append(dict(truth="tanh", estimator=est, extra=1, L_star=2, loss="D", kind="m", eps=eps, D=eps,
-                             l2=1e-2 * eps ** (1 / slope), inside=True, on_target=True, triangle_constant=3.0))
+            rows.append(
+                dict(
+                    truth="tanh",
+                    estimator=est,
+                    extra=1,
+                    L_star=2,
+                    loss="D",
+                    kind="m",
+                    eps=eps,
+                    D=eps,
+                    l2=1e-2 * eps ** (1 / slope),
+                    inside=True,
+                    on_target=True,
+                    triangle_constant=3.0,
+                )
+            )
     return pd.DataFrame(rows)
 
 
 def test_figure_content():
     curves = _synthetic_curves()
-    sweep = pd.DataFrame([dict(truth="tanh", estimator=e, extra=1, n=n, replicate=r, D=d * (1 + r))
-                          for e, d in (("vanilla", 1.0), ("tanh", 0.2)) for n in (100, 1000, 10000) for r in range(3)])
+    sweep = pd.DataFrame(
+        [
+            dict(truth="tanh", estimator=e, extra=1, n=n, replicate=r, D=d * (1 + r))
+            for e, d in (("vanilla", 1.0), ("tanh", 0.2))
+            for n in (100, 1000, 10000)
+            for r in range(3)
+        ]
+    )
     fig = figure_bound(curves, sweep, 0.02)
     ax_lb, ax_n = fig.axes
-    assert ax_lb.get_xscale() == "log" and ax_lb.get_yscale() == "log" and ax_n.get_xscale() == "log"
+    assert (
+        ax_lb.get_xscale() == "log" and ax_lb.get_yscale() == "log" and ax_n.get_xscale() == "log"
+    )
     labels = [line.get_label() for line in ax_lb.lines]
     for est in ("vanilla", "tanh"):
         assert any(lab.startswith(f"{est}: LB(n)") for lab in labels)

@@ -37,10 +37,18 @@ _DELETE = object()
 
 def test_base_config_resolves_with_defaults():
     exp = Experiment.from_dict(BASE)
-    assert exp.sizes == (60, 120) and exp.config.truth.through == ("tanh",) and exp.extra_components == (1,)
+    assert (
+        exp.sizes == (60, 120)
+        and exp.config.truth.through == ("tanh",)
+        and exp.extra_components == (1,)
+    )
     assert exp.pairs() == [(TruthLabel("tanh"), "vanilla"), (TruthLabel("tanh"), "tanh")]
     assert exp.config.fit.damping == "marquardt" and exp.config.model.gating == "softmax"
-    assert exp.fit_config(1).n_components == 3 and exp.config.replicates_per_unit == 1 and exp.config.execution.replicates_per_batch == 1
+    assert (
+        exp.fit_config(1).n_components == 3
+        and exp.config.replicates_per_unit == 1
+        and exp.config.execution.replicates_per_batch == 1
+    )
     # A resolved config (as stored in a manifest) reads back to the same experiment.
     assert Config.from_dict(exp.config.to_dict()) == exp.config
     assert Config.from_dict(exp.config.to_dict()).to_dict() == exp.config.to_dict()
@@ -50,14 +58,25 @@ def test_old_key_names_are_read_with_a_warning():
     old = _with("data.chunk", 1)
     del old["execution"]
     old["fit"] = dict(old["fit"], replicate_batch=2, chunk_rows=512)
-    with pytest.warns(FutureWarning, match=r"data\.chunk -> execution\.replicates_per_unit.*fit\.chunk_rows -> fit\.rows_per_chunk"):
+    with pytest.warns(
+        FutureWarning,
+        match=r"data\.chunk -> execution\.replicates_per_unit.*"
+        r"fit\.chunk_rows -> fit\.rows_per_chunk",
+    ):
         exp = Experiment.from_dict(old)
-    assert exp.config.replicates_per_unit == 1 and exp.config.execution.replicates_per_batch == 2 and exp.config.fit.rows_per_chunk == 512
+    assert (
+        exp.config.replicates_per_unit == 1
+        and exp.config.execution.replicates_per_batch == 2
+        and exp.config.fit.rows_per_chunk == 512
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Experiment.from_dict(BASE)  # the new names warn about nothing
     both = _with("data.chunk", 1)
-    with pytest.raises(ConfigError, match=r"data\.chunk: renamed execution\.replicates_per_unit, which is also given"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data\.chunk: renamed execution\.replicates_per_unit, which is also given",
+    ):
         Experiment.from_dict(both)
 
 
@@ -76,10 +95,22 @@ def test_log_spaced_sizes():
         ("data.replicates", 2.5, r"data\.replicates: expected an integer"),
         ("data.replicates", True, r"data\.replicates: expected an integer"),
         ("data.sizes", [100, 100], r"data\.sizes: expected distinct positive integers"),
-        ("data.sizes", {"min": 100, "max": 10}, r"data\.sizes: expected a list of sizes or a table"),
+        (
+            "data.sizes",
+            {"min": 100, "max": 10},
+            r"data\.sizes: expected a list of sizes or a table",
+        ),
         ("data.sizes", _DELETE, r"data\.sizes: missing required key"),
-        ("execution.replicates_per_unit", 0, r"execution\.replicates_per_unit: replicates_per_unit must be an integer >= 1, got 0"),
-        ("execution.replicates_per_batch", 0, r"execution\.replicates_per_batch: replicates_per_batch must be an integer >= 1, got 0"),
+        (
+            "execution.replicates_per_unit",
+            0,
+            r"execution\.replicates_per_unit: replicates_per_unit must be an integer >= 1, got 0",
+        ),
+        (
+            "execution.replicates_per_batch",
+            0,
+            r"execution\.replicates_per_batch: replicates_per_batch must be an integer >= 1, got 0",
+        ),
         ("execution.threads", 2, r"execution\.threads: unknown key"),
         ("data.design", "cauchy", r"data\.design: Unknown design 'cauchy'"),
         ("data.design_scale", 0.0, r"data\.design_scale: scale must be positive"),
@@ -96,10 +127,18 @@ def test_log_spaced_sizes():
         ("fit.random", -1, r"fit\.random: random must be an integer >= 0"),
         ("fit.bound", 0.0, r"fit\.bound: bound must be a positive finite number"),
         ("fit.gtol", -1.0, r"fit\.gtol: gtol must be positive"),
-        ("fit.stat_tol", -0.1, r"fit\.stat_tol: expected a finite number >= 0 \(0 turns the rule off\), got -0\.1"),
+        (
+            "fit.stat_tol",
+            -0.1,
+            r"fit\.stat_tol: expected a finite number >= 0 \(0 turns the rule off\), got -0\.1",
+        ),
         ("fit.stat_tol", 0.1, None),
         ("fit.rows_per_chunk", 0, r"fit\.rows_per_chunk: chunk_size must be a positive integer"),
-        ("minimax", {"deltas": [0.5, 2.0]}, r"minimax\.deltas: expected distinct numbers in \(0, 1\]"),
+        (
+            "minimax",
+            {"deltas": [0.5, 2.0]},
+            r"minimax\.deltas: expected distinct numbers in \(0, 1\]",
+        ),
         ("rates", {"level": 1.5}, r"rates\.level"),
     ],
 )
@@ -120,7 +159,10 @@ def test_estimator_without_a_truth_it_contains_is_refused():
 
 def test_load_experiment_names_the_file(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('estimators = ["vanilla"]\n[model]\nd = 2\n[data]\nsigma = 0.1\nsizes = [10]\nreplicates = "x"\n')
+    bad.write_text(
+        'estimators = ["vanilla"]\n[model]\nd = 2\n[data]\nsigma = 0.1\nsizes = [10]\nreplicates = '
+        '"x"\n'
+    )
     with pytest.raises(ConfigError, match=r"bad\.toml: data\.replicates: expected an integer"):
         load_experiment(bad)
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -130,7 +172,9 @@ def test_load_experiment_names_the_file(tmp_path):
         load_experiment(tmp_path / "absent.toml")
 
 
-@pytest.mark.parametrize("name", ["quick", "exact", "overspecified", "minimax", "overspecified_stat"])
+@pytest.mark.parametrize(
+    "name", ["quick", "exact", "overspecified", "minimax", "overspecified_stat"]
+)
 def test_committed_configs_are_valid(name):
     from pathlib import Path
 
@@ -142,7 +186,12 @@ def test_committed_configs_are_valid(name):
     if name == "overspecified_stat":
         # The pair measures the stopping rule alone: everything else must be identical.
         twin = load_experiment(path.with_name("overspecified.toml"))
-        assert exp.fit_config(1).finisher.stat_tol == 0.1 and twin.fit_config(1).finisher.stat_tol is None
-        strip = lambda raw: ({k: v for k, v in raw.items() if k not in ("name", "description")}
-                             | {"fit": {k: v for k, v in raw["fit"].items() if k != "stat_tol"}})
+        assert (
+            exp.fit_config(1).finisher.stat_tol == 0.1
+            and twin.fit_config(1).finisher.stat_tol is None
+        )
+        strip = lambda raw: (
+            {k: v for k, v in raw.items() if k not in ("name", "description")}
+            | {"fit": {k: v for k, v in raw["fit"].items() if k != "stat_tol"}}
+        )
         assert strip(exp.config.to_dict()) == strip(twin.config.to_dict())

@@ -22,15 +22,35 @@ def _record(rng, n, C, extra, replicates):
     scalar = lambda v: np.asarray(v, np.float64)
     cells = np.stack([np.sort(rng.integers(0, L_STAR, L)) for _ in range(R)])
     return Record(
-        risk=scalar(rng.uniform(1, 2, R)), risk_truth=scalar(rng.uniform(2, 3, R)), grad_norm=scalar(rng.uniform(0, 1, R)),
-        rel_grad=scalar(rng.uniform(0, 1e-6, R)), min_weight=scalar(rng.uniform(0.05, 0.5, R)), D=D,
-        D_unaligned=1.1 * D, l2_error=0.5 * D * rng.lognormal(0, 0.2, R), iterations=rng.integers(10, 200, R),
-        restart=np.zeros(R, np.int64), stop_reason=np.zeros(R, np.int64), converged=rng.random(R) < 0.95,
-        certified=rng.random(R) < 0.9, cell_size=np.stack([np.bincount(c, minlength=L_STAR) for c in cells]),
-        cell_mass=rng.uniform(0, 0.1, (R, L_STAR)), cell_parameter=rng.uniform(0, 0.1, (R, L_STAR)),
-        weights=rng.dirichlet(np.ones(L), R), cell=cells, restart_risks=rng.uniform(1, 2, (R, 1)),
-        value_norm=rng.uniform(0.1, 2, (R, L)), D_mass=0.2 * D, D_singleton=0.3 * D, D_multi=0.5 * D, D_S=0.4 * D, D_V=0.4 * D,
-        shared_gate=np.zeros(R, bool), D_shared_gate=np.zeros(R), cell_gate_gap=np.full((R, L_STAR), np.inf))
+        risk=scalar(rng.uniform(1, 2, R)),
+        risk_truth=scalar(rng.uniform(2, 3, R)),
+        grad_norm=scalar(rng.uniform(0, 1, R)),
+        rel_grad=scalar(rng.uniform(0, 1e-6, R)),
+        min_weight=scalar(rng.uniform(0.05, 0.5, R)),
+        D=D,
+        D_unaligned=1.1 * D,
+        l2_error=0.5 * D * rng.lognormal(0, 0.2, R),
+        iterations=rng.integers(10, 200, R),
+        restart=np.zeros(R, np.int64),
+        stop_reason=np.zeros(R, np.int64),
+        converged=rng.random(R) < 0.95,
+        certified=rng.random(R) < 0.9,
+        cell_size=np.stack([np.bincount(c, minlength=L_STAR) for c in cells]),
+        cell_mass=rng.uniform(0, 0.1, (R, L_STAR)),
+        cell_parameter=rng.uniform(0, 0.1, (R, L_STAR)),
+        weights=rng.dirichlet(np.ones(L), R),
+        cell=cells,
+        restart_risks=rng.uniform(1, 2, (R, 1)),
+        value_norm=rng.uniform(0.1, 2, (R, L)),
+        D_mass=0.2 * D,
+        D_singleton=0.3 * D,
+        D_multi=0.5 * D,
+        D_S=0.4 * D,
+        D_V=0.4 * D,
+        shared_gate=np.zeros(R, bool),
+        D_shared_gate=np.zeros(R),
+        cell_gate_gap=np.full((R, L_STAR), np.inf),
+    )
 
 
 def synthetic_table(deltas=(None,), replicates=8, seed=0) -> pd.DataFrame:
@@ -42,10 +62,24 @@ def synthetic_table(deltas=(None,), replicates=8, seed=0) -> pd.DataFrame:
         for est, C in ESTIMATORS.items():
             for extra in (0, 1):
                 for n in SIZES:
-                    ids = dict(experiment="synthetic", truth=truth, through="tanh", delta=delta, estimator=est, extra=extra,
-                               L=L_STAR + extra, L_star=L_STAR, n=n, sigma=0.02, truth_separation=1.0,
-                               truth_gate_strength=1.0, truth_expert_separation=1.0)
-                    frames.append(record_rows(_record(rng, n, C, extra, replicates), ids, range(replicates)))
+                    ids = dict(
+                        experiment="synthetic",
+                        truth=truth,
+                        through="tanh",
+                        delta=delta,
+                        estimator=est,
+                        extra=extra,
+                        L=L_STAR + extra,
+                        L_star=L_STAR,
+                        n=n,
+                        sigma=0.02,
+                        truth_separation=1.0,
+                        truth_gate_strength=1.0,
+                        truth_expert_separation=1.0,
+                    )
+                    frames.append(
+                        record_rows(_record(rng, n, C, extra, replicates), ids, range(replicates))
+                    )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -58,13 +92,21 @@ def test_run_figures_of_single_truths_draw_every_estimator_with_its_slope():
     df.loc[0, "D"] = np.nan  # NaN and non-positive values are dropped, not fatal
     df.loc[1, "l2_error"] = 0.0
     figures = run_figures(df)
-    assert list(figures) == ["synthetic_loss_D", "synthetic_loss_l2", "synthetic_sample_complexity",
-                             "synthetic_sample_complexity_median", "synthetic_diagnostics"]
+    assert list(figures) == [
+        "synthetic_loss_D",
+        "synthetic_loss_l2",
+        "synthetic_sample_complexity",
+        "synthetic_sample_complexity_median",
+        "synthetic_diagnostics",
+    ]
     assert all(isinstance(f, Figure) for f in figures.values())
     fig = figures["synthetic_loss_D"]
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
     assert len(panels) == 2  # truth tanh x settings exact, over-specified
-    assert [ax.get_title() for ax in panels] == ["truth tanh, exact (L = L*)", "truth tanh, over-specified (L = L* + 1)"]
+    assert [ax.get_title() for ax in panels] == [
+        "truth tanh, exact (L = L*)",
+        "truth tanh, over-specified (L = L* + 1)",
+    ]
     for ax in panels:
         assert ax.get_xscale() == ax.get_yscale() == "log" and ax.get_xlabel() == "n"
         lines = _lines(ax)
@@ -99,7 +141,12 @@ def test_run_figures_of_a_family_draw_the_worst_member():
     assert ax.get_title() == "family tanh, exact (L = L*)"
     thick = [line for line in ax.get_lines() if line.get_linewidth() > 2]
     assert len(thick) == len(ESTIMATORS)
-    members = df[(df["estimator"] == "vanilla") & (df["extra"] == 0)].groupby(["truth", "n"])["D"].mean().unstack("truth")
+    members = (
+        df[(df["estimator"] == "vanilla") & (df["extra"] == 0)]
+        .groupby(["truth", "n"])["D"]
+        .mean()
+        .unstack("truth")
+    )
     vanilla = next(line for line in thick if line.get_label().startswith("vanilla"))
     np.testing.assert_allclose(vanilla.get_ydata(), members.max(axis=1).to_numpy())
 
@@ -115,7 +162,9 @@ def test_the_command_saves_each_figure_as_pdf_and_png(tmp_path):
     paths = cli.save_figure(fig, tmp_path, "synthetic_loss_D")
     assert [p.name for p in paths] == ["synthetic_loss_D.pdf", "synthetic_loss_D.png"]
     for p in paths:
-        assert p.stat().st_size > 1000 and p.read_bytes().startswith(b"%PDF" if p.suffix == ".pdf" else b"\x89PNG\r\n\x1a\n")
+        assert p.stat().st_size > 1000 and p.read_bytes().startswith(
+            b"%PDF" if p.suffix == ".pdf" else b"\x89PNG\r\n\x1a\n"
+        )
 
 
 def test_headline_figure_draws_both_estimators_and_anchored_references():
@@ -123,16 +172,22 @@ def test_headline_figure_draws_both_estimators_and_anchored_references():
 
     df = synthetic_table()
     truth = df["truth"].iloc[0]
-    fig = figure_headline(df[df["extra"] == 1], truth=truth, estimators=("vanilla", "tanh"), n_min=300)
+    fig = figure_headline(
+        df[df["extra"] == 1], truth=truth, estimators=("vanilla", "tanh"), n_min=300
+    )
     assert isinstance(fig, Figure)
     for ax in fig.axes:
         labels = [line.get_label() for line in ax.get_lines()]
         assert any(lab.startswith("vanilla mean: slope") for lab in labels)
         assert any(lab.startswith("tanh mean: slope") for lab in labels)
         # The polynomial reference passes through tanh's mean at the largest n.
-        ref = next(line for line in ax.get_lines() if line.get_label().startswith("C sqrt(log n / n)"))
+        ref = next(
+            line for line in ax.get_lines() if line.get_label().startswith("C sqrt(log n / n)")
+        )
         metric = "D" if "Voronoi" in ax.get_ylabel() else "l2_error"
-        tanh = df[(df["estimator"] == "tanh") & (df["extra"] == 1) & (df["n"] == max(SIZES))][metric].mean()
+        tanh = df[(df["estimator"] == "tanh") & (df["extra"] == 1) & (df["n"] == max(SIZES))][
+            metric
+        ].mean()
         assert ref.get_ydata()[-1] == pytest.approx(tanh, rel=1e-9)
     with pytest.raises(ValueError, match=r"no rows of estimator\(s\) \['gelu'\]"):
         figure_headline(df, truth=truth, estimators=("vanilla", "gelu"))

@@ -21,7 +21,8 @@ X_EVAL = ml.sample_inputs(jax.random.key(3), 1000, 2)
 
 
 def _truth_for(estimator):
-    # Vanilla's family contains the tanh truth; a shared estimator fits a truth drawn through itself.
+    # Vanilla's family contains the tanh truth; a shared estimator fits a truth drawn through
+    # itself.
     through = TANH if isinstance(estimator.parameterization, ml.Vanilla) else estimator
     return ml.draw_truth(jax.random.key(2), through, 2, min_separation=0.5, min_gate_strength=0.5)
 
@@ -37,7 +38,9 @@ def test_risk_gradient_matches_central_differences(name):
     risk = jax.jit(lambda t: ml.empirical_risk(model, unravel(t), data))
     grad = jax.grad(risk)(theta)
     eps = 1e-6
-    fd = jnp.array([(risk(theta + eps * e) - risk(theta - eps * e)) / (2 * eps) for e in jnp.eye(theta.size)])
+    fd = jnp.array(
+        [(risk(theta + eps * e) - risk(theta - eps * e)) / (2 * eps) for e in jnp.eye(theta.size)]
+    )
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-10)
 
 
@@ -73,23 +76,38 @@ def test_levenberg_marquardt_rejects_unknown_damping():
 
 
 def test_optax_finisher_and_stop_reasons():
-    theta, stats = ml.OptaxFinisher(optax.lbfgs(), max_iter=500, gtol=1e-10).run(_rosenbrock, jnp.array([-1.2, 1.0]))
+    theta, stats = ml.OptaxFinisher(optax.lbfgs(), max_iter=500, gtol=1e-10).run(
+        _rosenbrock, jnp.array([-1.2, 1.0])
+    )
     np.testing.assert_allclose(theta, [1.0, 1.0], atol=1e-6)
     assert int(stats.stop_reason) == CONVERGED
-    _, capped = ml.LevenbergMarquardt(max_iter=2, gtol=1e-14).run(_rosenbrock, jnp.array([-1.2, 1.0]))
+    _, capped = ml.LevenbergMarquardt(max_iter=2, gtol=1e-14).run(
+        _rosenbrock, jnp.array([-1.2, 1.0])
+    )
     assert ml.STOP_REASONS[int(capped.stop_reason)] == "max_iter" and int(capped.iterations) == 2
 
 
 # The fast tier recovers with vanilla and a nonlinear shared map; the linear map (the same
 # shared-estimator code path) in the slow tier.
-@pytest.mark.parametrize("name", [n if n != "linear" else pytest.param(n, marks=pytest.mark.slow) for n in ESTIMATORS])
+@pytest.mark.parametrize(
+    "name", [n if n != "linear" else pytest.param(n, marks=pytest.mark.slow) for n in ESTIMATORS]
+)
 def test_exact_specified_fits_recover_the_truth(name):
-    """Recovery at n = 2e4, sigma = 0.01, strong gates: every fit certified, D < 0.1, L2 < 5 sigma / sqrt(n)."""
+    """Recovery at n = 2e4, sigma = 0.01, strong gates: every fit certified, D < 0.1, L2 < 5 sigma /
+    sqrt(n)."""
     model = ESTIMATORS[name]
     truth = _truth_for(model)
     n, sigma = 20_000, 0.01
-    rec = ml.simulate_replicates(jax.random.key(4), truth, model, n, sigma=sigma, replicates=2,
-                                 config=ml.FitConfig(n_components=2), X_eval=X_EVAL)
+    rec = ml.simulate_replicates(
+        jax.random.key(4),
+        truth,
+        model,
+        n,
+        sigma=sigma,
+        replicates=2,
+        config=ml.FitConfig(n_components=2),
+        X_eval=X_EVAL,
+    )
     assert bool(jnp.all(rec.certified)), rec
     assert bool(jnp.all(rec.risk <= rec.risk_truth))
     assert float(jnp.max(rec.D)) < 0.1
@@ -102,15 +120,32 @@ def test_overspecified_fits_never_beat_by_the_truth(name):
     """With one extra component the least-squares risk is at most the risk at the truth."""
     model = ESTIMATORS[name]
     truth = _truth_for(model)
-    config = ml.FitConfig(n_components=3, init=ml.InitConfig(near_truth=2, random=1), finisher=ml.LevenbergMarquardt(max_iter=1000))
-    rec = ml.simulate_replicates(jax.random.key(6), truth, model, 1000, sigma=0.02, replicates=3, config=config, X_eval=X_EVAL)
+    config = ml.FitConfig(
+        n_components=3,
+        init=ml.InitConfig(near_truth=2, random=1),
+        finisher=ml.LevenbergMarquardt(max_iter=1000),
+    )
+    rec = ml.simulate_replicates(
+        jax.random.key(6),
+        truth,
+        model,
+        1000,
+        sigma=0.02,
+        replicates=3,
+        config=config,
+        X_eval=X_EVAL,
+    )
     assert bool(jnp.all(rec.risk <= rec.risk_truth * (1 + 1e-10)))
     assert rec.restart_risks.shape == (3, 3)
     np.testing.assert_array_equal(rec.risk, rec.restart_risks.min(axis=1))
     np.testing.assert_array_equal(rec.cell_size.sum(axis=1), 3)
     # The record flags every fit; certified means converged and no worse than the truth.
-    np.testing.assert_array_equal(rec.converged, (rec.stop_reason == CONVERGED) | (rec.stop_reason == PRECISE))
-    np.testing.assert_array_equal(rec.certified, rec.converged & (rec.risk <= rec.risk_truth * (1 + ml.simulate.RISK_SLACK)))
+    np.testing.assert_array_equal(
+        rec.converged, (rec.stop_reason == CONVERGED) | (rec.stop_reason == PRECISE)
+    )
+    np.testing.assert_array_equal(
+        rec.certified, rec.converged & (rec.risk <= rec.risk_truth * (1 + ml.simulate.RISK_SLACK))
+    )
 
 
 def test_split_truth_keeps_the_mixture_weights():
@@ -124,15 +159,23 @@ def test_split_truth_keeps_the_mixture_weights():
     # Components 0, 2, 4 copy true atom 0; 1, 3 copy atom 1.
     np.testing.assert_allclose([pi[0] + pi[2] + pi[4], pi[1] + pi[3]], pi_star, rtol=1e-10)
     X = ml.sample_inputs(jax.random.key(1), 50, 2)
-    np.testing.assert_allclose(ml.regression_function(SPEC, model.base, a, X),
-                               ml.regression_function(SPEC, model.base, truth.atoms, X), atol=1e-12)
+    np.testing.assert_allclose(
+        ml.regression_function(SPEC, model.base, a, X),
+        ml.regression_function(SPEC, model.base, truth.atoms, X),
+        atol=1e-12,
+    )
 
 
 def test_split_truth_keeps_the_sigmoid_weights():
     spec = ml.ModelSpec(d=2, d_out=1, r=1, gating="sigmoid", gate_scale=3.0)
     model = ml.make_model(spec, ml.Vanilla())
-    truth = ml.draw_truth(jax.random.key(2), ml.make_model(spec, ml.nonlinear("tanh"), key=jax.random.key(1)), 2,
-                          min_separation=0.5, min_gate_strength=0.5)
+    truth = ml.draw_truth(
+        jax.random.key(2),
+        ml.make_model(spec, ml.nonlinear("tanh"), key=jax.random.key(1)),
+        2,
+        min_separation=0.5,
+        min_gate_strength=0.5,
+    )
     start = ml.split_truth(jax.random.key(0), model, ml.truth_in(model, truth), 3, 0.0)
     pi, pi_star = jax.nn.sigmoid(ml.atoms(model, start).c), jax.nn.sigmoid(truth.atoms.c)
     # Components 0 and 2 copy true atom 0: their weights sigmoid(c) sum to its weight.
@@ -142,16 +185,27 @@ def test_split_truth_keeps_the_sigmoid_weights():
 def test_fit_input_checks():
     model = ESTIMATORS["vanilla"]
     truth = _truth_for(model)
-    run = lambda **kw: ml.simulate_replicates(jax.random.key(0), truth, model, kw.pop("n", 100), sigma=kw.pop("sigma", 0.1),
-                                              replicates=1, config=kw.pop("config", ml.FitConfig(n_components=2)),
-                                              X_eval=kw.pop("X_eval", X_EVAL))
-    with pytest.raises(ValueError, match=r"n_components=1 is below the true number of components L\*=2"):
+    run = lambda **kw: ml.simulate_replicates(
+        jax.random.key(0),
+        truth,
+        model,
+        kw.pop("n", 100),
+        sigma=kw.pop("sigma", 0.1),
+        replicates=1,
+        config=kw.pop("config", ml.FitConfig(n_components=2)),
+        X_eval=kw.pop("X_eval", X_EVAL),
+    )
+    with pytest.raises(
+        ValueError, match=r"n_components=1 is below the true number of components L\*=2"
+    ):
         run(config=ml.FitConfig(n_components=1))
     with pytest.raises(ValueError, match="sigma must be positive and finite, got -0.1"):
         run(sigma=-0.1)
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         run(n=0)
-    with pytest.raises(ValueError, match=r"Shape mismatch for X_eval: got \(10, 3\), expected \(m, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"Shape mismatch for X_eval: got \(10, 3\), expected \(m, 2\)"
+    ):
         run(X_eval=jnp.zeros((10, 3)))
     with pytest.raises(ValueError, match="does not contain a truth"):
         ml.truth_in(ESTIMATORS["linear"], _truth_for(ESTIMATORS["mlp-tanh"]))
@@ -192,7 +246,9 @@ def test_chunked_levenberg_marquardt_takes_the_same_path():
     residual, theta, rows = _fit_problem()
     lm = ml.LevenbergMarquardt(max_iter=30, gtol=1e-300)
     whole, s_whole = lm.run(residual, theta, data=rows)
-    chunked, s_chunked = ml.LevenbergMarquardt(max_iter=30, gtol=1e-300, chunk_size=64).run(residual, theta, data=rows)
+    chunked, s_chunked = ml.LevenbergMarquardt(max_iter=30, gtol=1e-300, chunk_size=64).run(
+        residual, theta, data=rows
+    )
     np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-9)
     assert int(s_whole.iterations) == int(s_chunked.iterations) == 30
 
@@ -200,9 +256,13 @@ def test_chunked_levenberg_marquardt_takes_the_same_path():
 def test_statistical_precision_rule_stops_early_and_where_it_says():
     residual, theta, rows = _fit_problem()
     m = rows[1].size
-    tight_theta, tight = ml.LevenbergMarquardt(max_iter=3000, gtol=1e-300).run(residual, theta, data=rows)
+    tight_theta, tight = ml.LevenbergMarquardt(max_iter=3000, gtol=1e-300).run(
+        residual, theta, data=rows
+    )
     tol = 0.1
-    theta_s, stat = ml.LevenbergMarquardt(max_iter=3000, gtol=1e-300, stat_tol=tol).run(residual, theta, data=rows)
+    theta_s, stat = ml.LevenbergMarquardt(max_iter=3000, gtol=1e-300, stat_tol=tol).run(
+        residual, theta, data=rows
+    )
     assert ml.STOP_REASONS[int(stat.stop_reason)] == "precise"
     assert int(stat.iterations) < int(tight.iterations)
     # At the returned point the Gauss-Newton predicted decrease is below stat_tol * R / m ...
@@ -223,8 +283,17 @@ def test_replicate_batches_give_the_same_records():
     # lax.map over batches of 2 (the last one ragged) against one vmapped batch of 3.
     model = ESTIMATORS["mlp-tanh"]
     truth = _truth_for(model)
-    run = lambda batch: ml.simulate_replicates(jax.random.key(7), truth, model, 300, sigma=0.02, replicates=3,
-                                               config=ml.FitConfig(n_components=2), X_eval=X_EVAL, batch=batch)
+    run = lambda batch: ml.simulate_replicates(
+        jax.random.key(7),
+        truth,
+        model,
+        300,
+        sigma=0.02,
+        replicates=3,
+        config=ml.FitConfig(n_components=2),
+        X_eval=X_EVAL,
+        batch=batch,
+    )
     whole, batched = run(None), run(2)
     # vmapped and mapped code round differently, so paths differ by a few iterations; the
     # converged fits agree.
@@ -259,14 +328,23 @@ def test_levenberg_marquardt_agrees_with_minpack():
     jac = jax.jit(jax.jacfwd(residual))
 
     canonical = lambda t: jax.flatten_util.ravel_pytree(canonicalize(model, unravel(t)))[0]
-    ours, stats = ml.LevenbergMarquardt().run(residual, theta0, canonical)  # gtol 1e-6, as in every fit
+    ours, stats = ml.LevenbergMarquardt().run(
+        residual, theta0, canonical
+    )  # gtol 1e-6, as in every fit
     assert ml.STOP_REASONS[int(stats.stop_reason)] == "converged"
     # MINPACK at its default tolerances (1e-8), the exact Jacobian.
-    ref = least_squares(lambda t: np.asarray(residual(t)), np.asarray(theta0), jac=lambda t: np.asarray(jac(t)), method="lm")
+    ref = least_squares(
+        lambda t: np.asarray(residual(t)),
+        np.asarray(theta0),
+        jac=lambda t: np.asarray(jac(t)),
+        method="lm",
+    )
     assert ref.success
     risk_ref = 2 * ref.cost  # scipy's cost is half the sum of squares
     np.testing.assert_allclose(float(stats.risk), risk_ref, rtol=1e-8)
     assert float(stats.risk) <= risk_ref * (1 + 1e-9)
     np.testing.assert_allclose(ours, ref.x, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(f(ours, X_EVAL), f(jnp.asarray(ref.x), X_EVAL), atol=1e-5)
-    assert float(stats.risk) < float(jnp.sum(residual(theta0) ** 2))  # the start was not already the fit
+    assert float(stats.risk) < float(
+        jnp.sum(residual(theta0) ** 2)
+    )  # the start was not already the fit

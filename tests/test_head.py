@@ -38,14 +38,20 @@ def test_head_with_lora_equals_the_attention_function():
     X = hd.sample_sequences(jax.random.key(1), config, 3)
     for x in X:
         H = hd.head_output(config, teacher.weights, teacher.lora, x)
-        np.testing.assert_allclose(H, attention(x, teacher.weights, teacher.lora), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(
-            H[2], attention_row_as_mixture(x, 2, teacher.weights, teacher.lora).row, rtol=1e-12, atol=1e-12
+            H, attention(x, teacher.weights, teacher.lora), rtol=1e-12, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            H[2],
+            attention_row_as_mixture(x, 2, teacher.weights, teacher.lora).row,
+            rtol=1e-12,
+            atol=1e-12,
         )
     # the teacher's update is not a no-op, so the comparison above is not vacuous
     zero = LoRA(*(jnp.zeros_like(f) for f in teacher.lora))
     assert not np.allclose(
-        hd.head_output(config, teacher.weights, zero, X[0]), hd.head_output(config, teacher.weights, teacher.lora, X[0])
+        hd.head_output(config, teacher.weights, zero, X[0]),
+        hd.head_output(config, teacher.weights, teacher.lora, X[0]),
     )
 
 
@@ -55,15 +61,17 @@ def test_sigmoid_gating_is_the_elementwise_sigmoid_with_bias_minus_log_N():
     x = hd.sample_sequences(jax.random.key(1), config, 1)[0]
     W_Q = t.weights.W_Q + t.lora.B_Q @ t.lora.A_Q
     s = (x @ W_Q) @ (x @ t.weights.W_K).T / np.sqrt(config.d_k)
-    expected = jax.nn.sigmoid(s - np.log(config.N)) @ (x @ (t.weights.W_V + t.lora.B_V @ t.lora.A_V))
+    expected = jax.nn.sigmoid(s - np.log(config.N)) @ (
+        x @ (t.weights.W_V + t.lora.B_V @ t.lora.A_V)
+    )
     np.testing.assert_allclose(hd.head_output(config, t.weights, t.lora, x), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", list(hd.STUDENTS))
 @pytest.mark.parametrize("rank,hidden,separate", [(2, None, False), (3, 5, False), (2, 8, True)])
 def test_student_conformance(name, rank, hidden, separate):
-    """Every student: a HeadStudent, factors of rank r, its stated parameter count, a zero-update start,
-    jit-able and deterministic for a fixed key."""
+    """Every student: a HeadStudent, factors of rank r, its stated parameter count, a zero-update
+    start, jit-able and deterministic for a fixed key."""
     config = hd.HeadConfig(rank=rank, rank_true=2, hidden=hidden, separate_trunks=separate)
     student = hd.STUDENTS[name]
     assert isinstance(student, hd.HeadStudent) and student.name == name
@@ -71,7 +79,11 @@ def test_student_conformance(name, rank, hidden, separate):
     p = student.init(jax.random.key(1), config)
     f = jax.jit(lambda q: student.factors(config, family, q))(p)
     assert [x.shape for x in f] == [(16, rank), (rank, 8), (16, rank), (rank, 8)]
-    assert student.parameter_count(config) == ravel_pytree(p)[0].size == hd.parameter_counts(config)[name]
+    assert (
+        student.parameter_count(config)
+        == ravel_pytree(p)[0].size
+        == hd.parameter_counts(config)[name]
+    )
     # the start is the pre-trained head: a zero update
     assert float(jnp.abs(f.B_Q @ f.A_Q).max()) == 0 and float(jnp.abs(f.B_V @ f.A_V).max()) == 0
     again = student.init(jax.random.key(1), config)
@@ -87,8 +99,9 @@ def test_fixed_maps_are_the_sweeps_shared_parameterization():
     config = hd.HeadConfig(truth="fixed_maps")
     t = hd.draw_teacher(jax.random.key(0), config)
     spec = ModelSpec(d=16, d_out=8, r=2, d_k=8)
-    f = Shared("tanh", latent_dim=2).factors(spec, t.family.maps, SharedParams(t.params.a[None], t.params.b[None],
-                                                                                jnp.zeros(1)))
+    f = Shared("tanh", latent_dim=2).factors(
+        spec, t.family.maps, SharedParams(t.params.a[None], t.params.b[None], jnp.zeros(1))
+    )
     np.testing.assert_allclose(t.lora.A_V, f.A_V[0], rtol=1e-12)
     np.testing.assert_allclose(t.lora.B_Q, t.family.scale_q * f.B_Q[0], rtol=1e-12)
     moved = hd.FixedMaps().factors(config, t.family, t.params._replace(a=t.params.a + 0.1))
@@ -108,7 +121,9 @@ def test_teacher_has_the_stated_update_sizes_and_live_gates(truth):
     assert t.gate_change >= hd.MIN_GATE_CHANGE and t.gate_saturation <= hd.MAX_GATE_SATURATION
     assert np.linalg.matrix_rank(np.asarray(t.lora.B_Q @ t.lora.A_Q)) == config.rank_true
     if truth == "learned_generator":
-        np.testing.assert_allclose(hd.generator_factors(t.params, config.activation).B_Q, t.lora.B_Q)
+        np.testing.assert_allclose(
+            hd.generator_factors(t.params, config.activation).B_Q, t.lora.B_Q
+        )
 
 
 def test_degenerate_teacher_gates_are_refused():
@@ -116,15 +131,23 @@ def test_degenerate_teacher_gates_are_refused():
         hd.draw_teacher(jax.random.key(0), hd.HeadConfig(update_q=1e-4))
 
 
-@pytest.mark.parametrize("student,truth", [("lora", "vanilla"), ("learned_generator", "learned_generator"),
-                                           ("fixed_maps", "fixed_maps")])
+@pytest.mark.parametrize(
+    "student,truth",
+    [("lora", "vanilla"), ("learned_generator", "learned_generator"), ("fixed_maps", "fixed_maps")],
+)
 def test_student_started_at_the_teacher_stays_there_on_noiseless_data(student, truth):
     config = hd.HeadConfig(truth=truth, steps=100, patience=100)
     t = hd.draw_teacher(jax.random.key(0), config)
     X = hd.sample_sequences(jax.random.key(1), config, 16)
     Y = hd.head_outputs(config, t.weights, t.lora, X)
     best, steps, stopped, val = hd.train_student(
-        config, hd.STUDENTS[student], t.family, t.weights, t.params, (X[:12], Y[:12]), (X[12:], Y[12:])
+        config,
+        hd.STUDENTS[student],
+        t.family,
+        t.weights,
+        t.params,
+        (X[:12], Y[:12]),
+        (X[12:], Y[12:]),
     )
     for got, want in zip(jax.tree.leaves(best), jax.tree.leaves(t.params)):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
@@ -138,8 +161,9 @@ def test_student_started_off_the_teacher_moves_toward_it():
     X = hd.sample_sequences(jax.random.key(1), config, 16)
     Y = hd.head_outputs(config, t.weights, t.lora, X)
     start = t.params._replace(A_Q=t.params.A_Q * 0.8)
-    _, _, _, val0 = hd.train_student(config, hd.LoRAStudent(), t.family, t.weights, start, (X[:12], Y[:12]),
-                                     (X[12:], Y[12:]))
+    _, _, _, val0 = hd.train_student(
+        config, hd.LoRAStudent(), t.family, t.weights, start, (X[:12], Y[:12]), (X[12:], Y[12:])
+    )
     initial = hd.mean_squared_error(config, t.weights, start, X[12:], Y[12:])
     assert float(val0) < 0.01 * float(initial)
 
@@ -169,9 +193,13 @@ def test_unit_is_deterministic_and_a_seed_does_not_depend_on_its_block():
     np.testing.assert_allclose(
         a[a.seed == 1][metrics].to_numpy(float), c[c.seed == 1][metrics].to_numpy(float), rtol=1e-6
     )
-    assert not np.allclose(a[a.seed == 0][metrics].to_numpy(float), c[c.seed == 4][metrics].to_numpy(float))
+    assert not np.allclose(
+        a[a.seed == 0][metrics].to_numpy(float), c[c.seed == 4][metrics].to_numpy(float)
+    )
     assert list(a.columns[:3]) == ["student", "n", "seed"] and set(hd.METRICS) <= set(a.columns)
-    assert (a["variation"] == "v").all() and (a["parameters"] == hd.parameter_counts(config)["learned_generator"]).all()
+    assert (a["variation"] == "v").all() and (
+        a["parameters"] == hd.parameter_counts(config)["learned_generator"]
+    ).all()
 
 
 @pytest.mark.parametrize(
@@ -199,7 +227,9 @@ def test_bad_configs_name_the_value_and_the_expectation(kwargs, match):
 def test_mismatched_dimensions_are_refused():
     config = hd.HeadConfig()
     t = hd.draw_teacher(jax.random.key(0), config)
-    with pytest.raises(ValueError, match=r"Shape mismatch for W_K: got \(16, 4\), expected \(16, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"Shape mismatch for W_K: got \(16, 4\), expected \(16, 8\)"
+    ):
         hd.check_head(config, t.weights._replace(W_K=t.weights.W_K[:, :4]), t.lora)
     with pytest.raises(ValueError, match=r"Shape mismatch for A_V"):
         hd.check_head(config, t.weights, t.lora._replace(A_V=t.lora.A_V[:, :3]))
@@ -213,14 +243,23 @@ def test_mismatched_dimensions_are_refused():
 
 
 def _synthetic_table():
-    """LoRA error 1/n, the learned generator 0.5/n, with seed noise that cancels exactly in every statistic."""
+    """LoRA error 1/n, the learned generator 0.5/n, with seed noise that cancels exactly in every
+    statistic."""
     rows = []
     for n in (16, 160, 1600):
         for seed in range(4):
             wiggle = 1 + 0.1 * (-1) ** seed
             for student, c in (("lora", 1.0), ("learned_generator", 0.5)):
-                rows.append(dict(student=student, n=n, seed=seed, function_error=c * wiggle / n, variation="synthetic",
-                                 underfit=student == "lora" and seed == 0 and n == 16))
+                rows.append(
+                    dict(
+                        student=student,
+                        n=n,
+                        seed=seed,
+                        function_error=c * wiggle / n,
+                        variation="synthetic",
+                        underfit=student == "lora" and seed == 0 and n == 16,
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -228,15 +267,24 @@ def test_data_efficiency_and_improvement_on_a_known_table():
     table = _synthetic_table()
     eff = hd.data_efficiency(table, n_boot=200, seed=0).iloc[0]
     assert eff["candidate"] == "learned_generator" and eff["censored"] == ""
-    assert eff["n_ratio"] == pytest.approx(0.5, rel=1e-9) and eff["n_ratio_lo"] <= 0.5 <= eff["n_ratio_hi"]
-    assert eff["slope_reference"] == pytest.approx(-1.0) and eff["fraction"] == pytest.approx(0.5, rel=1e-12)
+    assert (
+        eff["n_ratio"] == pytest.approx(0.5, rel=1e-9)
+        and eff["n_ratio_lo"] <= 0.5 <= eff["n_ratio_hi"]
+    )
+    assert eff["slope_reference"] == pytest.approx(-1.0) and eff["fraction"] == pytest.approx(
+        0.5, rel=1e-12
+    )
     imp = hd.improvement(table, n_boot=200, seed=0)
     np.testing.assert_allclose(imp["improvement"], 0.5, rtol=1e-12)
     np.testing.assert_allclose(imp["improvement_median"], 0.5, rtol=1e-12)
     np.testing.assert_allclose(imp["log_ratio_median"], np.log(0.5), rtol=1e-12)
     assert (imp["lo"] <= 0.5).all() and (imp["hi"] >= 0.5).all() and (imp["wins"] == 4).all()
-    assert imp["underfit_reference"].tolist() == [1, 0, 0] and (imp["underfit_candidate"] == 0).all()
-    swapped = table.assign(student=table["student"].map({"lora": "learned_generator", "learned_generator": "lora"}))
+    assert (
+        imp["underfit_reference"].tolist() == [1, 0, 0] and (imp["underfit_candidate"] == 0).all()
+    )
+    swapped = table.assign(
+        student=table["student"].map({"lora": "learned_generator", "learned_generator": "lora"})
+    )
     again = hd.data_efficiency(swapped, n_boot=50, seed=0).iloc[0]
     assert again["censored"] == "not reached" and again["n_ratio"] == pytest.approx(2.0, rel=1e-9)
     assert hd.crossing_fraction([10, 100], [1.0, 0.1], [0.01, 0.001]) == pytest.approx(0.1)
@@ -262,14 +310,18 @@ def test_rate_slopes_on_a_known_table():
 
 
 def test_underfit_flag_marks_fits_that_do_not_reach_the_teacher():
-    """One Adam step from the zero update cannot reach the teacher: flagged; the least-squares finish
-    from there does: not flagged, and its training loss is at most the teacher's."""
+    """One Adam step from the zero update cannot reach the teacher: flagged; the least-squares
+    finish from there does: not flagged, and its training loss is at most the teacher's."""
     config = dataclasses.replace(TINY, steps=1, patience=1, starts=1)
     stuck = hd.simulate_head(jax.random.key(3), config, "lora", 32, 2)
     assert bool(stuck.underfit.all())
-    finished = hd.simulate_head(jax.random.key(3), dataclasses.replace(config, finisher="lm"), "lora", 32, 2)
+    finished = hd.simulate_head(
+        jax.random.key(3), dataclasses.replace(config, finisher="lm"), "lora", 32, 2
+    )
     assert not bool(finished.underfit.any()) and bool(finished.finisher_kept.all())
-    assert (np.asarray(finished.train_loss) <= np.asarray(finished.train_loss_truth) * (1 + 1e-9)).all()
+    assert (
+        np.asarray(finished.train_loss) <= np.asarray(finished.train_loss_truth) * (1 + 1e-9)
+    ).all()
 
 
 def test_figure_content():

@@ -1,4 +1,5 @@
-"""The attention-head kind of moe-lora run: config checks, units, and resume/shards/Ray giving one table."""
+"""The attention-head kind of moe-lora run: config checks, units, and resume/shards/Ray giving one
+table."""
 
 import warnings
 
@@ -46,9 +47,17 @@ def reference(config, tmp_path_factory):
 @pytest.mark.slow
 def test_units_and_table(config, reference):
     study = load_experiment(config)
-    assert isinstance(study, HeadStudy) and len(units(study)) == 2 * 2 * 2 * 2  # sizes x variations x students x seeds
-    assert set(reference["variation"]) == {"headline", "sigmoid"} and set(reference["student"]) == {"lora", "learned_generator"}
-    assert len(reference) == 16 and not reference.duplicated(["variation", "student", "n", "seed"]).any()
+    assert (
+        isinstance(study, HeadStudy) and len(units(study)) == 2 * 2 * 2 * 2
+    )  # sizes x variations x students x seeds
+    assert set(reference["variation"]) == {"headline", "sigmoid"} and set(reference["student"]) == {
+        "lora",
+        "learned_generator",
+    }
+    assert (
+        len(reference) == 16
+        and not reference.duplicated(["variation", "student", "n", "seed"]).any()
+    )
     assert set(reference.loc[reference.variation == "sigmoid", "gating"]) == {"sigmoid"}
     pd.testing.assert_frame_equal(run_frame(study, progress=False), reference)
 
@@ -56,7 +65,10 @@ def test_units_and_table(config, reference):
 @pytest.mark.slow
 def test_shards_give_the_unsharded_table(config, reference, tmp_path):
     for i in range(2):
-        assert cli.main(["run", str(config), "--out", str(tmp_path), "--shard", f"{i}/2", "--quiet"]) == 0
+        assert (
+            cli.main(["run", str(config), "--out", str(tmp_path), "--shard", f"{i}/2", "--quiet"])
+            == 0
+        )
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "results.parquet"), reference)
 
 
@@ -79,23 +91,61 @@ def test_ray_run_of_a_study_gives_the_local_table(config, reference, tmp_path):
         warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
         ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
-        assert cli.main(["run", str(config), "--out", str(tmp_path), "--backend", "ray", "--quiet"]) == 0
+        assert (
+            cli.main(["run", str(config), "--out", str(tmp_path), "--backend", "ray", "--quiet"])
+            == 0
+        )
     finally:
         ray.shutdown()
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "results.parquet"), reference)
 
 
-@pytest.mark.parametrize("raw, match", [
-    ({"kind": "transformer"}, r"kind: unknown experiment kind 'transformer'"),
-    ({"kind": "attention_head", "study": {"sizes": [4], "seeds": 2}, "head": {"rank": 20}}, r"head: .*rank"),
-    ({"kind": "attention_head", "study": {"sizes": [4], "seeds": 2}, "head": {"N": 0}}, r"head: .*N"),
-    ({"kind": "attention_head", "study": {"sizes": [4], "seeds": 2}, "head": {"sigma": -1.0}}, r"head: .*sigma"),
-    ({"kind": "attention_head", "study": {"sizes": [4], "seeds": 2}, "head": {"colour": 1}}, r"head\.colour: unknown key"),
-    ({"kind": "attention_head", "study": {"sizes": [4], "seeds": 2}, "variations": {"x": {"rank_true": 9}}}, r"variations\.x: "),
-    ({"kind": "attention_head", "study": {"sizes": [1, 4], "seeds": 2}}, r"study\.sizes: expected sizes >= 2"),
-    ({"kind": "attention_head", "study": {"sizes": [4]}}, r"study\.seeds: missing required key"),
-    ({"kind": "attention_head", "study": {"sizes": [4], "seeds": 2, "students": ["gpt"]}}, r"study\.students"),
-])
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        ({"kind": "transformer"}, r"kind: unknown experiment kind 'transformer'"),
+        (
+            {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2}, "head": {"rank": 20}},
+            r"head: .*rank",
+        ),
+        (
+            {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2}, "head": {"N": 0}},
+            r"head: .*N",
+        ),
+        (
+            {
+                "kind": "attention_head",
+                "study": {"sizes": [4], "seeds": 2},
+                "head": {"sigma": -1.0},
+            },
+            r"head: .*sigma",
+        ),
+        (
+            {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2}, "head": {"colour": 1}},
+            r"head\.colour: unknown key",
+        ),
+        (
+            {
+                "kind": "attention_head",
+                "study": {"sizes": [4], "seeds": 2},
+                "variations": {"x": {"rank_true": 9}},
+            },
+            r"variations\.x: ",
+        ),
+        (
+            {"kind": "attention_head", "study": {"sizes": [1, 4], "seeds": 2}},
+            r"study\.sizes: expected sizes >= 2",
+        ),
+        (
+            {"kind": "attention_head", "study": {"sizes": [4]}},
+            r"study\.seeds: missing required key",
+        ),
+        (
+            {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2, "students": ["gpt"]}},
+            r"study\.students",
+        ),
+    ],
+)
 def test_bad_study_configs_name_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):
         experiment_from_dict(raw)

@@ -1,4 +1,5 @@
-"""Exact flat sets through the truth (moe_lora.bounds.witnesses): built witnesses, the gate fiber, the search.
+"""Exact flat sets through the truth (moe_lora.bounds.witnesses): built witnesses, the gate fiber,
+the search.
 
 Fast: vanilla's split witness is exact; the gate fiber's tangent says where the scale fiber moves V
 (tanh at p = d) and where it cannot (linear; tanh at p < d); vanilla's flat M as a function of the
@@ -11,7 +12,14 @@ import jax
 import numpy as np
 import pytest
 
-from moe_lora.bounds import flat_edge, flat_params, gate_fiber, quadrature, split_witness, vanilla_flat_modulus
+from moe_lora.bounds import (
+    flat_edge,
+    flat_params,
+    gate_fiber,
+    quadrature,
+    split_witness,
+    vanilla_flat_modulus,
+)
 from moe_lora.bounds.quadrature import l2_distance
 from moe_lora.bounds.witnesses import EXACT_TOL
 from moe_lora.fit import truth_in
@@ -33,8 +41,14 @@ def _quad():
 
 def _truth(param, key=1):
     model = make_model(SPEC, param, key=jax.random.key(key))
-    return draw_truth(jax.random.key(key + 1), model, 2, min_separation=0.3, min_gate_strength=0.3,
-                      min_expert_separation=0.3)
+    return draw_truth(
+        jax.random.key(key + 1),
+        model,
+        2,
+        min_separation=0.3,
+        min_gate_strength=0.3,
+        min_expert_separation=0.3,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +58,9 @@ def tanh_truth():
 
 def _check(est, truth, params):
     G = atoms(est, params)
-    return float(l2_distance(est, G, est, truth.atoms, _quad())), float(lora_voronoi_loss(G, truth.atoms, "softmax").total)
+    return float(l2_distance(est, G, est, truth.atoms, _quad())), float(
+        lora_voronoi_loss(G, truth.atoms, "softmax").total
+    )
 
 
 def test_vanilla_split_witness_is_exact(tanh_truth):
@@ -81,8 +97,23 @@ def test_vanilla_flat_modulus_grows_with_the_radius():
 def _edge(truth, est=None, j=0, radius=0.5):
     est = truth.model if est is None else est
     tp = truth_in(est, truth)
-    return est, tp, flat_edge(jax.random.key(0), est, truth.atoms, tp, j, 2, radius=radius, n_starts=12, grid=4,
-                              bisections=4, max_iter=300)
+    return (
+        est,
+        tp,
+        flat_edge(
+            jax.random.key(0),
+            est,
+            truth.atoms,
+            tp,
+            j,
+            2,
+            radius=radius,
+            n_starts=12,
+            grid=4,
+            bisections=4,
+            max_iter=300,
+        ),
+    )
 
 
 @pytest.mark.slow

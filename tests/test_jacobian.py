@@ -18,7 +18,11 @@ def _problem(name, gating, n=57):
     param = ml.Vanilla() if name == "vanilla" else ml.Shared(activation=name, latent_dim=3)
     k = jax.random.split(jax.random.key(0), 6)
     # A non-default frozen base, so M0 and V0 enter the closed form too.
-    base = ml.Base(jax.random.normal(k[0], (3, 3)), jax.random.normal(k[1], (3, 3)), jax.random.normal(k[2], (3, 2)))
+    base = ml.Base(
+        jax.random.normal(k[0], (3, 3)),
+        jax.random.normal(k[1], (3, 3)),
+        jax.random.normal(k[2], (3, 2)),
+    )
     model = ml.make_model(spec, param, key=k[3], base=base)
     theta, unravel = ravel_pytree(ml.init_params(k[4], model, 3, 0.7))
     X = jax.random.uniform(k[5], (n, 3), minval=-1.0, maxval=1.0)
@@ -40,7 +44,9 @@ def test_structured_matches_jacfwd(name, gating, chunk):
     reference = normal_equations(residual, theta, rows, chunk)
     got = structured_normal_equations(model, unravel, n)(theta, rows, chunk)
     for want, have in zip(reference, got):
-        np.testing.assert_allclose(have, want, rtol=1e-10, atol=1e-10 * float(jnp.max(jnp.abs(want))))
+        np.testing.assert_allclose(
+            have, want, rtol=1e-10, atol=1e-10 * float(jnp.max(jnp.abs(want)))
+        )
 
 
 @pytest.mark.parametrize("name", ["vanilla", "tanh"])
@@ -51,10 +57,16 @@ def test_fit_same_with_either_jacobian(name):
     truth = ml.draw_truth(jax.random.key(2), tanh, 2, min_separation=0.5, min_gate_strength=0.5)
     estimator = tanh if name == "tanh" else ml.make_model(spec, ml.Vanilla())
     data = ml.sample_dataset(jax.random.key(3), truth, 400, sigma=0.05)
-    starts = ml.initial_params(jax.random.key(4), estimator, ml.truth_in(estimator, truth), ml.FitConfig(n_components=2))
+    starts = ml.initial_params(
+        jax.random.key(4), estimator, ml.truth_in(estimator, truth), ml.FitConfig(n_components=2)
+    )
     finisher = ml.LevenbergMarquardt(max_iter=300)
-    fits = [ml.fit_least_squares(estimator, data, starts, ml.FitConfig(n_components=2, finisher=finisher, jacobian=j))
-            for j in ("structured", "jacfwd")]
+    fits = [
+        ml.fit_least_squares(
+            estimator, data, starts, ml.FitConfig(n_components=2, finisher=finisher, jacobian=j)
+        )
+        for j in ("structured", "jacfwd")
+    ]
     # Round-off steers the two runs apart along near-flat directions; their risks agree to a small
     # fraction of the statistical scale sigma^2 / n.
     assert abs(float(fits[0].stats.risk - fits[1].stats.risk)) <= 0.01 * 0.05**2 / 400

@@ -47,7 +47,9 @@ def test_alignment_never_increases_D_and_uses_the_weighted_shift(truth):
         assert a <= u + 1e-12
         aligned = ml.align_gate_shift(noisy, truth.atoms)
         pi = jax.nn.softmax(noisy.c)
-        np.testing.assert_allclose(jnp.einsum("i,ijk->jk", pi, aligned.S - truth.atoms.S), 0.0, atol=1e-12)
+        np.testing.assert_allclose(
+            jnp.einsum("i,ijk->jk", pi, aligned.S - truth.atoms.S), 0.0, atol=1e-12
+        )
 
 
 def test_split_atom_and_D_r_by_hand(truth):
@@ -72,5 +74,8 @@ def test_l2_error_against_a_direct_computation(truth):
     other = truth.atoms._replace(V=truth.atoms.V * 1.1)
     f = ml.regression_function(SPEC, truth.model.base, other, X)
     g = ml.regression_function(SPEC, truth.model.base, truth.atoms, X)
-    np.testing.assert_allclose(ml.l2_error(truth.model, other, truth.model, truth.atoms, X),
-                               np.sqrt(np.mean(np.sum((f - g) ** 2, -1))), rtol=1e-12)
+    np.testing.assert_allclose(
+        ml.l2_error(truth.model, other, truth.model, truth.atoms, X),
+        np.sqrt(np.mean(np.sum((f - g) ** 2, -1))),
+        rtol=1e-12,
+    )

@@ -11,18 +11,30 @@ import moe_lora as ml
 from moe_lora.parameterization import canonicalize
 
 SPEC = ml.ModelSpec(d=3, d_out=2, r=2, d_k=4)
-PARAMETERIZATIONS = [ml.Vanilla(), ml.linear(3), ml.nonlinear("tanh", 3), ml.nonlinear("relu", 3), ml.nonlinear("gelu", 3),
-                     ml.nonlinear("sigmoid", 3)]
+PARAMETERIZATIONS = [
+    ml.Vanilla(),
+    ml.linear(3),
+    ml.nonlinear("tanh", 3),
+    ml.nonlinear("relu", 3),
+    ml.nonlinear("gelu", 3),
+    ml.nonlinear("sigmoid", 3),
+]
 
 
 def _model(par, spec=SPEC, key=0):
     ks = jax.random.split(jax.random.key(key), 4)
-    base = ml.Base(*(jax.random.normal(k, s) for k, s in zip(ks[:3], [(spec.d, spec.d), (spec.d, spec.d_k), (spec.d, spec.d_out)])))
+    base = ml.Base(
+        *(
+            jax.random.normal(k, s)
+            for k, s in zip(ks[:3], [(spec.d, spec.d), (spec.d, spec.d_k), (spec.d, spec.d_out)])
+        )
+    )
     return ml.make_model(spec, par, key=ks[3], base=base)
 
 
 def _naive_f(model, params, x):
-    """f_G(x) for one input, term by term from the LoRA factors (docs/model.md, "The regression model")."""
+    """f_G(x) for one input, term by term from the LoRA factors (docs/model.md, "The regression
+    model")."""
     f = ml.factors(model, params)
     s, b = model.spec, model.base
     scores = []
@@ -103,9 +115,14 @@ def test_compact_parameter_space_bounds_every_factor():
         (lambda: ml.nonlinear("softplus"), r"Unknown activation 'softplus'"),
         (lambda: ml.Vanilla(bound=float("inf")), r"bound must be a positive finite number"),
         (lambda: ml.make_model(ml.ModelSpec(d=2, d_out=1, r=1), ml.linear()), r"needs a key"),
-        (lambda: ml.make_model(ml.ModelSpec(d=2, d_out=1, r=1), ml.Vanilla(),
-                               base=ml.Base(jnp.zeros((2, 3)), jnp.eye(2), jnp.zeros((2, 1)))),
-         r"Shape mismatch for base weight M0: got \(2, 3\), expected \(2, 2\)"),
+        (
+            lambda: ml.make_model(
+                ml.ModelSpec(d=2, d_out=1, r=1),
+                ml.Vanilla(),
+                base=ml.Base(jnp.zeros((2, 3)), jnp.eye(2), jnp.zeros((2, 1))),
+            ),
+            r"Shape mismatch for base weight M0: got \(2, 3\), expected \(2, 2\)",
+        ),
         (lambda: ml.Design(kind="gaussian"), r"Unknown design 'gaussian'"),
     ],
 )
@@ -124,8 +141,12 @@ def test_truth_checks():
     with pytest.raises(ValueError, match="coincide|relabel"):
         ml.make_truth(model, twin, key=jax.random.key(0))
     with pytest.raises(ValueError, match="Non-finite entries in truth parameters field 'A_Q'"):
-        ml.make_truth(model, good._replace(A_Q=good.A_Q.at[0, 0, 0].set(jnp.nan)), key=jax.random.key(0))
-    with pytest.raises(ValueError, match=r"Shape mismatch for truth parameter B_V: got \(2, 3, 1\)"):
+        ml.make_truth(
+            model, good._replace(A_Q=good.A_Q.at[0, 0, 0].set(jnp.nan)), key=jax.random.key(0)
+        )
+    with pytest.raises(
+        ValueError, match=r"Shape mismatch for truth parameter B_V: got \(2, 3, 1\)"
+    ):
         ml.make_truth(model, good._replace(B_V=jnp.zeros((2, 3, 1))), key=jax.random.key(0))
     with pytest.raises(ValueError, match="sigma must be positive"):
         ml.sample_dataset(jax.random.key(0), truth, 10, 0.0)
@@ -144,19 +165,29 @@ def test_draw_truth_is_reproducible_and_respects_thresholds():
     for x, y in zip(t1.params, t2.params):
         np.testing.assert_array_equal(x, y)
     V = np.asarray(t1.atoms.V).reshape(3, -1)
-    assert t1.expert_separation == pytest.approx(min(np.linalg.norm(V[i] - V[j]) for i in range(3) for j in range(i)))
+    assert t1.expert_separation == pytest.approx(
+        min(np.linalg.norm(V[i] - V[j]) for i in range(3) for j in range(i))
+    )
 
 
 def test_draw_truth_rejects_close_experts():
     spec = ml.ModelSpec(d=2, d_out=1, r=1, gate_scale=3.0)
     model = ml.make_model(spec, ml.nonlinear("tanh"), key=jax.random.key(1))
     loose = ml.draw_truth(jax.random.key(7), model, 2, min_separation=0.5, min_gate_strength=0.5)
-    strict = ml.draw_truth(jax.random.key(7), model, 2, min_separation=0.5, min_gate_strength=0.5,
-                           min_expert_separation=loose.expert_separation * 1.5)
+    strict = ml.draw_truth(
+        jax.random.key(7),
+        model,
+        2,
+        min_separation=0.5,
+        min_gate_strength=0.5,
+        min_expert_separation=loose.expert_separation * 1.5,
+    )
     assert strict.expert_separation >= loose.expert_separation * 1.5
     with pytest.raises(ValueError, match=r"expert separation >= 50\.0 in 3 draws"):
         ml.draw_truth(jax.random.key(0), model, 2, min_expert_separation=50.0, max_tries=3)
-    with pytest.raises(ValueError, match="min_expert_separation must be finite and non-negative, got -1"):
+    with pytest.raises(
+        ValueError, match="min_expert_separation must be finite and non-negative, got -1"
+    ):
         ml.draw_truth(jax.random.key(0), model, 2, min_expert_separation=-1.0)
 
 

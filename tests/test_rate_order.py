@@ -17,7 +17,12 @@ CONFIG = {
     "seed": 11,
     "estimators": ["vanilla", "tanh"],
     "model": {"d": 2, "r": 1, "gate_scale": 3.0},
-    "truth": {"components": 2, "min_separation": 0.5, "min_gate_strength": 0.5, "min_expert_separation": 0.5},
+    "truth": {
+        "components": 2,
+        "min_separation": 0.5,
+        "min_gate_strength": 0.5,
+        "min_expert_separation": 0.5,
+    },
     "data": {"sigma": 0.02, "sizes": [250, 1000, 4000], "replicates": 8, "n_eval": 2000},
     "fit": {"extra_components": [0]},
 }
@@ -30,5 +35,7 @@ def test_exact_specified_l2_rate_is_n_to_the_minus_half(tmp_path):
     table = slope_table(df, metrics=["l2_error"], statistics=["mean"], bootstrap=200)
     assert len(table) == 2
     for row in table.itertuples():
-        assert -0.65 <= row.slope <= -0.35, f"{row.estimator}: L2 slope {row.slope:.3f} outside [-0.65, -0.35]"
+        assert -0.65 <= row.slope <= -0.35, (
+            f"{row.estimator}: L2 slope {row.slope:.3f} outside [-0.65, -0.35]"
+        )
     assert df["certified"].mean() >= 0.9

@@ -26,13 +26,21 @@ def _table(slope=-0.5, R=32, seed=0, noise=0.3, **cols):
     rows = []
     for n in SIZES:
         for k in range(R):
-            rows.append({"n": n, "replicate": k, "D": 2.0 * n ** slope * rng.lognormal(0, noise), "l2_error": n ** -0.5,
-                         "certified": k > 0} | cols)
+            rows.append(
+                {
+                    "n": n,
+                    "replicate": k,
+                    "D": 2.0 * n**slope * rng.lognormal(0, noise),
+                    "l2_error": n**-0.5,
+                    "certified": k > 0,
+                }
+                | cols
+            )
     return pd.DataFrame(rows)
 
 
 def test_loglog_slope_exact_and_bad_input():
-    s, c = loglog_slope(SIZES, 5.0 * SIZES ** -0.25)
+    s, c = loglog_slope(SIZES, 5.0 * SIZES**-0.25)
     assert s == pytest.approx(-0.25, abs=1e-12) and np.exp(c) == pytest.approx(5.0)
     with pytest.raises(ValueError, match="positive"):
         loglog_slope(SIZES, -SIZES)
@@ -73,59 +81,103 @@ def test_minimax_curve_takes_the_worst_member():
 
 
 def test_slope_table_rows_per_curve():
-    df = pd.concat([_table(-0.5).assign(estimator=e, extra=x, truth="tanh", through="tanh", delta=np.nan)
-                    for e in ["vanilla", "tanh"] for x in [0, 1]])
+    df = pd.concat(
+        [
+            _table(-0.5).assign(estimator=e, extra=x, truth="tanh", through="tanh", delta=np.nan)
+            for e in ["vanilla", "tanh"]
+            for x in [0, 1]
+        ]
+    )
     table = slope_table(df, bootstrap=20)
     assert len(table) == 2 * 2 * 2 * 2  # estimators x settings x metrics x statistics
     l2 = table[table["metric"] == "l2_error"]
     np.testing.assert_allclose(l2["slope"], -0.5)
-    assert set(table.columns) >= {"slope", "ci_low", "ci_high", "n_min", "n_max", "replicates", "certified_fraction"}
+    assert set(table.columns) >= {
+        "slope",
+        "ci_low",
+        "ci_high",
+        "n_min",
+        "n_max",
+        "replicates",
+        "certified_fraction",
+    }
 
 
 def test_sample_complexity_is_exact_on_a_power_law_and_censors_the_ends():
     n = np.array([100.0, 1000.0, 10000.0])
     loss = n**-0.5
-    assert sample_complexity(n, loss, 10**-1.25) == pytest.approx(10**2.5, rel=1e-12)  # between sizes
+    assert sample_complexity(n, loss, 10**-1.25) == pytest.approx(
+        10**2.5, rel=1e-12
+    )  # between sizes
     assert sample_complexity(n, loss, 0.01) == pytest.approx(1e4, rel=1e-12)  # at the last size
-    assert np.isnan(sample_complexity(n, loss, 0.5))  # already reached at the smallest size: not pinned to it
+    assert np.isnan(
+        sample_complexity(n, loss, 0.5)
+    )  # already reached at the smallest size: not pinned to it
     assert np.isnan(sample_complexity(n, loss, 1e-3))  # never reached: no extrapolation
     out = sample_complexity(n[::-1], loss[::-1], np.array([10**-1.5, 1e-3]))  # any order, array eps
     assert out[0] == pytest.approx(1000.0) and np.isnan(out[1])
     ne, status = crossing(n, loss, [0.5, 10**-1.25, 1e-3])
     assert status.tolist() == [LEFT_CENSORED, REACHED, RIGHT_CENSORED]
-    np.testing.assert_allclose(ne, [100.0, 10**2.5, 1e4], rtol=1e-12)  # censored: the bound that is known
+    np.testing.assert_allclose(
+        ne, [100.0, 10**2.5, 1e4], rtol=1e-12
+    )  # censored: the bound that is known
 
 
 def test_crossing_recovers_known_answers_on_synthetic_curves():
     rng = np.random.default_rng(0)
     n = np.geomspace(100, 1e5, 14)
     for a, C in ((-0.5, 2.0), (-0.25, 0.7), (-1.0, 30.0)):
-        eps = C * np.exp(rng.uniform(np.log(n[1]), np.log(n[-1]), 20)) ** a  # losses the curve reaches inside the grid
+        eps = (
+            C * np.exp(rng.uniform(np.log(n[1]), np.log(n[-1]), 20)) ** a
+        )  # losses the curve reaches inside the grid
         ne, status = crossing(n, C * n**a, eps)
         assert (status == REACHED).all()
-        np.testing.assert_allclose(ne, (eps / C) ** (1 / a), rtol=1e-10)  # exact on a power law: log-log interpolation
+        np.testing.assert_allclose(
+            ne, (eps / C) ** (1 / a), rtol=1e-10
+        )  # exact on a power law: log-log interpolation
 
 
 def test_sample_complexity_first_crossing_of_a_non_monotone_curve():
     n = np.array([10.0, 100.0, 1000.0])
-    assert sample_complexity(n, [1.0, 0.1, 0.5], 0.2) == pytest.approx(50.0)  # 1 -> 0.1 crosses 0.2 at n = 50
+    assert sample_complexity(n, [1.0, 0.1, 0.5], 0.2) == pytest.approx(
+        50.0
+    )  # 1 -> 0.1 crosses 0.2 at n = 50
 
 
 def test_term_slope_intervals_cover_known_slopes_by_range():
-    # D_mass ~ n^-1 everywhere; D_multi ~ n^-0.25 below n = 1000 and n^-0.5 above: the range matters.
+    # D_mass ~ n^-1 everywhere; D_multi ~ n^-0.25 below n = 1000 and n^-0.5 above: the range
+    # matters.
     rng = np.random.default_rng(3)
     sizes = np.geomspace(100, 1e5, 10).round()
     rows = []
     for n in sizes:
         for k in range(32):
-            multi = (n ** -0.25 if n <= 1000 else 1000**0.25 * n**-0.5) * rng.lognormal(0, 0.3)
-            rows.append({"truth": "t", "estimator": "e", "extra": 1, "n": n, "replicate": k,
-                         "D_mass": 0.5 / n * rng.lognormal(0, 0.3), "D_multi": multi})
+            multi = (n**-0.25 if n <= 1000 else 1000**0.25 * n**-0.5) * rng.lognormal(0, 0.3)
+            rows.append(
+                {
+                    "truth": "t",
+                    "estimator": "e",
+                    "extra": 1,
+                    "n": n,
+                    "replicate": k,
+                    "D_mass": 0.5 / n * rng.lognormal(0, 0.3),
+                    "D_multi": multi,
+                }
+            )
     df = pd.DataFrame(rows)
-    table = term_slopes(df, [(None, 1000), (1000, None)], terms=("D_mass", "D_multi"), bootstrap=400)
-    truth = {("D_mass", 100): -1.0, ("D_mass", 1000): -1.0, ("D_multi", 100): -0.25, ("D_multi", 1000): -0.5}
+    table = term_slopes(
+        df, [(None, 1000), (1000, None)], terms=("D_mass", "D_multi"), bootstrap=400
+    )
+    truth = {
+        ("D_mass", 100): -1.0,
+        ("D_mass", 1000): -1.0,
+        ("D_multi", 100): -0.25,
+        ("D_multi", 1000): -0.5,
+    }
     for row in table.itertuples():
         assert row.ci_low <= truth[(row.term, row.n_min)] <= row.ci_high, row
         assert row.ci_high - row.ci_low < 0.2
     local = local_slope_table(df, "D_multi", window=3, bootstrap=200)
-    assert local["slope"].iloc[0] == pytest.approx(-0.25, abs=0.1) and local["slope"].iloc[-1] == pytest.approx(-0.5, abs=0.1)
+    assert local["slope"].iloc[0] == pytest.approx(-0.25, abs=0.1) and local["slope"].iloc[
+        -1
+    ] == pytest.approx(-0.5, abs=0.1)

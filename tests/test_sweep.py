@@ -44,10 +44,29 @@ def test_reference_run_writes_a_complete_tidy_table(reference, config):
     exp = load_experiment(config)
     df = _table(reference)
     assert len(exp.units()) == 2 * 4 * 2  # sizes x (truth, estimator) pairs x replicate blocks
-    assert len(df) == 2 * 4 * 2 and not df.duplicated(["truth", "estimator", "extra", "n", "replicate"]).any()
-    assert set(df["truth"]) == {"tanh", "tanh@delta=0.5"} and set(df["estimator"]) == {"vanilla", "tanh"}
-    for col in ["risk", "risk_truth", "grad_norm", "rel_grad", "iterations", "converged", "certified",
-                "min_weight", "D", "l2_error", "cell_size_0", "cell_size_1", "stop_reason"]:
+    assert (
+        len(df) == 2 * 4 * 2
+        and not df.duplicated(["truth", "estimator", "extra", "n", "replicate"]).any()
+    )
+    assert set(df["truth"]) == {"tanh", "tanh@delta=0.5"} and set(df["estimator"]) == {
+        "vanilla",
+        "tanh",
+    }
+    for col in [
+        "risk",
+        "risk_truth",
+        "grad_norm",
+        "rel_grad",
+        "iterations",
+        "converged",
+        "certified",
+        "min_weight",
+        "D",
+        "l2_error",
+        "cell_size_0",
+        "cell_size_1",
+        "stop_reason",
+    ]:
         assert col in df
     assert np.isfinite(df["D"]).all()
     cert = df[df["certified"]]
@@ -62,7 +81,10 @@ def test_reference_run_writes_a_complete_tidy_table(reference, config):
 
 def test_shards_merge_to_the_unsharded_table(reference, config, tmp_path):
     for i in range(2):
-        assert cli.main(["run", str(config), "--out", str(tmp_path), "--shard", f"{i}/2", "--quiet"]) == 0
+        assert (
+            cli.main(["run", str(config), "--out", str(tmp_path), "--shard", f"{i}/2", "--quiet"])
+            == 0
+        )
         assert (tmp_path / "results.parquet").exists() == (i == 1)
     pd.testing.assert_frame_equal(_table(tmp_path), _table(reference))
 
@@ -78,8 +100,21 @@ def test_in_memory_run_gives_the_written_table(reference, config):
 @pytest.mark.slow
 def test_killed_run_resumes_without_loss_or_repetition(reference, config, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "moe_lora.cli", "run", str(config), "--out", str(tmp_path), "--quiet"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "moe_lora.cli",
+            "run",
+            str(config),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     unit_dir = tmp_path / "units"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not list(unit_dir.glob("*.parquet")):
@@ -90,7 +125,9 @@ def test_killed_run_resumes_without_loss_or_repetition(reference, config, tmp_pa
     assert 1 <= len(done) < 16, "the kill should land mid-run"
     exp = Experiment.from_dict(json.loads((tmp_path / "manifest.json").read_text())["config"])
     summary = run_sweep(exp, tmp_path, progress=False)
-    assert summary.computed == 16 - len(done) and summary.skipped == len(done) and not summary.missing
+    assert (
+        summary.computed == 16 - len(done) and summary.skipped == len(done) and not summary.missing
+    )
     pd.testing.assert_frame_equal(_table(tmp_path), _table(reference))
     # A second start finds nothing to do.
     assert run_sweep(exp, tmp_path, progress=False).computed == 0
@@ -132,7 +169,9 @@ def test_rates_and_plot_commands(reference, tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_parquet(data / "results.parquet"), _table(reference))
     assert json.loads((data / "manifest.json").read_text())["name"] == "tiny"
     assert len(pd.read_csv(data / "rates.csv")) == len(rates)
-    assert (reference / "results.parquet").stat().st_mode & 0o777 != 0o600  # not mkstemp's private mode
+    assert (
+        reference / "results.parquet"
+    ).stat().st_mode & 0o777 != 0o600  # not mkstemp's private mode
 
 
 def test_load_results_merges_partial_runs(reference, tmp_path, capsys):
@@ -144,11 +183,16 @@ def test_load_results_merges_partial_runs(reference, tmp_path, capsys):
     for path in kept:
         shutil.copyfile(path, tmp_path / "units" / path.name)
     df, manifest = load_results(tmp_path)
-    assert manifest["name"] == "tiny" and f"{16 - len(kept)} of 16 units missing" in capsys.readouterr().err
+    assert (
+        manifest["name"] == "tiny"
+        and f"{16 - len(kept)} of 16 units missing" in capsys.readouterr().err
+    )
     expected = pd.concat([pd.read_parquet(p) for p in kept], ignore_index=True)
     assert len(df) == len(expected) == len(kept) < 16
     key = ["truth", "estimator", "extra", "n", "replicate"]
-    pd.testing.assert_frame_equal(df, expected.sort_values(key, kind="stable").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        df, expected.sort_values(key, kind="stable").reset_index(drop=True)
+    )
     full, _ = load_results(reference)  # a finished run reads its merged table
     assert len(full) == 16
 
@@ -179,18 +223,28 @@ def test_both_kinds_meet_the_kind_contract_and_the_run_layer_imports_no_kind():
     for path in ("simulations/quick.toml", "simulations/attention_head_quick.toml"):
         exp = load_experiment(Path(moe_lora.__file__).parents[1] / path)
         assert isinstance(exp, ExperimentKind) and kind_class(exp.kind) is type(exp)
-        assert all(isinstance(u, WorkUnit) for u in exp.units()) and len({u.id for u in exp.units()}) == len(exp.units())
+        assert all(isinstance(u, WorkUnit) for u in exp.units()) and len(
+            {u.id for u in exp.units()}
+        ) == len(exp.units())
     assert isinstance(Experiment.from_dict(_TINY_DICT).context(), UnitContext)
     # No import circle: the kinds import nothing from the run layer, the run layer no kind module.
     root = Path(moe_lora.__file__).parent
     imported = {}
     for module in ("experiment.py", "kinds.py", "runs/local.py", "runs/store.py", "runs/ray.py"):
         tree = ast.parse((root / module).read_text())
-        imported[module] = {(n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported[module] = {
+            (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+        }
     assert not any("runs" in m for m in imported["experiment.py"] | imported["kinds.py"])
-    assert not any(m.endswith(("experiment", "head_study")) for f in ("runs/local.py", "runs/store.py", "runs/ray.py")
-                   for m in imported[f])
+    assert not any(
+        m.endswith(("experiment", "head_study"))
+        for f in ("runs/local.py", "runs/store.py", "runs/ray.py")
+        for m in imported[f]
+    )
 
 
-_TINY_DICT = {"estimators": ["tanh"], "model": {"d": 2, "gate_scale": 3.0},
-              "data": {"sigma": 0.05, "sizes": [60], "replicates": 1, "n_eval": 50}}
+_TINY_DICT = {
+    "estimators": ["tanh"],
+    "model": {"d": 2, "gate_scale": 3.0},
+    "data": {"sigma": 0.05, "sizes": [60], "replicates": 1, "n_eval": 50},
+}

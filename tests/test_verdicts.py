@@ -1,4 +1,5 @@
-"""The verdict rule (``moe_lora.verdicts``) on synthetic tables with known slopes, and its config keys."""
+"""The verdict rule (``moe_lora.verdicts``) on synthetic tables with known slopes, and its config
+keys."""
 
 import numpy as np
 import pandas as pd
@@ -14,11 +15,14 @@ def _table(curve, noise, *, truth="t", estimator="tanh", replicates=32, seed=0):
     rng = np.random.default_rng(seed)
     n = np.repeat(SIZES, replicates)
     D = curve(n.astype(float)) * np.exp(noise * rng.standard_normal(n.size))
-    return pd.DataFrame({"truth": truth, "estimator": estimator, "extra": 1, "n": n, "D": D, "certified": True})
+    return pd.DataFrame(
+        {"truth": truth, "estimator": estimator, "extra": 1, "n": n, "D": D, "certified": True}
+    )
 
 
 def test_local_slope_is_not_the_exponent():
-    # sqrt(log n / n) is shallower than n^-1/2 over any finite range (docs/results.md, "Reading a slope").
+    # sqrt(log n / n) is shallower than n^-1/2 over any finite range (docs/results.md, "Reading a
+    # slope").
     assert local_slope("sqrt_log_n_over_n", SIZES) == pytest.approx(-0.45, abs=0.01)
     assert local_slope("inv_sqrt_n", SIZES) == pytest.approx(-0.5, abs=1e-12)
     assert local_slope(-0.25, SIZES) == pytest.approx(-0.25, abs=1e-12)
@@ -27,9 +31,9 @@ def test_local_slope_is_not_the_exponent():
 @pytest.mark.parametrize(
     ("curve", "noise", "expected"),
     [
-        (lambda n: np.sqrt(np.log(n) / n), 0.1, "agrees"),      # the prediction itself
-        (lambda n: n**-0.25, 0.1, "disagrees"),                 # the alternative
-        (lambda n: np.sqrt(np.log(n) / n), 3.0, "undecided"),   # so noisy the interval spans both
+        (lambda n: np.sqrt(np.log(n) / n), 0.1, "agrees"),  # the prediction itself
+        (lambda n: n**-0.25, 0.1, "disagrees"),  # the alternative
+        (lambda n: np.sqrt(np.log(n) / n), 3.0, "undecided"),  # so noisy the interval spans both
     ],
 )
 def test_rule_on_known_slopes(curve, noise, expected):
@@ -66,8 +70,14 @@ def test_table_per_truth_and_pooled():
 
 
 def _config(rates):
-    return Config.from_dict({"estimators": ["tanh"], "model": {"d": 2},
-                             "data": {"sigma": 0.02, "sizes": [100, 1000], "replicates": 4}, "rates": rates})
+    return Config.from_dict(
+        {
+            "estimators": ["tanh"],
+            "model": {"d": 2},
+            "data": {"sigma": 0.02, "sizes": [100, 1000], "replicates": 4},
+            "rates": rates,
+        }
+    )
 
 
 def test_config_rules_checked():
@@ -77,7 +87,9 @@ def test_config_rules_checked():
         _config({"verdicts": [rule | {"prediction": "fast"}]})
     with pytest.raises(ConfigError, match=r"rates.verdicts\[0\]: unknown keys \['colour'\]"):
         _config({"verdicts": [rule | {"colour": "red"}]})
-    with pytest.raises(ConfigError, match="rates.statistic: expected 'mean' or 'median', got 'mode'"):
+    with pytest.raises(
+        ConfigError, match="rates.statistic: expected 'mean' or 'median', got 'mode'"
+    ):
         _config({"statistic": "mode"})
 
 

@@ -26,8 +26,13 @@ SPLIT = {
 
 
 def loss(w, b, tw=TRUE_W, tb=TRUE, exps=EXP):
-    return voronoi_loss(jnp.asarray(w), {k: jnp.asarray(x) for k, x in b.items()}, jnp.asarray(tw),
-                        {k: jnp.asarray(x) for k, x in tb.items()}, exps)
+    return voronoi_loss(
+        jnp.asarray(w),
+        {k: jnp.asarray(x) for k, x in b.items()},
+        jnp.asarray(tw),
+        {k: jnp.asarray(x) for k, x in tb.items()},
+        exps,
+    )
 
 
 # Property tests see many shapes: one compile per shape beats eager per-op dispatch. Exponents are
@@ -41,7 +46,10 @@ def jloss(w, b, tw, tb, exps=EXP):
 
 def test_exact_match_in_any_order():
     tw = np.array([0.2, 0.3, 0.5])
-    tb = {"S": np.arange(12.0).reshape(3, 2, 2), "v": np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])}
+    tb = {
+        "S": np.arange(12.0).reshape(3, 2, 2),
+        "v": np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]),
+    }
     out = loss(tw, tb, tw, tb)
     assert float(out.total) == 0.0
     np.testing.assert_array_equal(out.cell, [0, 1, 2])
@@ -59,7 +67,8 @@ def test_split_atom_by_hand():
     np.testing.assert_array_equal(out.cell, [0, 0, 1])
     np.testing.assert_array_equal(out.cell_size, [2, 1])
     np.testing.assert_allclose(out.mass, [0.0, 0.0], atol=1e-15)
-    # Cell 0 (two atoms): squared norms. Cell 1 (singleton): first powers, ||dS|| = 0.4, ||dv|| = 0.5.
+    # Cell 0 (two atoms): squared norms. Cell 1 (singleton): first powers, ||dS|| = 0.4, ||dv|| =
+    # 0.5.
     cell0 = 0.2 * (0.1**2 + 0.2**2) + 0.3 * (0.3**2 + 0.0)
     cell1 = 0.5 * (0.4 + 0.5)
     np.testing.assert_allclose(out.parameter, [cell0, cell1], rtol=1e-13)
@@ -74,7 +83,9 @@ def test_dead_atom_and_empty_cell():
     np.testing.assert_array_equal(out.cell_size, [2, 0, 1])
     np.testing.assert_allclose(out.mass, [0.051, 0.3, 0.249], rtol=1e-12)
     # The dead atom shares cell 0, so it is charged 2^2, not 2^1.
-    np.testing.assert_allclose(out.parameter, [0.001 * 4 + 0.35 * 0.01, 0.0, 0.649 * 0.5], rtol=1e-12)
+    np.testing.assert_allclose(
+        out.parameter, [0.001 * 4 + 0.35 * 0.01, 0.0, 0.649 * 0.5], rtol=1e-12
+    )
     np.testing.assert_allclose(out.total, 0.051 + 0.3 + 0.249 + 0.0075 + 0.3245, rtol=1e-12)
 
 
@@ -98,7 +109,9 @@ def test_permutations():
 def test_ties_go_to_lower_index():
     for truth in ([[0.0], [2.0]], [[2.0], [0.0]]):
         assert voronoi_cells({"a": jnp.array([[1.0]])}, {"a": jnp.array(truth)}).tolist() == [0]
-    cells = voronoi_cells({"a": jnp.array([[0.5, 0.5], [0.0, 0.0]])}, {"a": jnp.array([[1.0, 0.0], [0.0, 1.0]])})
+    cells = voronoi_cells(
+        {"a": jnp.array([[0.5, 0.5], [0.0, 0.0]])}, {"a": jnp.array([[1.0, 0.0], [0.0, 1.0]])}
+    )
     assert cells.tolist() == [0, 0]
 
 
@@ -156,7 +169,10 @@ def test_jit_vmap_and_gradients():
             np.testing.assert_allclose(a[n], b, rtol=1e-13, atol=1e-15)
 
     total = lambda w, b, tw=TRUE_W, tb=TRUE: voronoi_loss(w, b, tw, tb, EXP).total
-    for w, b in ((TRUE_W, TRUE), (np.array([0.25, 0.25, 0.5]), {k: x[[0, 0, 1]] for k, x in TRUE.items()})):
+    for w, b in (
+        (TRUE_W, TRUE),
+        (np.array([0.25, 0.25, 0.5]), {k: x[[0, 0, 1]] for k, x in TRUE.items()}),
+    ):
         grads = jax.grad(total, argnums=(0, 1, 2, 3))(jnp.asarray(w), b, jnp.asarray(TRUE_W), TRUE)
         assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
 
@@ -187,7 +203,9 @@ def random_truth(seed):
 
 
 def perturbed(rng, w, b, scale=0.5):
-    return rng.dirichlet(np.ones(len(w))), {k: x + scale * rng.normal(size=x.shape) for k, x in b.items()}
+    return rng.dirichlet(np.ones(len(w))), {
+        k: x + scale * rng.normal(size=x.shape) for k, x in b.items()
+    }
 
 
 PROPS = settings(max_examples=50, deadline=None)
@@ -198,7 +216,9 @@ seeds = st.integers(0, 2**32 - 1)
 @given(seeds)
 def test_prop_invariant_to_fitted_permutation(seed):
     rng, tw, tb = random_truth(seed)
-    w, b = perturbed(rng, np.concatenate([tw, tw]), {k: np.concatenate([x, x]) for k, x in tb.items()})
+    w, b = perturbed(
+        rng, np.concatenate([tw, tw]), {k: np.concatenate([x, x]) for k, x in tb.items()}
+    )
     p = rng.permutation(len(w))
     ref, out = jloss(w, b, tw, tb), jloss(w[p], {k: x[p] for k, x in b.items()}, tw, tb)
     np.testing.assert_allclose(out.total, ref.total, rtol=1e-12)

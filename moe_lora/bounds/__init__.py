@@ -2,7 +2,8 @@
 
 * ``config``: ``BoundConfig`` and the loss names;
 * ``quadrature``: L2(mu) by tensor Gauss-Legendre quadrature;
-* ``witnesses``: exact flat sets through the truth, built (gate fiber, shared-gate split) and searched for;
+* ``witnesses``: exact flat sets through the truth, built (gate fiber, shared-gate split) and
+  searched for;
 * ``curves``: the two-point curves M(eta), m(eps), Le Cam's bound, the weak triangle constant;
 * ``figure``: the lower-bound figure.
 """

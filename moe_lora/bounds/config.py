@@ -28,7 +28,9 @@ def loss_exponents(name: str) -> Exponents:
     """
     match = _LOSS_NAME.match(name) if isinstance(name, str) else None
     if match is None:
-        raise ValueError(f"Unknown loss {name!r}; expected 'D' or 'D_r' with a number r >= 1, e.g. 'D_2'")
+        raise ValueError(
+            f"Unknown loss {name!r}; expected 'D' or 'D_r' with a number r >= 1, e.g. 'D_2'"
+        )
     if match["r"] is None:
         return D_EXPONENTS
     r = float(match["r"])
@@ -38,8 +40,14 @@ def loss_exponents(name: str) -> Exponents:
 
 
 def _positive(name, value):
-    if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and value > 0):
-        raise FieldError(name, f"BoundConfig.{name} must be a positive finite number, got {value!r}")
+    if not (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+        and value > 0
+    ):
+        raise FieldError(
+            name, f"BoundConfig.{name} must be a positive finite number, got {value!r}"
+        )
 
 
 def _count(name, value, minimum):
@@ -68,11 +76,12 @@ class BoundConfig:
         cell_rounds: most solves per start, each with the cells of the previous solve's end point.
         max_iter, gtol: Levenberg-Marquardt cap and relative-gradient tolerance per solve.
         constraint_tol: a witness is on target when |D - eps| / eps <= constraint_tol.
-        neighbourhood_tol: largest distance outside N(G*) (and kappa shortfall) still counted inside.
-        agree_rtol: starts within this relative distance of the best value count as reaching it.
-        triangle_samples: random triples used to measure the weak triangle constant.
+        neighbourhood_tol: largest distance outside N(G*) (and kappa shortfall) still counted
+        inside. agree_rtol: starts within this relative distance of the best value count as reaching
+        it. triangle_samples: random triples used to measure the weak triangle constant.
         canonicalize: move each LM trial point along the exact symmetries (``canonicalize``).
-        refine: rounds of adaptive targets (``curves.refine_targets``): each bisects, in log eps, the
+        refine: rounds of adaptive targets (``curves.refine_targets``): each bisects, in log eps,
+        the
             flat set's edge and the m-curve's largest jump. Not a ``[bound]`` config key yet: the
             default applies to ``moe-lora bound``.
     """
@@ -104,41 +113,66 @@ class BoundConfig:
         for name in ("etas", "epsilons", "losses"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) == 0:
-                raise FieldError(name, f"BoundConfig.{name} must be a non-empty sequence, got {value!r}")
+                raise FieldError(
+                    name, f"BoundConfig.{name} must be a non-empty sequence, got {value!r}"
+                )
             object.__setattr__(self, name, tuple(value))
         for name in ("etas", "epsilons"):
             for x in getattr(self, name):
-                if not (isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) and x > 0):
-                    raise FieldError(name, f"BoundConfig.{name} must hold positive finite numbers, got {x!r}")
+                if not (
+                    isinstance(x, (int, float, np.integer, np.floating))
+                    and math.isfinite(x)
+                    and x > 0
+                ):
+                    raise FieldError(
+                        name, f"BoundConfig.{name} must hold positive finite numbers, got {x!r}"
+                    )
         for loss in self.losses:
             try:
                 loss_exponents(loss)
             except ValueError as e:
                 raise FieldError("losses", str(e)) from None
-        if not (isinstance(self.radius, (int, float)) and self.radius > 0 and math.isfinite(self.radius)):
-            raise FieldError("radius", f"Empty neighbourhood: radius must be positive and finite, got {self.radius!r}")
+        if not (
+            isinstance(self.radius, (int, float)) and self.radius > 0 and math.isfinite(self.radius)
+        ):
+            raise FieldError(
+                "radius",
+                f"Empty neighbourhood: radius must be positive and finite, got {self.radius!r}",
+            )
         if self.kappa is not None:
             _positive("kappa", self.kappa)
             if self.kappa >= 2 * self.radius:
                 raise FieldError(
-                    "kappa", f"Empty neighbourhood: kappa = {self.kappa} >= 2 * radius = {2 * self.radius}; two atoms of one "
-                    "cell cannot both lie within radius of its true atom with gates kappa apart"
+                    "kappa",
+                    f"Empty neighbourhood: kappa = {self.kappa} >= 2 * radius = {2 * self.radius}; "
+                    "two atoms of one "
+                    "cell cannot both lie within radius of its true atom with gates kappa apart",
                 )
         for name in ("split_starts", "flat_starts", "random_starts"):
             _count(name, getattr(self, name), 0)
         if self.split_starts + self.flat_starts + self.random_starts < 1:
-            raise FieldError("split_starts", "BoundConfig needs at least one start (split_starts + flat_starts + random_starts >= 1)")
+            raise FieldError(
+                "split_starts",
+                "BoundConfig needs at least one start (split_starts + flat_starts + random_starts "
+                ">= 1)",
+            )
         for name in ("quadrature_order", "cell_rounds", "max_iter"):
             _count(name, getattr(self, name), 1)
         _count("n_sample", self.n_sample, 100)
         _count("triangle_samples", self.triangle_samples, 1)
         _count("refine", self.refine, 0)
-        for name in ("start_scale", "penalty", "barrier", "gtol", "constraint_tol", "neighbourhood_tol", "agree_rtol"):
+        for name in (
+            "start_scale",
+            "penalty",
+            "barrier",
+            "gtol",
+            "constraint_tol",
+            "neighbourhood_tol",
+            "agree_rtol",
+        ):
             _positive(name, getattr(self, name))
 
     @property
     def n_starts(self) -> int:
         """Starts per target, the rescaled second-pass start included."""
         return self.split_starts + self.flat_starts + self.random_starts + 1
-
-

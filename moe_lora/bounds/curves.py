@@ -36,10 +36,10 @@ from n samples,
     max_{i=0,1} E_{G_i} D(G_n, G_i) >= D(G1, G0) / (2 C) * (1 - TV(P_0^n, P_1^n)),
 
 and with Gaussian noise TV <= sqrt(KL / 2) = sqrt(n) ||f_G1 - f_G0|| / (2 sigma) (Pinsker). With
-||f_G1 - f_G0|| <= c sigma / sqrt(n): LB(n) = (1 - c / 2) M(c sigma / sqrt(n)) / (2 C). ``le_cam_best_c``
-takes the best c per n; an exact flat witness has TV = 0 and gives D / (2 C) at every n
-(``le_cam_flat``). C is not uniform: ``split_path_triangle`` measures it along vanilla's split
-paths as a function of the radius.
+||f_G1 - f_G0|| <= c sigma / sqrt(n): LB(n) = (1 - c / 2) M(c sigma / sqrt(n)) / (2 C).
+``le_cam_best_c`` takes the best c per n; an exact flat witness has TV = 0 and gives D / (2 C) at
+every n (``le_cam_flat``). C is not uniform: ``split_path_triangle`` measures it along vanilla's
+split paths as a function of the radius.
 """
 
 from __future__ import annotations
@@ -104,18 +104,27 @@ def cell_terms(atoms_: Atoms, true_atoms: Atoms, exponents: Exponents, gating: s
 
 
 def _split(estimator: Model, true_params, parent):
-    """Raw parameters with atom i a copy of true atom parent[i]; copies share their parent's weight."""
+    """Raw parameters with atom i a copy of true atom parent[i]; copies share their parent's
+    weight."""
     fields = [x[parent] for x in true_params[:-1]]
     return type(true_params)(*fields, split_biases(estimator, true_params.c, parent))
 
 
 def _expert_fields(estimator: Model) -> tuple[str, ...]:
-    """Raw fields moved along the shared-gate directions: vanilla's expert factor B_V; shared: a, b."""
+    """Raw fields moved along the shared-gate directions: vanilla's expert factor B_V; shared: a,
+    b."""
     return ("B_V",) if isinstance(estimator.parameterization, Vanilla) else ("a", "b")
 
 
-def starts(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, eps, config: BoundConfig,
-           exponents: Exponents = D_LOSS):
+def starts(
+    key: PRNGKeyArray,
+    estimator: Model,
+    true_params,
+    n_components: int,
+    eps,
+    config: BoundConfig,
+    exponents: Exponents = D_LOSS,
+):
     """All starts for one eps target, stacked on a leading axis (split, then flat, then random).
 
     Perturbations are sized so that the loss starts near eps: s1 = start_scale eps^(1/e_singleton)
@@ -141,24 +150,40 @@ def starts(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, 
     for k in range(config.split_starts):
         base = _split(estimator, true_params, parents(k))
         ks = jax.random.split(next(keys), len(base))
-        out.append(type(base)(*[x + s1 * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks[:-1], base[:-1])],
-                              base.c))
+        out.append(
+            type(base)(
+                *[
+                    x + s1 * jax.random.normal(kk, x.shape, x.dtype)
+                    for kk, x in zip(ks[:-1], base[:-1])
+                ],
+                base.c,
+            )
+        )
     heaviest = jnp.argsort(-mixture_weights(true_params.c, estimator.spec.gating))
     vanilla = isinstance(estimator.parameterization, Vanilla)
     for k in range(config.flat_starts):
         j = heaviest[k % L_star]
         if vanilla and n_components == L_star + 1:
-            # exactly on the flat set (witnesses.split_witness), sized so that pi_j ||u A_Vj||^e_multi = eps
+            # exactly on the flat set (witnesses.split_witness), sized so that pi_j ||u
+            # A_Vj||^e_multi = eps
             u = jax.random.normal(next(keys), true_params.B_V.shape[1:], true_params.B_V.dtype)
             A_V = estimator.parameterization.to_compact(true_params).A_V[j]
-            pi_j = mixture_weights(estimator.parameterization.to_compact(true_params).c, estimator.spec.gating)[j]
+            pi_j = mixture_weights(
+                estimator.parameterization.to_compact(true_params).c, estimator.spec.gating
+            )[j]
             size = _safe_norm(u @ A_V, axis=(0, 1))
-            u = u * jnp.where(size > 0, (eps / pi_j) ** (1 / exponents.multi) / jnp.where(size > 0, size, 1.0), 1.0)
+            u = u * jnp.where(
+                size > 0,
+                (eps / pi_j) ** (1 / exponents.multi) / jnp.where(size > 0, size, 1.0),
+                1.0,
+            )
             out.append(split_witness(estimator, true_params, j, u))
             continue
         parent = jnp.concatenate([jnp.arange(L_star), jnp.full(n_components - L_star, j)])
         base = _split(estimator, true_params, parent)
-        sign = jnp.where(jnp.arange(n_components) == j, 1.0, jnp.where(jnp.asarray(parent) == j, -1.0, 0.0))
+        sign = jnp.where(
+            jnp.arange(n_components) == j, 1.0, jnp.where(jnp.asarray(parent) == j, -1.0, 0.0)
+        )
         ks = iter(jax.random.split(next(keys), len(base)))
         fields = []
         for name, x in zip(base._fields, base):
@@ -170,11 +195,17 @@ def starts(key: PRNGKeyArray, estimator: Model, true_params, n_components: int, 
     for k in range(config.random_starts):
         base = _split(estimator, true_params, parents(k))
         ks = jax.random.split(next(keys), len(base))
-        out.append(type(base)(*[x + s2 * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks, base)]))
+        out.append(
+            type(base)(
+                *[x + s2 * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks, base)]
+            )
+        )
     return jax.tree.map(lambda *xs: jnp.stack(xs), *out)
 
 
-_all_starts = jax.jit(jax.vmap(starts, in_axes=(0, None, None, None, 0, None, None)), static_argnums=(3, 5))
+_all_starts = jax.jit(
+    jax.vmap(starts, in_axes=(0, None, None, None, 0, None, None)), static_argnums=(3, 5)
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +227,9 @@ class Witness(NamedTuple):
     atoms: Atoms
 
 
-def _problem(estimator: Model, true_atoms: Atoms, quad: Quadrature, f_star, unravel, config: BoundConfig):
+def _problem(
+    estimator: Model, true_atoms: Atoms, quad: Quadrature, f_star, unravel, config: BoundConfig
+):
     gating = estimator.spec.gating
     sqrt_w = jnp.sqrt(quad.w)[:, None]
     L = unravel.n_components
@@ -220,18 +253,25 @@ def _problem(estimator: Model, true_atoms: Atoms, quad: Quadrature, f_star, unra
         f = regression_function(estimator.spec, estimator.base, a, quad.X)
         loss = cell_terms(a, true_atoms, exps, gating).loss
         _, outside, close = violations(a, config.radius)
-        return jnp.concatenate([
-            (sqrt_w * (f - f_star)).ravel(),
-            jnp.sqrt(config.penalty) * ((loss - eps) / eps)[None],
-            jnp.sqrt(config.barrier) * outside,
-            jnp.sqrt(config.barrier) * close,
-        ])
+        return jnp.concatenate(
+            [
+                (sqrt_w * (f - f_star)).ravel(),
+                jnp.sqrt(config.penalty) * ((loss - eps) / eps)[None],
+                jnp.sqrt(config.barrier) * outside,
+                jnp.sqrt(config.barrier) * close,
+            ]
+        )
 
     def evaluate(theta, exps):
         a = atoms_of(theta)
         terms, outside, close = violations(a, config.radius)
         total = cell_terms(a, true_atoms, exps, gating).loss
-        l2 = jnp.sqrt(quad.w @ jnp.sum((regression_function(estimator.spec, estimator.base, a, quad.X) - f_star) ** 2, -1))
+        l2 = jnp.sqrt(
+            quad.w
+            @ jnp.sum(
+                (regression_function(estimator.spec, estimator.base, a, quad.X) - f_star) ** 2, -1
+            )
+        )
         return a, total, terms.cell, l2, jnp.maximum(jnp.max(outside), jnp.max(close, initial=0.0))
 
     return residual, evaluate
@@ -249,7 +289,16 @@ class _Unravel:
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _solve(estimator: Model, true_atoms: Atoms, quad: Quadrature, template, thetas0, eps, exps, config: BoundConfig):
+def _solve(
+    estimator: Model,
+    true_atoms: Atoms,
+    quad: Quadrature,
+    template,
+    thetas0,
+    eps,
+    exps,
+    config: BoundConfig,
+):
     """Solve every (eps, start) problem: thetas0 (E, K, P), eps (E,). One jitted unit."""
     unravel = _Unravel(template)
     f_star = regression_function(estimator.spec, estimator.base, true_atoms, quad.X)
@@ -257,8 +306,13 @@ def _solve(estimator: Model, true_atoms: Atoms, quad: Quadrature, template, thet
     lm = LevenbergMarquardt(max_iter=config.max_iter, gtol=config.gtol, xtol=1e-15)
     canonical = lambda theta: ravel_pytree(canonicalize(estimator, unravel(theta)))[0]
     dtype = quad.X.dtype
-    zero_stats = Stats(jnp.zeros((), dtype), jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype),
-                       jnp.zeros((), jnp.int32), jnp.full((), MAX_ITER, jnp.int32))
+    zero_stats = Stats(
+        jnp.zeros((), dtype),
+        jnp.zeros((), dtype),
+        jnp.full((), jnp.inf, dtype),
+        jnp.zeros((), jnp.int32),
+        jnp.full((), MAX_ITER, jnp.int32),
+    )
 
     def one(theta0, target):
         def cond(state):
@@ -267,7 +321,11 @@ def _solve(estimator: Model, true_atoms: Atoms, quad: Quadrature, template, thet
 
         def body(state):
             k, theta, cell, _, _ = state
-            theta, stats = lm.run(lambda t: residual(t, cell, target, exps), theta, canonical if config.canonicalize else None)
+            theta, stats = lm.run(
+                lambda t: residual(t, cell, target, exps),
+                theta,
+                canonical if config.canonicalize else None,
+            )
             stats = jax.tree.map(lambda new, old: new.astype(old.dtype), stats, zero_stats)
             new_cell = evaluate(theta, exps)[2]
             return k + 1, theta, new_cell, stats, jnp.all(new_cell == cell)
@@ -276,12 +334,16 @@ def _solve(estimator: Model, true_atoms: Atoms, quad: Quadrature, template, thet
         state = (jnp.zeros((), jnp.int32), theta0, cell0, zero_stats, jnp.zeros((), bool))
         k, theta, _, stats, stable = jax.lax.while_loop(cond, body, state)
         a, D, _, l2, outside = evaluate(theta, exps)
-        return Witness(theta, D, l2, outside, stats.rel_grad, stats.stop_reason, stats.iterations, k, stable, a)
+        return Witness(
+            theta, D, l2, outside, stats.rel_grad, stats.stop_reason, stats.iterations, k, stable, a
+        )
 
     return jax.vmap(jax.vmap(one, in_axes=(0, None)))(thetas0, eps)
 
 
-def _chord_seeds(estimator: Model, true_params, n_components: int, config: BoundConfig) -> np.ndarray:
+def _chord_seeds(
+    estimator: Model, true_params, n_components: int, config: BoundConfig
+) -> np.ndarray:
     """Flat starts of the shared maps: fiber chords of the heaviest true atoms (``witnesses``),
     all L - L* extra atoms in one cell; (C, P) flat raw vectors, none for vanilla."""
     if isinstance(estimator.parameterization, Vanilla) or config.flat_starts == 0:
@@ -301,24 +363,42 @@ def _chord_seeds(estimator: Model, true_params, n_components: int, config: Bound
     return np.stack(out) if out else np.zeros((0,))
 
 
-def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
-                    config: BoundConfig, *, quad: Quadrature | None = None, epsilons=None) -> Witness:
+def solve_witnesses(
+    key: PRNGKeyArray,
+    truth: Truth,
+    estimator: Model,
+    n_components: int,
+    loss: str,
+    config: BoundConfig,
+    *,
+    quad: Quadrature | None = None,
+    epsilons=None,
+) -> Witness:
     """Solve m(eps) for every eps in ``epsilons`` (default ``config.epsilons``) from every start:
     a Witness with axes (E, K + 1).
 
     The first K starts per target are those of ``starts``; the last is a second pass from the best
     witness of a larger target scaled back towards the truth (see the comment in the code).
 
-    Raises ``ValueError`` for L < L*, an estimator family that does not contain the truth, or a bad loss.
+    Raises ``ValueError`` for L < L*, an estimator family that does not contain the truth, or a bad
+    loss.
     """
     exps = loss_exponents(loss)
     L_star = truth.atoms.c.shape[0]
     if not isinstance(n_components, (int, np.integer)) or n_components < L_star:
-        raise ValueError(f"n_components L = {n_components!r} is below the truth's L* = {L_star}; expected L >= L*")
+        raise ValueError(
+            f"n_components L = {n_components!r} is below the truth's L* = {L_star}; expected L >= "
+            "L*"
+        )
     true_params = truth_in(estimator, truth)
     if quad is None:
-        quad = quadrature(estimator.spec.d, Design(), config.quadrature_order, key=jax.random.fold_in(key, 1),
-                          n_sample=config.n_sample)
+        quad = quadrature(
+            estimator.spec.d,
+            Design(),
+            config.quadrature_order,
+            key=jax.random.fold_in(key, 1),
+            n_sample=config.n_sample,
+        )
     epsilons = tuple(config.epsilons if epsilons is None else (float(e) for e in epsilons))
     eps = jnp.asarray(epsilons, quad.X.dtype)
     keys = jax.random.split(jax.random.fold_in(key, 0), len(epsilons))
@@ -327,20 +407,24 @@ def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_compone
     thetas0 = jax.vmap(jax.vmap(lambda p: ravel_pytree(p)[0]))(stacked)
     seeds = _chord_seeds(estimator, true_params, int(n_components), config)
     if len(seeds):
-        seeds = jnp.broadcast_to(jnp.asarray(seeds, thetas0.dtype), (thetas0.shape[0],) + seeds.shape)
+        seeds = jnp.broadcast_to(
+            jnp.asarray(seeds, thetas0.dtype), (thetas0.shape[0],) + seeds.shape
+        )
         thetas0 = jnp.concatenate([thetas0, seeds], axis=1)
     template = jax.tree.map(lambda x: x[0, 0], stacked)
     first = _solve(estimator, truth.atoms, quad, template, thetas0, eps, exps_array, config)
-    # Second pass, one start per target: the best witness of a larger target (least L2 per unit of loss)
-    # scaled back towards the truth, theta_base + t (theta_w - theta_base), t = (eps / D_w)^(1 / e_singleton).
-    # Near G* the loss and the L2 distance both scale with the displacement, so this start carries the
-    # cheapest direction found at a large eps down to the small ones, where independent starts often fail.
+    # Second pass, one start per target: the best witness of a larger target (least L2 per unit of
+    # loss) scaled back towards the truth, theta_base + t (theta_w - theta_base), t = (eps / D_w)^(1
+    # / e_singleton). Near G* the loss and the L2 distance both scale with the displacement, so this
+    # start carries the cheapest direction found at a large eps down to the small ones, where
+    # independent starts often fail.
     parent = np.concatenate([np.arange(L_star), np.zeros(n_components - L_star, int)])
     base = ravel_pytree(canonicalize(estimator, _split(estimator, true_params, parent)))[0]
     D, l2 = np.asarray(first.D), np.asarray(first.l2)
     targets = np.asarray(epsilons)
     ok = (np.asarray(first.neighbourhood_violation) <= config.neighbourhood_tol) & (
-        np.abs(D / targets[:, None] - 1) <= config.constraint_tol)
+        np.abs(D / targets[:, None] - 1) <= config.constraint_tol
+    )
     flat_theta, flat_D = np.asarray(first.theta).reshape(-1, base.shape[0]), D.ravel()
     ratio = np.where(ok, l2 / D, np.inf).ravel()
     rescaled = []
@@ -349,8 +433,16 @@ def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_compone
         k = int(np.argmin(pick)) if np.isfinite(pick).any() else int(np.argmin(ratio))
         t = (target / flat_D[k]) ** (1 / exps.singleton) if np.isfinite(ratio[k]) else 1.0
         rescaled.append(base + t * (flat_theta[k] - base))
-    second = _solve(estimator, truth.atoms, quad, template, jnp.asarray(np.stack(rescaled))[:, None], eps, exps_array,
-                    config)
+    second = _solve(
+        estimator,
+        truth.atoms,
+        quad,
+        template,
+        jnp.asarray(np.stack(rescaled))[:, None],
+        eps,
+        exps_array,
+        config,
+    )
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=1), first, second)
 
 
@@ -361,7 +453,8 @@ def solve_witnesses(key: PRNGKeyArray, truth: Truth, estimator: Model, n_compone
 def modulus_from_witnesses(D, l2, etas) -> np.ndarray:
     """M(eta) >= max { D_k : l2_k <= eta } for each eta (0 where no witness qualifies: G* itself).
 
-    >>> modulus_from_witnesses([0.1, 0.5, 0.3], [1e-6, 1e-2, 1e-4], [1e-8, 1e-5, 1e-3, 1.0]).tolist()
+    >>> D, L2 = [0.1, 0.5, 0.3], [1e-6, 1e-2, 1e-4]
+    >>> modulus_from_witnesses(D, L2, [1e-8, 1e-5, 1e-3, 1.0]).tolist()
     [0.0, 0.1, 0.3, 0.5]
     """
     D, l2, etas = (np.asarray(x, float).ravel() for x in (D, l2, etas))
@@ -387,11 +480,14 @@ def le_cam_lower_bound(D, l2, n, sigma: float, constant: float, c: float = 1.0) 
     return (1 - c / 2) * modulus_from_witnesses(D, l2, c * sigma / np.sqrt(n)) / (2 * constant)
 
 
-def le_cam_best_c(D, l2, n, sigma: float, constant: float, cs=np.linspace(0.05, 1.95, 39)) -> np.ndarray:
-    """The two-point bound with c chosen per n: max over c of (1 - c / 2) M(c sigma / sqrt(n)) / (2 C).
+def le_cam_best_c(
+    D, l2, n, sigma: float, constant: float, cs=np.linspace(0.05, 1.95, 39)
+) -> np.ndarray:
+    """The two-point bound with c chosen per n: max over c of (1 - c / 2) M(c sigma / sqrt(n)) / (2
+    C).
 
-    Witnesses at the round-off floor (l2 <= L2_FLOOR: exact flat witnesses, f_G1 = f_G0) have TV = 0,
-    so they give D / (2 C) at every n (``le_cam_flat``); the maximum with them is taken too.
+    Witnesses at the round-off floor (l2 <= L2_FLOOR: exact flat witnesses, f_G1 = f_G0) have TV =
+    0, so they give D / (2 C) at every n (``le_cam_flat``); the maximum with them is taken too.
 
     >>> le_cam_best_c([0.4], [1e-3], [1e2], sigma=0.02, constant=1.0).round(4).tolist()
     [0.15]
@@ -418,9 +514,10 @@ def le_cam_flat(D, l2, constant: float) -> float:
 def vanilla_flat_modulus(pi_star, radius, extra: int = 1) -> np.ndarray:
     """Vanilla's flat-set M at every eta > 0: (sum of the ``extra`` largest pi*_j) radius^2.
 
-    The split of true atom j into copies with its gate and experts V*_j +- delta, ||delta|| = radius,
-    has f_G = f_G* and D = pi*_j radius^2; one extra atom per split cell. It holds while the copies
-    stay in their cells (radius below half the atoms' separation) and the factors in the compact space.
+    The split of true atom j into copies with its gate and experts V*_j +- delta, ||delta|| =
+    radius, has f_G = f_G* and D = pi*_j radius^2; one extra atom per split cell. It holds while the
+    copies stay in their cells (radius below half the atoms' separation) and the factors in the
+    compact space.
 
     >>> vanilla_flat_modulus([0.4, 0.6], [0.5, 1.0]).tolist()
     [0.15, 0.6]
@@ -429,7 +526,9 @@ def vanilla_flat_modulus(pi_star, radius, extra: int = 1) -> np.ndarray:
     return top * np.asarray(radius, float) ** 2
 
 
-def split_path_triangle(truth: Truth, estimator: Model, radii, loss: str = "D", points: int = 64) -> np.ndarray:
+def split_path_triangle(
+    truth: Truth, estimator: Model, radii, loss: str = "D", points: int = 64
+) -> np.ndarray:
     """The weak triangle constant along vanilla's split paths, as a function of the radius.
 
     G0 = G*, G1 the split of the heaviest true atom with expert moves +-delta, ||delta A_V|| = rho
@@ -437,14 +536,20 @@ def split_path_triangle(truth: Truth, estimator: Model, radii, loss: str = "D", 
     -s delta, s in (0, 1]): returns max over the path of D(G1, G0) / (D(G, G0) + D(G, G1)) per rho.
     """
     if not isinstance(estimator.parameterization, Vanilla):
-        raise ValueError("split_path_triangle follows vanilla's split; got " + estimator.parameterization.name)
+        raise ValueError(
+            "split_path_triangle follows vanilla's split; got " + estimator.parameterization.name
+        )
     exps = loss_exponents(loss)
     tp = truth_in(estimator, truth)
     gating = estimator.spec.gating
     j = int(np.argmax(np.asarray(mixture_weights(truth.atoms.c, gating))))
     A_V = np.asarray(estimator.parameterization.to_compact(tp).A_V[j])
     u = A_V.T / np.linalg.norm(A_V)  # B_V move whose expert move has unit norm (r = 1 direction)
-    u = u[:, : tp.B_V.shape[-1]] if u.shape[1] >= tp.B_V.shape[-1] else np.pad(u, ((0, 0), (0, tp.B_V.shape[-1] - u.shape[1])))
+    u = (
+        u[:, : tp.B_V.shape[-1]]
+        if u.shape[1] >= tp.B_V.shape[-1]
+        else np.pad(u, ((0, 0), (0, tp.B_V.shape[-1] - u.shape[1])))
+    )
     u = u / max(np.linalg.norm(u @ A_V), 1e-300)
     out = []
     for rho in np.atleast_1d(radii):
@@ -453,14 +558,26 @@ def split_path_triangle(truth: Truth, estimator: Model, radii, loss: str = "D", 
         ratios = []
         for s_ in np.linspace(-1, 1, points):
             G = atoms(estimator, split_witness(estimator, tp, j, s_ * rho * u))
-            ratios.append(top / (float(lora_voronoi_loss(G, truth.atoms, gating, exps).total)
-                                 + float(lora_voronoi_loss(G, G1, gating, exps).total)))
+            ratios.append(
+                top
+                / (
+                    float(lora_voronoi_loss(G, truth.atoms, gating, exps).total)
+                    + float(lora_voronoi_loss(G, G1, gating, exps).total)
+                )
+            )
         out.append(max(ratios))
     return np.array(out)
 
 
-def triangle_ratios(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
-                    n_samples: int, scale: float = 0.5) -> Float[Array, " n_samples"]:
+def triangle_ratios(
+    key: PRNGKeyArray,
+    truth: Truth,
+    estimator: Model,
+    n_components: int,
+    loss: str,
+    n_samples: int,
+    scale: float = 0.5,
+) -> Float[Array, " n_samples"]:
     """Ratios D(G1, G0) / (D(G, G0) + D(G, G1)) over random triples near the truth.
 
     G0 = G*; G1 and G a split truth (L atoms) with raw parameters perturbed at scales
@@ -478,13 +595,21 @@ def triangle_ratios(key: PRNGKeyArray, truth: Truth, estimator: Model, n_compone
         k_scale, k_dir = jax.random.split(k)
         s = scale * 10 ** jax.random.uniform(k_scale, (), minval=-3.0, maxval=0.0)
         ks = jax.random.split(k_dir, len(base))
-        return atoms(estimator, type(base)(*[x + s * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks, base)]))
+        return atoms(
+            estimator,
+            type(base)(
+                *[x + s * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(ks, base)]
+            ),
+        )
 
     def ratio(k):
         k1, k2 = jax.random.split(k)
         G1, G = draw(k1), draw(k2)
         top = lora_voronoi_loss(G1, truth.atoms, gating, exps).total
-        return top / (lora_voronoi_loss(G, truth.atoms, gating, exps).total + lora_voronoi_loss(G, G1, gating, exps).total)
+        return top / (
+            lora_voronoi_loss(G, truth.atoms, gating, exps).total
+            + lora_voronoi_loss(G, G1, gating, exps).total
+        )
 
     return jax.jit(jax.vmap(ratio))(jax.random.split(key, n_samples))
 
@@ -507,12 +632,25 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig, epsilons) -> list[d
     on_target = inside & (np.abs(violation) <= config.constraint_tol)
 
     def row(e, k, **extra):
-        return dict(common, D=float(D[e, k]), l2=float(l2[e, k]), constraint_violation=float(violation[e, k]),
-                    on_target=bool(on_target[e, k]), inside=bool(inside[e, k]),
-                    neighbourhood_violation=float(w.neighbourhood_violation[e, k]), rel_grad=float(w.rel_grad[e, k]),
-                    stop_reason=STOP_REASONS[int(w.stop_reason[e, k])], iterations=int(w.iterations[e, k]),
-                    rounds=int(w.rounds[e, k]), cells_stable=bool(w.cells_stable[e, k]), starts=int(D.shape[1]),
-                    S=_flat(w.atoms.S[e, k]), V=_flat(w.atoms.V[e, k]), pi=_flat(pi[e, k]), **extra)
+        return dict(
+            common,
+            D=float(D[e, k]),
+            l2=float(l2[e, k]),
+            constraint_violation=float(violation[e, k]),
+            on_target=bool(on_target[e, k]),
+            inside=bool(inside[e, k]),
+            neighbourhood_violation=float(w.neighbourhood_violation[e, k]),
+            rel_grad=float(w.rel_grad[e, k]),
+            stop_reason=STOP_REASONS[int(w.stop_reason[e, k])],
+            iterations=int(w.iterations[e, k]),
+            rounds=int(w.rounds[e, k]),
+            cells_stable=bool(w.cells_stable[e, k]),
+            starts=int(D.shape[1]),
+            S=_flat(w.atoms.S[e, k]),
+            V=_flat(w.atoms.V[e, k]),
+            pi=_flat(pi[e, k]),
+            **extra,
+        )
 
     rows = []
     m_curve = []
@@ -524,26 +662,60 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig, epsilons) -> list[d
         else:  # no start on target: report the one closest to it, flagged by on_target
             k = int(np.argmin(np.abs(violation[e]) + np.where(inside[e], 0.0, np.inf)))
             agree = 0
-        rows.append(row(e, k, kind="m", eps=float(target), eta=np.nan, value=float(l2[e, k]), starts_agree=agree))
+        rows.append(
+            row(
+                e,
+                k,
+                kind="m",
+                eps=float(target),
+                eta=np.nan,
+                value=float(l2[e, k]),
+                starts_agree=agree,
+            )
+        )
         if ok.any():
             m_curve.append((float(target), float(l2[e, k])))
     D_in = np.where(inside, D, -np.inf)
     for eta in config.etas:
         best = np.where(l2 <= eta, D_in, -np.inf)
         if not np.isfinite(best).any():  # no witness that close: only G* itself, D = 0
-            rows.append(dict(common, kind="M", eps=np.nan, eta=float(eta), value=0.0, D=0.0, l2=0.0,
-                             starts=int(D.shape[1]), starts_agree=0, inside=True, on_target=False,
-                             interpolated=interpolate_modulus(m_curve, eta)))
+            rows.append(
+                dict(
+                    common,
+                    kind="M",
+                    eps=np.nan,
+                    eta=float(eta),
+                    value=0.0,
+                    D=0.0,
+                    l2=0.0,
+                    starts=int(D.shape[1]),
+                    starts_agree=0,
+                    inside=True,
+                    on_target=False,
+                    interpolated=interpolate_modulus(m_curve, eta),
+                )
+            )
             continue
         e, k = np.unravel_index(int(np.argmax(best)), best.shape)
         agree = int(np.sum(best >= best[e, k] * (1 - config.agree_rtol)))
-        rows.append(row(e, k, kind="M", eps=float(epsilons[e]), eta=float(eta), value=float(D[e, k]),
-                        starts_agree=agree, interpolated=max(float(D[e, k]), interpolate_modulus(m_curve, eta))))
+        rows.append(
+            row(
+                e,
+                k,
+                kind="M",
+                eps=float(epsilons[e]),
+                eta=float(eta),
+                value=float(D[e, k]),
+                starts_agree=agree,
+                interpolated=max(float(D[e, k]), interpolate_modulus(m_curve, eta)),
+            )
+        )
     return rows
 
 
 def interpolate_modulus(m_curve, eta: float) -> float:
-    """sup { eps : m(eps) <= eta } on the m-curve interpolated log-log between its points (eps_i, m_i).
+    """sup { eps : m(eps) <= eta } on the m-curve interpolated log-log between its points (eps_i,
+    m_i).
 
     A target whose m is at the round-off floor (``L2_FLOOR``) counts as m = 0 (an exact flat
     witness): every eta reaches it. 0 when no point qualifies.
@@ -562,21 +734,32 @@ def interpolate_modulus(m_curve, eta: float) -> float:
     return float(best)
 
 
-def refine_targets(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, loss: str,
-                   config: BoundConfig, quad: Quadrature) -> tuple[Witness, tuple[float, ...]]:
-    """Witnesses at ``config.epsilons`` plus adaptive targets: ``config.refine`` bisections (in log eps)
-    of the flat set's edge (the largest target whose best witness is at the L2 floor against the next
-    one) and of the envelope's largest jump (the consecutive targets whose best L2 differ most).
+def refine_targets(
+    key: PRNGKeyArray,
+    truth: Truth,
+    estimator: Model,
+    n_components: int,
+    loss: str,
+    config: BoundConfig,
+    quad: Quadrature,
+) -> tuple[Witness, tuple[float, ...]]:
+    """Witnesses at ``config.epsilons`` plus adaptive targets: ``config.refine`` bisections (in log
+    eps) of the flat set's edge (the largest target whose best witness is at the L2 floor against
+    the next one) and of the envelope's largest jump (the consecutive targets whose best L2 differ
+    most).
 
     Returns the witnesses (targets sorted) and their targets.
     """
-    w = jax.device_get(solve_witnesses(key, truth, estimator, n_components, loss, config, quad=quad))
+    w = jax.device_get(
+        solve_witnesses(key, truth, estimator, n_components, loss, config, quad=quad)
+    )
     eps = list(config.epsilons)
     for b in range(config.refine):
         D, l2 = np.asarray(w.D), np.asarray(w.l2)
         targets = np.asarray(eps)
         ok = (np.asarray(w.neighbourhood_violation) <= config.neighbourhood_tol) & (
-            np.abs(D / targets[:, None] - 1) <= config.constraint_tol)
+            np.abs(D / targets[:, None] - 1) <= config.constraint_tol
+        )
         m = np.where(ok, l2, np.inf).min(axis=1)
         order = np.argsort(targets)
         t_sorted, m_sorted = targets[order], m[order]
@@ -595,24 +778,42 @@ def refine_targets(key: PRNGKeyArray, truth: Truth, estimator: Model, n_componen
         new = [x for x in dict.fromkeys(new) if all(abs(x / t - 1) > 1e-9 for t in eps)]
         if not new:
             break
-        more = jax.device_get(solve_witnesses(jax.random.fold_in(key, 1000 + b), truth, estimator, n_components, loss,
-                                              config, quad=quad, epsilons=new))
+        more = jax.device_get(
+            solve_witnesses(
+                jax.random.fold_in(key, 1000 + b),
+                truth,
+                estimator,
+                n_components,
+                loss,
+                config,
+                quad=quad,
+                epsilons=new,
+            )
+        )
         w = jax.tree.map(lambda a, c: np.concatenate([a, c], axis=0), w, more)
         eps += new
     order = np.argsort(eps)
     return jax.tree.map(lambda a: a[order], w), tuple(float(eps[i]) for i in order)
 
 
-def bound_curves(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components: int, config: BoundConfig, *,
-                 truth_label: str, estimator_label: str) -> pd.DataFrame:
+def bound_curves(
+    key: PRNGKeyArray,
+    truth: Truth,
+    estimator: Model,
+    n_components: int,
+    config: BoundConfig,
+    *,
+    truth_label: str,
+    estimator_label: str,
+) -> pd.DataFrame:
     """All curves for one (truth, estimator, L): m(eps) and M(eta) for every loss, as a tidy table.
 
     One row per (loss, eps) with ``kind = "m"`` (the best witness at that target: least L2 among the
     starts on target) and per (loss, eta) with ``kind = "M"`` (the witness of largest D with
-    L2 <= eta, over every target and start). Columns: truth, estimator, L, L_star, extra, loss, kind,
-    eps, eta, value (m or M), D and l2 of the witness, on_target (|D - eps| / eps <= constraint_tol,
-    inside N(G*)), constraint_violation, inside, neighbourhood_violation, starts, starts_agree
-    (starts within agree_rtol of the best value), rel_grad and stop_reason of the last
+    L2 <= eta, over every target and start). Columns: truth, estimator, L, L_star, extra, loss,
+    kind, eps, eta, value (m or M), D and l2 of the witness, on_target (|D - eps| / eps <=
+    constraint_tol, inside N(G*)), constraint_violation, inside, neighbourhood_violation, starts,
+    starts_agree (starts within agree_rtol of the best value), rel_grad and stop_reason of the last
     Levenberg-Marquardt solve, iterations, rounds (cell reassignments), cells_stable,
     triangle_constant (largest ratio over ``triangle_samples`` random triples), quadrature_order,
     radius, kappa, and the witness atoms S, V, pi (flattened lists).
@@ -623,19 +824,47 @@ def bound_curves(key: PRNGKeyArray, truth: Truth, estimator: Model, n_components
         raise ValueError("truth_label and estimator_label must be strings")
     L_star = int(truth.atoms.c.shape[0])
     if not isinstance(n_components, (int, np.integer)) or n_components < L_star:
-        raise ValueError(f"n_components L = {n_components!r} is below the truth's L* = {L_star}; expected L >= L*")
-    quad = quadrature(estimator.spec.d, Design(), config.quadrature_order, key=jax.random.fold_in(key, 1),
-                      n_sample=config.n_sample)
+        raise ValueError(
+            f"n_components L = {n_components!r} is below the truth's L* = {L_star}; expected L >= "
+            "L*"
+        )
+    quad = quadrature(
+        estimator.spec.d,
+        Design(),
+        config.quadrature_order,
+        key=jax.random.fold_in(key, 1),
+        n_sample=config.n_sample,
+    )
     weights = jax.jit(jax.vmap(jax.vmap(lambda c: mixture_weights(c, estimator.spec.gating))))
     rows = []
     for i, loss in enumerate(config.losses):
         k_loss = jax.random.fold_in(key, 100 + i)
         w, epsilons = refine_targets(k_loss, truth, estimator, n_components, loss, config, quad)
-        C = float(np.max(np.asarray(triangle_ratios(jax.random.fold_in(k_loss, 7), truth, estimator, n_components,
-                                                     loss, config.triangle_samples))))
-        common = dict(truth=truth_label, estimator=estimator_label, L=int(n_components), L_star=L_star,
-                      extra=int(n_components) - L_star, loss=loss, triangle_constant=C,
-                      quadrature_order=config.quadrature_order, radius=config.radius,
-                      kappa=np.nan if config.kappa is None else config.kappa)
+        C = float(
+            np.max(
+                np.asarray(
+                    triangle_ratios(
+                        jax.random.fold_in(k_loss, 7),
+                        truth,
+                        estimator,
+                        n_components,
+                        loss,
+                        config.triangle_samples,
+                    )
+                )
+            )
+        )
+        common = dict(
+            truth=truth_label,
+            estimator=estimator_label,
+            L=int(n_components),
+            L_star=L_star,
+            extra=int(n_components) - L_star,
+            loss=loss,
+            triangle_constant=C,
+            quadrature_order=config.quadrature_order,
+            radius=config.radius,
+            kappa=np.nan if config.kappa is None else config.kappa,
+        )
         rows += _rows(w, np.asarray(weights(w.atoms.c)), common, config, epsilons)
     return pd.DataFrame(rows)

@@ -20,8 +20,11 @@ class Quadrature(NamedTuple):
     w: Float[Array, " q"]
 
 
-def quadrature(d: int, design: Design, order: int, *, key: PRNGKeyArray, n_sample: int = 20000) -> Quadrature:
-    """Tensor Gauss-Legendre rule for mu on [-1, 1]^d (d <= 3), else a fixed sample of n_sample points.
+def quadrature(
+    d: int, design: Design, order: int, *, key: PRNGKeyArray, n_sample: int = 20000
+) -> Quadrature:
+    """Tensor Gauss-Legendre rule for mu on [-1, 1]^d (d <= 3), else a fixed sample of n_sample
+    points.
 
     Uniform design: w_q = prod_k w_GL(x_qk) / 2^d. Truncated normal: the same nodes with weights
     proportional to w_GL times the density, normalised to sum 1. ``key`` draws the fallback sample
@@ -30,7 +33,8 @@ def quadrature(d: int, design: Design, order: int, *, key: PRNGKeyArray, n_sampl
 
     >>> import jax
     >>> q = quadrature(2, Design(), 8, key=jax.random.key(0))
-    >>> q.X.shape, round(float(q.w.sum()), 12), round(float(q.w @ q.X[:, 0] ** 2), 12)  # E[x^2] = 1/3
+    >>> # E[x^2] = 1/3
+    >>> q.X.shape, round(float(q.w.sum()), 12), round(float(q.w @ q.X[:, 0] ** 2), 12)
     ((64, 2), 1.0, 0.333333333333)
     """
     if d > 3:
@@ -48,7 +52,9 @@ def quadrature(d: int, design: Design, order: int, *, key: PRNGKeyArray, n_sampl
     return Quadrature(jnp.asarray(X, dtype), jnp.asarray(W, dtype))
 
 
-def l2_distance(model: Model, atoms_: Atoms, true_model: Model, true_atoms: Atoms, quad: Quadrature) -> Float[Array, ""]:
+def l2_distance(
+    model: Model, atoms_: Atoms, true_model: Model, true_atoms: Atoms, quad: Quadrature
+) -> Float[Array, ""]:
     """||f_G - f_G*||_{L2(mu)} = sqrt(sum_q w_q ||f_G(x_q) - f_G*(x_q)||^2)."""
     f = regression_function(model.spec, model.base, atoms_, quad.X)
     f_star = regression_function(true_model.spec, true_model.base, true_atoms, quad.X)

@@ -71,7 +71,8 @@ def _atom_fields(params, j):
 
 
 def _cell_atoms(estimator: Model, true_params, fields):
-    """Atoms of k raw atoms given their non-bias fields (leading axis k); biases are irrelevant to S, V."""
+    """Atoms of k raw atoms given their non-bias fields (leading axis k); biases are irrelevant to
+    S, V."""
     k = fields[0].shape[0]
     return atoms(estimator, type(true_params)(*fields, jnp.zeros(k, fields[0].dtype)))
 
@@ -97,13 +98,23 @@ def gate_fiber(estimator: Model, true_params, j: int, *, rtol: float = 1e-9) -> 
     return FiberInfo(int(null.shape[1]), motion, int(flat.shape[0]))
 
 
-def trace_fiber(estimator: Model, true_params, j: int, *, key: PRNGKeyArray, steps: int = 60, h: float = 0.05,
-                curves: int = 2, newton: int = 8) -> np.ndarray:
-    """Points of the gate fiber {theta : S(theta) = S*_j} through true atom j, traced by continuation.
+def trace_fiber(
+    estimator: Model,
+    true_params,
+    j: int,
+    *,
+    key: PRNGKeyArray,
+    steps: int = 60,
+    h: float = 0.05,
+    curves: int = 2,
+    newton: int = 8,
+) -> np.ndarray:
+    """Points of the gate fiber {theta : S(theta) = S*_j} through true atom j, traced by
+    continuation.
 
     From theta*, ``curves`` random directions n of the fiber's tangent (both signs): a step h along
-    the current tangent, then Gauss-Newton corrections theta <- theta - J^+ (S(theta) - S*) back onto
-    the fiber. Returns (m, n_raw) raw points (c excluded), the truth first; points whose gate
+    the current tangent, then Gauss-Newton corrections theta <- theta - J^+ (S(theta) - S*) back
+    onto the fiber. Returns (m, n_raw) raw points (c excluded), the truth first; points whose gate
     residual stays above 1e-10 are dropped. An empty tangent gives the truth alone.
     """
     one = tuple(x[None] for x in _atom_fields(true_params, j))
@@ -135,12 +146,16 @@ def trace_fiber(estimator: Model, true_params, j: int, *, key: PRNGKeyArray, ste
                     J = np.asarray(jac(trial))
                     res = np.asarray(gate(trial))
                     trial = trial - np.linalg.lstsq(J, res, rcond=None)[0]
-                if not (np.all(np.isfinite(trial)) and np.linalg.norm(np.asarray(gate(trial))) <= 1e-10):
+                if not (
+                    np.all(np.isfinite(trial)) and np.linalg.norm(np.asarray(gate(trial))) <= 1e-10
+                ):
                     break
                 _, null = tangent(trial)
                 if null.shape[0] == 0:
                     break
-                step = null.T @ (null @ (trial - theta))  # keep going the same way along the new tangent
+                step = null.T @ (
+                    null @ (trial - theta)
+                )  # keep going the same way along the new tangent
                 if np.linalg.norm(step) == 0:
                     break
                 n = step / np.linalg.norm(step)
@@ -149,12 +164,18 @@ def trace_fiber(estimator: Model, true_params, j: int, *, key: PRNGKeyArray, ste
     return np.stack(points)
 
 
-def chord_starts(estimator: Model, true_params, j: int, k: int, points: np.ndarray, n_starts: int) -> np.ndarray:
+def chord_starts(
+    estimator: Model, true_params, j: int, k: int, points: np.ndarray, n_starts: int
+) -> np.ndarray:
     """Starts for the cell solve from fiber points: the k-tuples whose best convex weights come
     closest to V*_j (weights by least squares on the simplex's affine hull, clipped to it)."""
     one = tuple(x[None] for x in _atom_fields(true_params, j))
     _, unravel1 = ravel_pytree(one)
-    V = np.asarray(jax.vmap(lambda t: _cell_atoms(estimator, true_params, unravel1(t)).V[0].ravel())(jnp.asarray(points)))
+    V = np.asarray(
+        jax.vmap(lambda t: _cell_atoms(estimator, true_params, unravel1(t)).V[0].ravel())(
+            jnp.asarray(points)
+        )
+    )
     V_star = V[0]
     m = len(points)
     rng = np.random.default_rng(0)
@@ -182,7 +203,8 @@ def chord_starts(estimator: Model, true_params, j: int, k: int, points: np.ndarr
 
 
 class CellProblem(NamedTuple):
-    """One true atom's cell, split into k atoms that must share its gate (see the module docstring)."""
+    """One true atom's cell, split into k atoms that must share its gate (see the module
+    docstring)."""
 
     j: int
     k: int
@@ -215,9 +237,21 @@ def _unravel_cell(true_params, k: int):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "radius", "barrier", "max_iter"))
-def _solve_cells(estimator: Model, true_params, problem_arrays, thetas0, targets, penalties, *, k: int, radius: float,
-                 barrier: float, max_iter: int) -> FlatSolution:
-    """LM on the cell residuals for every (target, start): thetas0 (T, K, P), targets and penalties (T,)."""
+def _solve_cells(
+    estimator: Model,
+    true_params,
+    problem_arrays,
+    thetas0,
+    targets,
+    penalties,
+    *,
+    k: int,
+    radius: float,
+    barrier: float,
+    max_iter: int,
+) -> FlatSolution:
+    """LM on the cell residuals for every (target, start): thetas0 (T, K, P), targets and penalties
+    (T,)."""
     pi_star, S_star, V_star, c_star = problem_arrays
     _, unravel = _unravel_cell(true_params, k)
     bias_bound = estimator.parameterization.bias_bound
@@ -236,8 +270,15 @@ def _solve_cells(estimator: Model, true_params, problem_arrays, thetas0, targets
         D = pi_star * jnp.sum(lam * spread**2)
         # the split biases c*_j + log lambda_i must stay inside the compact space [-R_c, R_c]
         low = jax.nn.relu(-(c_star + jnp.log(lam)) - 0.99 * bias_bound)
-        return jnp.concatenate([gate, mean, jnp.sqrt(penalty) * ((D - target) / target)[None],
-                                jnp.sqrt(barrier) * jax.nn.relu(spread - radius), jnp.sqrt(barrier) * low])
+        return jnp.concatenate(
+            [
+                gate,
+                mean,
+                jnp.sqrt(penalty) * ((D - target) / target)[None],
+                jnp.sqrt(barrier) * jax.nn.relu(spread - radius),
+                jnp.sqrt(barrier) * low,
+            ]
+        )
 
     lm = LevenbergMarquardt(max_iter=max_iter, gtol=1e-14, xtol=1e-16)
 
@@ -247,10 +288,14 @@ def _solve_cells(estimator: Model, true_params, problem_arrays, thetas0, targets
         exact = jnp.sqrt(jnp.sum(gate**2) + jnp.sum(mean**2))
         return FlatSolution(theta, lam, exact, pi_star * jnp.sum(lam * spread**2), spread)
 
-    return jax.vmap(jax.vmap(one, in_axes=(0, None, None)), in_axes=(0, 0, 0))(thetas0, targets, penalties)
+    return jax.vmap(jax.vmap(one, in_axes=(0, None, None)), in_axes=(0, 0, 0))(
+        thetas0, targets, penalties
+    )
 
 
-def fiber_starts(key: PRNGKeyArray, estimator: Model, true_params, j: int, k: int, n_starts: int) -> np.ndarray:
+def fiber_starts(
+    key: PRNGKeyArray, estimator: Model, true_params, j: int, k: int, n_starts: int
+) -> np.ndarray:
     """Starts for the cell solve: (n_starts, P) flat vectors (raw fields of k atoms, then k logits).
 
     A third each: fiber chords (atom i at theta* + s_i n, n a unit vector of the fiber's tangent,
@@ -295,9 +340,23 @@ def fiber_starts(key: PRNGKeyArray, estimator: Model, true_params, j: int, k: in
     return np.stack(out)
 
 
-def flat_search(key: PRNGKeyArray, estimator: Model, truth_atoms, true_params, j: int, k: int, targets, *,
-                radius: float, n_starts: int = 24, penalty=1e2, barrier: float = 1e6, max_iter: int = 400,
-                warm: np.ndarray | None = None, chords: np.ndarray | None = None) -> FlatSolution:
+def flat_search(
+    key: PRNGKeyArray,
+    estimator: Model,
+    truth_atoms,
+    true_params,
+    j: int,
+    k: int,
+    targets,
+    *,
+    radius: float,
+    n_starts: int = 24,
+    penalty=1e2,
+    barrier: float = 1e6,
+    max_iter: int = 400,
+    warm: np.ndarray | None = None,
+    chords: np.ndarray | None = None,
+) -> FlatSolution:
     """Solve for flat witnesses of cell j with k atoms at each D target: axes (targets, starts).
 
     ``penalty`` (a number or one per target; 0 leaves D free) weighs (D - target) / target.
@@ -310,14 +369,26 @@ def flat_search(key: PRNGKeyArray, estimator: Model, truth_atoms, true_params, j
     for extra in (chords, warm):
         if extra is not None and len(extra):
             m = min(len(extra), n_starts - first)
-            starts[first:first + m] = extra[:m]
+            starts[first : first + m] = extra[:m]
             first += m
     targets = jnp.asarray(np.atleast_1d(np.asarray(targets, float)), truth_atoms.S.dtype)
     penalties = jnp.broadcast_to(jnp.asarray(penalty, targets.dtype), targets.shape)
-    thetas0 = jnp.broadcast_to(jnp.asarray(starts, targets.dtype), (targets.shape[0],) + starts.shape)
+    thetas0 = jnp.broadcast_to(
+        jnp.asarray(starts, targets.dtype), (targets.shape[0],) + starts.shape
+    )
     arrays = (prob.pi_star, prob.S_star, prob.V_star, prob.c_star)
-    return _solve_cells(estimator, true_params, arrays, thetas0, targets, penalties, k=int(k), radius=float(radius),
-                        barrier=float(barrier), max_iter=int(max_iter))
+    return _solve_cells(
+        estimator,
+        true_params,
+        arrays,
+        thetas0,
+        targets,
+        penalties,
+        k=int(k),
+        radius=float(radius),
+        barrier=float(barrier),
+        max_iter=int(max_iter),
+    )
 
 
 #: A solved cell is an exact flat witness when its gate and mean residual is below this...
@@ -329,12 +400,16 @@ TARGET_RTOL = 1e-6
 def flat_ok(sol: FlatSolution, targets, radius: float) -> np.ndarray:
     """Which solutions are exact flat witnesses on target inside the radius."""
     targets = np.asarray(targets, float).reshape((-1,) + (1,) * (np.ndim(sol.D) - 1))
-    return ((np.asarray(sol.exact) <= EXACT_TOL) & (np.abs(np.asarray(sol.D) / targets - 1) <= TARGET_RTOL)
-            & np.all(np.asarray(sol.spread) <= radius * (1 + 1e-9), axis=-1))
+    return (
+        (np.asarray(sol.exact) <= EXACT_TOL)
+        & (np.abs(np.asarray(sol.D) / targets - 1) <= TARGET_RTOL)
+        & np.all(np.asarray(sol.spread) <= radius * (1 + 1e-9), axis=-1)
+    )
 
 
 class FlatEdge(NamedTuple):
-    """The range of D found on the flat set of one cell inside the radius, with its extreme witness."""
+    """The range of D found on the flat set of one cell inside the radius, with its extreme
+    witness."""
 
     found: bool
     D_max: float
@@ -350,12 +425,27 @@ D_MIN = 1e-8
 
 
 def _exact_inside(sol: FlatSolution, radius: float) -> np.ndarray:
-    return ((np.asarray(sol.exact) <= EXACT_TOL) & (np.asarray(sol.D) >= D_MIN)
-            & np.all(np.asarray(sol.spread) <= radius * (1 + 1e-9), axis=-1))
+    return (
+        (np.asarray(sol.exact) <= EXACT_TOL)
+        & (np.asarray(sol.D) >= D_MIN)
+        & np.all(np.asarray(sol.spread) <= radius * (1 + 1e-9), axis=-1)
+    )
 
 
-def flat_edge(key: PRNGKeyArray, estimator: Model, truth_atoms, true_params, j: int, k: int, *, radius: float,
-              n_starts: int = 24, grid: int = 6, bisections: int = 8, max_iter: int = 400) -> FlatEdge:
+def flat_edge(
+    key: PRNGKeyArray,
+    estimator: Model,
+    truth_atoms,
+    true_params,
+    j: int,
+    k: int,
+    *,
+    radius: float,
+    n_starts: int = 24,
+    grid: int = 6,
+    bisections: int = 8,
+    max_iter: int = 400,
+) -> FlatEdge:
     """The largest (and smallest) D on the flat set of cell j with k atoms inside the radius.
 
     Starts: the fiber chords (``trace_fiber``, ``chord_starts``), then ``fiber_starts``. First one
@@ -372,8 +462,22 @@ def flat_edge(key: PRNGKeyArray, estimator: Model, truth_atoms, true_params, j: 
     chords = chord_starts(estimator, true_params, j, k, points, n_starts // 3)
     targets = np.concatenate([[top], top * np.logspace(-4, 0, grid)])
     penalties = np.concatenate([[0.0], np.full(grid, 1e2)])
-    sol = jax.device_get(flat_search(key, estimator, truth_atoms, true_params, j, k, targets, radius=radius,
-                                     n_starts=n_starts, penalty=penalties, max_iter=max_iter, chords=chords))
+    sol = jax.device_get(
+        flat_search(
+            key,
+            estimator,
+            truth_atoms,
+            true_params,
+            j,
+            k,
+            targets,
+            radius=radius,
+            n_starts=n_starts,
+            penalty=penalties,
+            max_iter=max_iter,
+            chords=chords,
+        )
+    )
     solves = 1
     # over solutions that moved the loss (D >= half the smallest target): the trivial witness, all
     # atoms on the truth, is exact too
@@ -388,7 +492,11 @@ def flat_edge(key: PRNGKeyArray, estimator: Model, truth_atoms, true_params, j: 
     def bisect(sign):
         nonlocal solves, best_exact, flat_theta, flat_lam, flat_D
         edge = float(flat_D.max() if sign > 0 else flat_D.min())
-        beyond = targets[1:][targets[1:] > edge * (1 + 1e-6)] if sign > 0 else targets[1:][targets[1:] < edge * (1 - 1e-6)]
+        beyond = (
+            targets[1:][targets[1:] > edge * (1 + 1e-6)]
+            if sign > 0
+            else targets[1:][targets[1:] < edge * (1 - 1e-6)]
+        )
         if beyond.size == 0:
             return
         far = float(beyond.min() if sign > 0 else beyond.max())
@@ -396,18 +504,39 @@ def flat_edge(key: PRNGKeyArray, estimator: Model, truth_atoms, true_params, j: 
         for b in range(bisections):
             mid = float(np.exp(0.5 * (lo + hi)))
             near = np.argsort(np.abs(np.log(flat_D) - lo))[: n_starts // 3]
-            sb = jax.device_get(flat_search(jax.random.fold_in(key, 10 * b + (sign > 0) + 2), estimator, truth_atoms,
-                                            true_params, j, k, [mid], radius=radius, n_starts=n_starts,
-                                            max_iter=max_iter, warm=flat_theta[near], chords=chords))
+            sb = jax.device_get(
+                flat_search(
+                    jax.random.fold_in(key, 10 * b + (sign > 0) + 2),
+                    estimator,
+                    truth_atoms,
+                    true_params,
+                    j,
+                    k,
+                    [mid],
+                    radius=radius,
+                    n_starts=n_starts,
+                    max_iter=max_iter,
+                    warm=flat_theta[near],
+                    chords=chords,
+                )
+            )
             solves += 1
-            best_exact = min(best_exact, float(np.min(np.where(np.asarray(sb.D) >= 0.5 * targets[1],
-                                                               np.asarray(sb.exact), np.inf))))
+            best_exact = min(
+                best_exact,
+                float(
+                    np.min(
+                        np.where(np.asarray(sb.D) >= 0.5 * targets[1], np.asarray(sb.exact), np.inf)
+                    )
+                ),
+            )
             okb = _exact_inside(sb, radius)[0]
             if okb.any():
                 flat_theta = np.concatenate([flat_theta, np.asarray(sb.theta[0])[okb]])
                 flat_lam = np.concatenate([flat_lam, np.asarray(sb.lam[0])[okb]])
                 flat_D = np.concatenate([flat_D, np.asarray(sb.D[0])[okb]])
-            reached = flat_D.max() >= mid * (1 - 1e-6) if sign > 0 else flat_D.min() <= mid * (1 + 1e-6)
+            reached = (
+                flat_D.max() >= mid * (1 - 1e-6) if sign > 0 else flat_D.min() <= mid * (1 + 1e-6)
+            )
             if reached:
                 lo = np.log(float(flat_D.max() if sign > 0 else flat_D.min()))
             else:
@@ -416,10 +545,20 @@ def flat_edge(key: PRNGKeyArray, estimator: Model, truth_atoms, true_params, j: 
     bisect(+1)
     bisect(-1)
     i = int(np.argmax(flat_D))
-    return FlatEdge(True, float(flat_D.max()), float(flat_D.min()), flat_theta[i], flat_lam[i], best_exact, solves)
+    return FlatEdge(
+        True,
+        float(flat_D.max()),
+        float(flat_D.min()),
+        flat_theta[i],
+        flat_lam[i],
+        best_exact,
+        solves,
+    )
 
 
-def flat_dimension(estimator: Model, true_params, j: int, k: int, theta, *, rtol: float = 1e-8) -> int:
+def flat_dimension(
+    estimator: Model, true_params, j: int, k: int, theta, *, rtol: float = 1e-8
+) -> int:
     """Local dimension of the flat set at a witness, in atom space (the V_i and weights lambda_i).
 
     The null space N of the Jacobian of the exact residuals [S_i - S*_j, sum lambda_i V_i - V*_j]
@@ -433,7 +572,9 @@ def flat_dimension(estimator: Model, true_params, j: int, k: int, theta, *, rtol
         fields, w = unravel(t)
         a = _cell_atoms(estimator, true_params, fields)
         lam = jax.nn.softmax(w)
-        res = jnp.concatenate([(a.S - S_star[None]).ravel(), jnp.einsum("i,ijk->jk", lam, a.V).ravel()])
+        res = jnp.concatenate(
+            [(a.S - S_star[None]).ravel(), jnp.einsum("i,ijk->jk", lam, a.V).ravel()]
+        )
         return res, jnp.concatenate([a.V.ravel(), lam])
 
     J_res, J_at = (np.asarray(x) for x in jax.jacfwd(exact_and_atoms)(jnp.asarray(theta)))
@@ -447,7 +588,8 @@ def flat_dimension(estimator: Model, true_params, j: int, k: int, theta, *, rtol
 
 
 def flat_params(estimator: Model, true_params, j: int, k: int, theta, lam):
-    """Raw parameters of the whole estimator (L* + k - 1 atoms) with cell j replaced by a solved cell.
+    """Raw parameters of the whole estimator (L* + k - 1 atoms) with cell j replaced by a solved
+    cell.
 
     True atoms other than j are kept; the k atoms get the solved raw fields and biases
     c*_j + log lambda_i in the compact space (so their weights are pi*_j lambda_i under softmax).
@@ -470,38 +612,50 @@ def _bias_raw(estimator: Model, true_params, c):
 
 
 def split_witness(estimator: Model, true_params, j: int, delta) -> object:
-    """Vanilla's flat witness: atom j and one copy with its gate factors, expert factor B_V +- delta.
+    """Vanilla's flat witness: atom j and one copy with its gate factors, expert factor B_V +-
+    delta.
 
     Built in the compact space (``Parameterization.to_compact``), so the pi-weighted experts are
-    kept exactly: V = (B_V +- delta) A_V, weights pi*_j / 2 each, mean V*_j; D = pi*_j ||delta A_V||^2.
-    ``delta`` has B_V's shape per atom, (d, r).
+    kept exactly: V = (B_V +- delta) A_V, weights pi*_j / 2 each, mean V*_j; D = pi*_j ||delta
+    A_V||^2. ``delta`` has B_V's shape per atom, (d, r).
     """
     par = estimator.parameterization
     L_star = true_params.c.shape[0]
-    parent = jnp.concatenate([jnp.arange(L_star), jnp.atleast_1d(jnp.asarray(j, jnp.int32))])  # j may be traced
-    raw = type(true_params)(*(x[parent] for x in true_params[:-1]), split_biases(estimator, true_params.c, parent))
+    parent = jnp.concatenate(
+        [jnp.arange(L_star), jnp.atleast_1d(jnp.asarray(j, jnp.int32))]
+    )  # j may be traced
+    raw = type(true_params)(
+        *(x[parent] for x in true_params[:-1]), split_biases(estimator, true_params.c, parent)
+    )
     comp = par.to_compact(raw)
     sign = jnp.zeros(L_star + 1).at[j].set(1.0).at[L_star].set(-1.0)
     moved = comp._replace(B_V=comp.B_V + sign[:, None, None] * jnp.asarray(delta)[None])
     return par.from_compact(moved)
 
 
-_INVERSES = {"tanh": np.arctanh, "sigmoid": lambda y: np.log(y) - np.log1p(-y), "identity": lambda y: y}
+_INVERSES = {
+    "tanh": np.arctanh,
+    "sigmoid": lambda y: np.log(y) - np.log1p(-y),
+    "identity": lambda y: y,
+}
 
 
 def scale_fiber_point(estimator: Model, true_params, j: int, t: float):
-    """Raw fields (a, b) of the point u -> t u, v -> v / t of true atom j's gate fiber (closed form).
+    """Raw fields (a, b) of the point u -> t u, v -> v / t of true atom j's gate fiber (closed
+    form).
 
     For r = 1 and p = d with an invertible activation (tanh, sigmoid, identity): u = act(W_BQ b) and
-    v = act(W_AQ a) give the gate sym(u v^T), so b(t) = W_BQ^-1 act^-1(t u), a(t) = W_AQ^-1 act^-1(v / t)
-    give the same gate. Returns ``None`` when t u or v / t leaves the activation's range or a latent
-    leaves the compact space.
+    v = act(W_AQ a) give the gate sym(u v^T), so b(t) = W_BQ^-1 act^-1(t u), a(t) = W_AQ^-1 act^-1(v
+    / t) give the same gate. Returns ``None`` when t u or v / t leaves the activation's range or a
+    latent leaves the compact space.
     """
     par, spec = estimator.parameterization, estimator.spec
     act = getattr(par, "activation", None)
     if act not in _INVERSES or spec.r != 1 or par.latent_dim != spec.d:
-        raise ValueError(f"scale_fiber_point needs r = 1, p = d and activation in {sorted(_INVERSES)}; got "
-                         f"{par.name}, r = {spec.r}, p = {getattr(par, 'latent_dim', None)}, d = {spec.d}")
+        raise ValueError(
+            f"scale_fiber_point needs r = 1, p = d and activation in {sorted(_INVERSES)}; got "
+            f"{par.name}, r = {spec.r}, p = {getattr(par, 'latent_dim', None)}, d = {spec.d}"
+        )
     comp = par.to_compact(true_params)
     maps = [np.asarray(m) for m in estimator.maps]
     W_AQ, _, W_BQ, _ = maps
@@ -513,22 +667,30 @@ def scale_fiber_point(estimator: Model, true_params, j: int, t: float):
     with np.errstate(all="ignore"):
         b_t = np.linalg.solve(W_BQ, _INVERSES[act](t * u))
         a_t = np.linalg.solve(W_AQ, _INVERSES[act](v / t))
-    if not (np.all(np.isfinite(a_t)) and np.all(np.isfinite(b_t)) and np.max(np.abs(np.r_[a_t, b_t])) < par.bound * (1 - 1e-9)):
+    if not (
+        np.all(np.isfinite(a_t))
+        and np.all(np.isfinite(b_t))
+        and np.max(np.abs(np.r_[a_t, b_t])) < par.bound * (1 - 1e-9)
+    ):
         return None
     raw = par.from_compact(comp._replace(a=comp.a.at[j].set(a_t), b=comp.b.at[j].set(b_t)))
     return raw.a[j], raw.b[j]
 
 
 def scale_fiber_witness(estimator: Model, true_params, j: int, t1: float, t_grid=None):
-    """Two atoms on the scale fiber of true atom j whose weighted expert is V*_j, built exactly (d d_out = 2).
+    """Two atoms on the scale fiber of true atom j whose weighted expert is V*_j, built exactly (d
+    d_out = 2).
 
     Atom 1 sits at t1; atom 2 at the t2 (root of the cross product of V(t1) - V* and V(t2) - V* on
     the far side, by bisection to machine precision) and the weights are set by the chord. Returns
-    (theta, lam) for ``flat_params`` (cell layout, k = 2), or ``None`` if no such t2 is in ``t_grid``.
+    (theta, lam) for ``flat_params`` (cell layout, k = 2), or ``None`` if no such t2 is in
+    ``t_grid``.
     """
     if estimator.spec.d * estimator.spec.d_out != 2:
         raise ValueError("scale_fiber_witness builds chords in a plane: expected d * d_out = 2")
-    V_star = np.asarray(_cell_atoms(estimator, true_params, tuple(x[j][None] for x in true_params[:-1])).V[0]).ravel()
+    V_star = np.asarray(
+        _cell_atoms(estimator, true_params, tuple(x[j][None] for x in true_params[:-1])).V[0]
+    ).ravel()
 
     def V(t):
         point = scale_fiber_point(estimator, true_params, j, t)
@@ -545,7 +707,11 @@ def scale_fiber_witness(estimator: Model, true_params, j: int, t1: float, t_grid
         w, _ = V(t)
         return None if w is None else w1[0] * w[1] - w1[1] * w[0]
 
-    grid = np.concatenate([-np.geomspace(10, 0.1, 200), np.geomspace(0.1, 10, 200)]) if t_grid is None else t_grid
+    grid = (
+        np.concatenate([-np.geomspace(10, 0.1, 200), np.geomspace(0.1, 10, 200)])
+        if t_grid is None
+        else t_grid
+    )
     values = [cross(t) for t in grid]
     for lo, hi, c_lo, c_hi in zip(grid[:-1], grid[1:], values[:-1], values[1:]):
         if c_lo is None or c_hi is None or np.sign(c_lo) == np.sign(c_hi):

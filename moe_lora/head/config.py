@@ -11,7 +11,8 @@ import numpy as np
 from ..parameterization import ACTIVATIONS
 
 GATINGS = ("softmax", "sigmoid")
-#: How the teacher's update is drawn: free factors, the learned MLP generator, or the fixed shared maps.
+#: How the teacher's update is drawn: free factors, the learned MLP generator, or the fixed shared
+#: maps.
 TRUTHS = ("vanilla", "learned_generator", "fixed_maps")
 INPUTS = ("gaussian", "uniform")
 #: ``lm``: Levenberg-Marquardt from Adam's best point, always kept; ``lm_if_better``: kept only
@@ -25,7 +26,12 @@ def _positive_int(name, value):
 
 
 def _positive_float(name, value):
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+    if not (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
@@ -50,8 +56,8 @@ class HeadConfig:
         sigma: noise standard deviation. inputs: token distribution, ``"gaussian"`` N(0, I_d) or
             ``"uniform"`` Uniform[-1, 1]^d.
         gating: ``"softmax"`` or ``"sigmoid"`` attention. truth: one of ``TRUTHS``.
-        update_q, update_v: teacher update sizes ||B_Q A_Q||_F / ||W_Q0||_F and ||B_V A_V||_F / ||W_V0||_F.
-        learning_rate, steps: Adam's step size and step budget.
+        update_q, update_v: teacher update sizes ||B_Q A_Q||_F / ||W_Q0||_F and ||B_V A_V||_F /
+        ||W_V0||_F. learning_rate, steps: Adam's step size and step budget.
         val_fraction: share of the n sequences held out for early stopping (at least one).
         patience: early stopping after this many steps without a better validation loss.
         starts: random starts per fit. finisher: one of ``FINISHERS``. lm_iterations: its cap.
@@ -86,8 +92,19 @@ class HeadConfig:
     n_test: int = 512
 
     def __post_init__(self):
-        for name in ("d", "d_k", "d_v", "rank_true", "rank", "latent_dim", "steps", "patience", "starts",
-                     "lm_iterations", "n_test"):
+        for name in (
+            "d",
+            "d_k",
+            "d_v",
+            "rank_true",
+            "rank",
+            "latent_dim",
+            "steps",
+            "patience",
+            "starts",
+            "lm_iterations",
+            "n_test",
+        ):
             _positive_int(name, getattr(self, name))
         if not (isinstance(self.N, (int, np.integer)) and self.N >= 1):
             raise ValueError(f"N (tokens per sequence) must be an integer >= 1, got {self.N!r}")
@@ -98,14 +115,19 @@ class HeadConfig:
             raise ValueError(f"separate_trunks must be true or false, got {self.separate_trunks!r}")
         for name, other in (("d", self.d), ("d_k", self.d_k), ("d_v", self.d_v)):
             if self.rank > other:
-                raise ValueError(f"Student rank {self.rank} is above {name}={other}; expected rank <= min(d, d_k, d_v)")
+                raise ValueError(
+                    f"Student rank {self.rank} is above {name}={other}; expected rank <= min(d, "
+                    "d_k, d_v)"
+                )
             if self.rank_true > other:
                 raise ValueError(
-                    f"Teacher rank {self.rank_true} is above {name}={other}; expected rank_true <= min(d, d_k, d_v)"
+                    f"Teacher rank {self.rank_true} is above {name}={other}; expected rank_true <= "
+                    "min(d, d_k, d_v)"
                 )
         if self.rank < self.rank_true:
             raise ValueError(
-                f"Student rank {self.rank} is below the teacher's rank_true={self.rank_true}; expected rank >= rank_true"
+                f"Student rank {self.rank} is below the teacher's rank_true={self.rank_true}; "
+                "expected rank >= rank_true"
             )
         if self.truth == "fixed_maps" and self.rank != self.rank_true:
             raise ValueError(

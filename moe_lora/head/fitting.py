@@ -1,4 +1,5 @@
-"""Fitting one student to one sample: Adam with early stopping, an optional least-squares finish, the record.
+"""Fitting one student to one sample: Adam with early stopping, an optional least-squares finish,
+the record.
 
 Training: full-batch Adam (optax) on the mean squared error over the training split, at most
 ``steps`` steps in one ``lax.while_loop``; the parameters with the best validation loss are kept
@@ -48,10 +49,10 @@ class HeadRecord(NamedTuple):
         value_error: ||B_V A_V - (B_V A_V)*||_F / ||(B_V A_V)*||_F, likewise.
         steps: Adam steps to the best validation loss (of the kept start).
         stopped_early: the kept start's patience ran out before the step budget.
-        val_loss, train_loss: mean squared error on the validation and training splits at the estimate.
-        train_loss_truth: the teacher's training loss on the same data (about sigma^2).
-        underfit: train_loss > ``UNDERFIT_RATIO`` train_loss_truth (the fit did not reach the teacher).
-        finisher_iterations: Levenberg-Marquardt iterations (0 without a finisher).
+        val_loss, train_loss: mean squared error on the validation and training splits at the
+        estimate. train_loss_truth: the teacher's training loss on the same data (about sigma^2).
+        underfit: train_loss > ``UNDERFIT_RATIO`` train_loss_truth (the fit did not reach the
+        teacher). finisher_iterations: Levenberg-Marquardt iterations (0 without a finisher).
         finisher_kept: the finisher's point was kept (always with ``"lm"``, never with ``"none"``).
         start: index of the kept start.
     """
@@ -74,15 +75,25 @@ class HeadRecord(NamedTuple):
 def split_sizes(config: HeadConfig, n: int) -> tuple[int, int]:
     """(n_train, n_val): at least one validation sequence and one training sequence."""
     if not (isinstance(n, (int, np.integer)) and n >= 2):
-        raise ValueError(f"Sample size n must be an integer >= 2 (one training and one validation sequence), got {n!r}")
+        raise ValueError(
+            "Sample size n must be an integer >= 2 (one training and one validation sequence), "
+            f"got {n!r}"
+        )
     n_val = min(max(1, int(round(config.val_fraction * n))), n - 1)
     return n - n_val, n_val
 
 
 def train_student(
-    config: HeadConfig, student: HeadStudent, family: SharedFamily, weights: AttentionWeights, params0, train, val
+    config: HeadConfig,
+    student: HeadStudent,
+    family: SharedFamily,
+    weights: AttentionWeights,
+    params0,
+    train,
+    val,
 ):
-    """Adam with early stopping from ``params0`` for one start: (best params, steps to best, stopped, best val loss).
+    """Adam with early stopping from ``params0`` for one start: (best params, steps to best,
+    stopped, best val loss).
 
     Full-batch steps in a ``lax.while_loop`` that ends after ``config.steps`` steps or once the
     validation loss has not improved for ``patience`` steps; the parameters with the best
@@ -90,7 +101,9 @@ def train_student(
     a stopped fit's parameters no longer move, so its result does not depend on its batch.
     """
     opt = optax.adam(config.learning_rate)
-    loss = lambda p, X, Y: mean_squared_error(config, weights, student.factors(config, family, p), X, Y)
+    loss = lambda p, X, Y: mean_squared_error(
+        config, weights, student.factors(config, family, p), X, Y
+    )
     grad = jax.grad(loss)
 
     def step(state):
@@ -98,7 +111,9 @@ def train_student(
         updates, new_opt_state = opt.update(grad(p, *train), opt_state, p)
         moved = optax.apply_updates(p, updates)
         p = jax.tree.map(lambda new, old: jnp.where(stopped, old, new), moved, p)
-        opt_state = jax.tree.map(lambda new, old: jnp.where(stopped, old, new), new_opt_state, opt_state)
+        opt_state = jax.tree.map(
+            lambda new, old: jnp.where(stopped, old, new), new_opt_state, opt_state
+        )
         v = loss(p, *val)
         better = (v < best_loss) & ~stopped
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), p, best)
@@ -107,20 +122,34 @@ def train_student(
         return k + 1, p, opt_state, best, best_loss, best_step, stopped
 
     zero = jnp.zeros((), jnp.int32)
-    state = (zero, params0, opt.init(params0), params0, loss(params0, *val), zero, jnp.zeros((), bool))
+    state = (
+        zero,
+        params0,
+        opt.init(params0),
+        params0,
+        loss(params0, *val),
+        zero,
+        jnp.zeros((), bool),
+    )
     _, _, _, best, best_loss, best_step, stopped = jax.lax.while_loop(
         lambda s: (s[0] < config.steps) & ~s[-1], step, state
     )
     return best, best_step, stopped, best_loss
 
 
-def finish_least_squares(config: HeadConfig, student: HeadStudent, family: SharedFamily, weights, params, train):
+def finish_least_squares(
+    config: HeadConfig, student: HeadStudent, family: SharedFamily, weights, params, train
+):
     """Levenberg-Marquardt on the training split from ``params``: (params, iterations)."""
     theta0, unravel = ravel_pytree(params)
     X, Y = train
     scale = 1 / math.sqrt(Y.size)
-    residual = lambda t, x, y: scale * (head_outputs(config, weights, student.factors(config, family, unravel(t)), x)
-                                        - y).ravel()
+    residual = lambda t, x, y: (
+        scale
+        * (
+            head_outputs(config, weights, student.factors(config, family, unravel(t)), x) - y
+        ).ravel()
+    )
     lm = LevenbergMarquardt(max_iter=config.lm_iterations, gtol=1e-8, chunk_size=config.lm_chunk)
     theta, stats = lm.run(residual, theta0, data=(X, Y))
     return unravel(theta), stats.iterations
@@ -133,7 +162,8 @@ def _relative(M, M_star):
 def fit_replicate(
     key: PRNGKeyArray, teacher: Teacher, X_test, config: HeadConfig, student: HeadStudent, n: int
 ) -> HeadRecord:
-    """One replicate: draw n sequences, fit ``student`` from ``config.starts`` starts, score the kept one.
+    """One replicate: draw n sequences, fit ``student`` from ``config.starts`` starts, score the
+    kept one.
 
     The key splits into data, noise and start keys that do not depend on the student, so every
     student sees the same data.
@@ -149,24 +179,35 @@ def fit_replicate(
     return fit_from(starts, teacher, X_test, config, student, train, val)
 
 
-def fit_from(starts, teacher: Teacher, X_test, config: HeadConfig, student: HeadStudent, train, val) -> HeadRecord:
+def fit_from(
+    starts, teacher: Teacher, X_test, config: HeadConfig, student: HeadStudent, train, val
+) -> HeadRecord:
     """Fit from a batch of starts (leading axis), keep the best validation loss, score it."""
     w, fam = teacher.weights, teacher.family
     val_loss = lambda p: mean_squared_error(config, w, student.factors(config, fam, p), *val)
-    best, steps, stopped, adam_val = jax.vmap(lambda p: train_student(config, student, fam, w, p, train, val))(starts)
+    best, steps, stopped, adam_val = jax.vmap(
+        lambda p: train_student(config, student, fam, w, p, train, val)
+    )(starts)
     if config.finisher == "none":
         iters, kept = jnp.zeros(config.starts, jnp.int32), jnp.zeros(config.starts, bool)
     else:
-        finished, iters = jax.vmap(lambda p: finish_least_squares(config, student, fam, w, p, train))(best)
+        finished, iters = jax.vmap(
+            lambda p: finish_least_squares(config, student, fam, w, p, train)
+        )(best)
         kept = jnp.ones(config.starts, bool)
         if config.finisher == "lm_if_better":
             kept = jax.vmap(val_loss)(finished) <= adam_val
-        pick = lambda new, old: jnp.where(kept.reshape(kept.shape + (1,) * (new.ndim - 1)), new, old)
+        pick = lambda new, old: jnp.where(
+            kept.reshape(kept.shape + (1,) * (new.ndim - 1)), new, old
+        )
         best = jax.tree.map(pick, finished, best)
     val_losses = jax.vmap(val_loss)(best)
     s = jnp.argmin(jnp.where(jnp.isfinite(val_losses), val_losses, jnp.inf))
     lora = student.factors(config, fam, jax.tree.map(lambda x: x[s], best))
-    H_hat, H_star = head_outputs(config, w, lora, X_test), head_outputs(config, w, teacher.lora, X_test)
+    H_hat, H_star = (
+        head_outputs(config, w, lora, X_test),
+        head_outputs(config, w, teacher.lora, X_test),
+    )
     H_0 = head_outputs(config, w, zero_update(config), X_test)
     err = jnp.mean((H_hat - H_star) ** 2)
     t = teacher.lora

@@ -40,7 +40,9 @@ def seed_keys(key: PRNGKeyArray, n: int, seeds) -> PRNGKeyArray:
     return jax.vmap(lambda k: jax.random.fold_in(k_n, k))(jnp.asarray(seeds, dtype=jnp.uint32))
 
 
-def teacher_and_test(key: PRNGKeyArray, config: HeadConfig) -> tuple[Teacher, Float[Array, "m N d"]]:
+def teacher_and_test(
+    key: PRNGKeyArray, config: HeadConfig
+) -> tuple[Teacher, Float[Array, "m N d"]]:
     """The experiment's teacher and test sequences, both from ``fold_in(key, 0)``."""
     k_teacher, k_test = jax.random.split(jax.random.fold_in(key, 0))
     return draw_teacher(k_teacher, config), sample_sequences(k_test, config, config.n_test)
@@ -50,18 +52,29 @@ def seed_list(seeds) -> np.ndarray:
     """Seed indices from a count S (0..S-1) or a sequence."""
     if isinstance(seeds, (int, np.integer)):
         if seeds < 1:
-            raise ValueError(f"seeds must be a positive count or a sequence of seed indices, got {seeds!r}")
+            raise ValueError(
+                f"seeds must be a positive count or a sequence of seed indices, got {seeds!r}"
+            )
         return np.arange(seeds)
     seeds = np.asarray(seeds)
     if seeds.ndim != 1 or seeds.size == 0 or (seeds < 0).any():
-        raise ValueError(f"seeds must be a non-empty sequence of non-negative indices, got {seeds!r}")
+        raise ValueError(
+            f"seeds must be a non-empty sequence of non-negative indices, got {seeds!r}"
+        )
     return seeds
 
 
 def simulate_head(
-    key: PRNGKeyArray, config: HeadConfig, student: str | HeadStudent, n: int, seeds, *, teacher: Teacher | None = None
+    key: PRNGKeyArray,
+    config: HeadConfig,
+    student: str | HeadStudent,
+    n: int,
+    seeds,
+    *,
+    teacher: Teacher | None = None,
 ) -> HeadRecord:
-    """Fit ``student`` to n noisy sequences from the teacher, for each seed (vmapped, one compilation per (student, n)).
+    """Fit ``student`` to n noisy sequences from the teacher, for each seed (vmapped, one
+    compilation per (student, n)).
 
     Args:
         key: the experiment's key: the teacher and test set come from fold_in(key, 0) (unless
@@ -89,8 +102,11 @@ def simulate_head(
     return _simulate_block(keys, teacher, X_test, config=config, student=student, n=int(n))
 
 
-def head_rows(record: HeadRecord, *, student: str, n: int, seeds, labels: dict | None = None) -> pd.DataFrame:
-    """Tidy rows (one per seed) of a batched record: student, n, seed, every record field, and the labels."""
+def head_rows(
+    record: HeadRecord, *, student: str, n: int, seeds, labels: dict | None = None
+) -> pd.DataFrame:
+    """Tidy rows (one per seed) of a batched record: student, n, seed, every record field, and the
+    labels."""
     seeds = seed_list(seeds)
     table = pd.DataFrame({name: np.asarray(value) for name, value in record._asdict().items()})
     table.insert(0, "seed", seeds.astype(int))
@@ -102,7 +118,13 @@ def head_rows(record: HeadRecord, *, student: str, n: int, seeds, labels: dict |
 
 
 def head_unit(
-    key: PRNGKeyArray, config: HeadConfig, student: str, n: int, seeds, *, variation: str = "headline"
+    key: PRNGKeyArray,
+    config: HeadConfig,
+    student: str,
+    n: int,
+    seeds,
+    *,
+    variation: str = "headline",
 ) -> pd.DataFrame:
     """The unit of work: one (variation, student, n, block of seeds), as table rows.
 

@@ -41,12 +41,15 @@ def _candidates(table, reference=REFERENCE):
         raise ValueError(f"The table lacks the reference student {reference!r}; it has {students}")
     others = [s for s in students if s != reference]
     if not others:
-        raise ValueError(f"The table has only the reference student {reference!r}; expected another to compare")
+        raise ValueError(
+            f"The table has only the reference student {reference!r}; expected another to compare"
+        )
     return others
 
 
 def _cube(table: pd.DataFrame, metric: str, students):
-    """(ns, seeds, array[student, n, seed]) of one variation's metric; every (student, n) needs the same seeds.
+    """(ns, seeds, array[student, n, seed]) of one variation's metric; every (student, n) needs the
+    same seeds.
 
     Sizes that not every student has are left out (a study stopped part way)."""
     table = table[table["student"].isin(students)]
@@ -72,7 +75,8 @@ def _interval(samples, level, axis=-1):
 
 
 def crossing_fraction(ns, reference, candidate) -> float:
-    """The smallest n where the candidate's curve reaches the reference's error at the largest n, over that n.
+    """The smallest n where the candidate's curve reaches the reference's error at the largest n,
+    over that n.
 
     Log-log interpolated between grid points. Returns ns[0] / ns[-1] when the candidate is already
     there at the smallest n (an upper bound), and ``inf`` when it never gets there on the grid.
@@ -99,13 +103,16 @@ def power_law(ns, errors) -> tuple[float, float]:
         >>> [round(x, 6) for x in power_law([10, 100, 1000], [1.0, 0.1, 0.01])]
         [2.302585, -1.0]
     """
-    slope, intercept = np.polyfit(np.log(np.asarray(ns, float)), np.log(np.asarray(errors, float)), 1)
+    slope, intercept = np.polyfit(
+        np.log(np.asarray(ns, float)), np.log(np.asarray(errors, float)), 1
+    )
     return float(intercept), float(slope)
 
 
 def equal_error_ratio(ns, reference, candidate, fit_min_n: int = FIT_MIN_N) -> float:
     """n_ratio: the n at which the candidate's fitted power law reaches the reference's fitted error
-    at n_max, over n_max (below 1: the candidate needs less data). ``nan`` if a fitted slope is not negative.
+    at n_max, over n_max (below 1: the candidate needs less data). ``nan`` if a fitted slope is not
+    negative.
 
     Example:
         >>> round(equal_error_ratio([16, 160, 1600], [1.0, 0.1, 0.01], [0.5, 0.05, 0.005]), 6)
@@ -114,7 +121,10 @@ def equal_error_ratio(ns, reference, candidate, fit_min_n: int = FIT_MIN_N) -> f
     ns = np.asarray(ns, float)
     use = ns >= fit_min_n
     if use.sum() < 2:
-        raise ValueError(f"Need at least two sizes n >= fit_min_n={fit_min_n} for a power law; got sizes {ns.tolist()}")
+        raise ValueError(
+            f"Need at least two sizes n >= fit_min_n={fit_min_n} for a power law; got sizes "
+            f"{ns.tolist()}"
+        )
     c_ref, s_ref = power_law(ns[use], np.asarray(reference)[use])
     c_can, s_can = power_law(ns[use], np.asarray(candidate)[use])
     if not (s_ref < 0 and s_can < 0):
@@ -133,8 +143,8 @@ def data_efficiency(
     seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """Per variation and candidate student: ``n_ratio`` and the power-law slopes, with bootstrap intervals,
-    and the earlier crossing ``fraction`` beside them (see the module docstring).
+    """Per variation and candidate student: ``n_ratio`` and the power-law slopes, with bootstrap
+    intervals, and the earlier crossing ``fraction`` beside them (see the module docstring).
 
     Returns:
         DataFrame with columns variation, metric, statistic, reference, candidate, fit_min_n,
@@ -151,29 +161,61 @@ def data_efficiency(
             use = ns >= fit_min_n
             if use.sum() >= 2:
                 ratio = equal_error_ratio(ns, center[0], center[1], fit_min_n)
-                ratios = np.array([equal_error_ratio(ns, boot[0, :, b], boot[1, :, b], fit_min_n)
-                                   for b in range(n_boot)])
-                slopes = power_law(ns[use], center[0][use])[1], power_law(ns[use], center[1][use])[1]
+                ratios = np.array(
+                    [
+                        equal_error_ratio(ns, boot[0, :, b], boot[1, :, b], fit_min_n)
+                        for b in range(n_boot)
+                    ]
+                )
+                slopes = (
+                    power_law(ns[use], center[0][use])[1],
+                    power_law(ns[use], center[1][use])[1],
+                )
             else:  # a variation with fewer than two sizes in the fit range has no power law
                 ratio, ratios, slopes = math.nan, np.full(n_boot, math.nan), (math.nan, math.nan)
             frac = crossing_fraction(ns, center[0], center[1])
-            fracs = np.array([crossing_fraction(ns, boot[0, :, b], boot[1, :, b]) for b in range(n_boot)])
-            # inverted_cdf picks observed values: an interval end can be inf ("not reached") without NaNs
-            f_lo, f_hi = np.quantile(fracs, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
-            rows.append(dict(
-                variation=variation, metric=metric, statistic=statistic, reference=REFERENCE, candidate=candidate,
-                fit_min_n=fit_min_n, n_ratio=ratio, n_ratio_lo=_interval(ratios, level)[0],
-                n_ratio_hi=_interval(ratios, level)[1], slope_reference=slopes[0], slope_candidate=slopes[1],
-                fraction=frac, fraction_lo=f_lo,
-                fraction_hi=f_hi,
-                censored="not reached" if math.isinf(frac) else ("at most" if frac == ns[0] / ns[-1] else ""),
-                reference_at_max=center[0, -1], candidate_at_max=center[1, -1], seeds=len(seeds),
-            ))
+            fracs = np.array(
+                [crossing_fraction(ns, boot[0, :, b], boot[1, :, b]) for b in range(n_boot)]
+            )
+            # inverted_cdf picks observed values: an interval end can be inf ("not reached") without
+            # NaNs
+            f_lo, f_hi = np.quantile(
+                fracs, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf"
+            )
+            rows.append(
+                dict(
+                    variation=variation,
+                    metric=metric,
+                    statistic=statistic,
+                    reference=REFERENCE,
+                    candidate=candidate,
+                    fit_min_n=fit_min_n,
+                    n_ratio=ratio,
+                    n_ratio_lo=_interval(ratios, level)[0],
+                    n_ratio_hi=_interval(ratios, level)[1],
+                    slope_reference=slopes[0],
+                    slope_candidate=slopes[1],
+                    fraction=frac,
+                    fraction_lo=f_lo,
+                    fraction_hi=f_hi,
+                    censored="not reached"
+                    if math.isinf(frac)
+                    else ("at most" if frac == ns[0] / ns[-1] else ""),
+                    reference_at_max=center[0, -1],
+                    candidate_at_max=center[1, -1],
+                    seeds=len(seeds),
+                )
+            )
     return pd.DataFrame(rows)
 
 
 def improvement(
-    table: pd.DataFrame, *, metric: str = "function_error", n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    table: pd.DataFrame,
+    *,
+    metric: str = "function_error",
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """Per variation, candidate and n: the candidate against the reference, paired by seed.
 
@@ -196,23 +238,42 @@ def improvement(
             logr_boot = logr[:, idx]
             under = None
             if "underfit" in part:
-                under = _cube(part.assign(underfit=part["underfit"].astype(float)), "underfit", pair)[2].sum(-1)
+                under = _cube(
+                    part.assign(underfit=part["underfit"].astype(float)), "underfit", pair
+                )[2].sum(-1)
             for i, n in enumerate(ns):
-                row = dict(variation=variation, candidate=candidate, n=int(n), metric=metric, seeds=len(seeds))
+                row = dict(
+                    variation=variation,
+                    candidate=candidate,
+                    n=int(n),
+                    metric=metric,
+                    seeds=len(seeds),
+                )
                 for stat in ("mean", "median"):
                     f = STATISTICS[stat]
                     ref, can = f(cube[0, i]), f(cube[1, i])
                     gain = 1 - f(resampled[1, i], axis=-1) / f(resampled[0, i], axis=-1)
                     suffix = "" if stat == "mean" else "_median"
                     lo, hi = _interval(gain, level)
-                    row |= {f"reference_{stat}": ref, f"candidate_{stat}": can, f"improvement{suffix}": 1 - can / ref,
-                            f"lo{suffix}": lo, f"hi{suffix}": hi}
+                    row |= {
+                        f"reference_{stat}": ref,
+                        f"candidate_{stat}": can,
+                        f"improvement{suffix}": 1 - can / ref,
+                        f"lo{suffix}": lo,
+                        f"hi{suffix}": hi,
+                    }
                     lr_lo, lr_hi = _interval(f(logr_boot[i], axis=-1), level)
-                    row |= {f"log_ratio_{stat}": f(logr[i]), f"log_ratio_{stat}_lo": lr_lo,
-                            f"log_ratio_{stat}_hi": lr_hi}
+                    row |= {
+                        f"log_ratio_{stat}": f(logr[i]),
+                        f"log_ratio_{stat}_lo": lr_lo,
+                        f"log_ratio_{stat}_hi": lr_hi,
+                    }
                 row["wins"] = int((logr[i] < 0).sum())
                 if under is not None:
-                    row["underfit_reference"], row["underfit_candidate"] = int(under[0, i]), int(under[1, i])
+                    row["underfit_reference"], row["underfit_candidate"] = (
+                        int(under[0, i]),
+                        int(under[1, i]),
+                    )
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -226,7 +287,8 @@ def error_bands(
     seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """Per variation, student and n: the statistic of the error over seeds (column ``center``), bootstrap interval."""
+    """Per variation, student and n: the statistic of the error over seeds (column ``center``),
+    bootstrap interval."""
     rng = np.random.default_rng(seed)
     rows = []
     for variation, part in _by_variation(table):
@@ -236,8 +298,17 @@ def error_bands(
         lo, hi = _interval(boot, level)
         for s, student in enumerate(students):
             for i, n in enumerate(ns):
-                rows.append(dict(variation=variation, student=student, n=int(n), statistic=statistic,
-                                 center=center[s, i], lo=lo[s, i], hi=hi[s, i]))
+                rows.append(
+                    dict(
+                        variation=variation,
+                        student=student,
+                        n=int(n),
+                        statistic=statistic,
+                        center=center[s, i],
+                        lo=lo[s, i],
+                        hi=hi[s, i],
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -274,7 +345,18 @@ def rate_slopes(
                 slope = np.polyfit(x, np.log(center[s]), 1)[0]
                 slopes = np.polyfit(x, np.log(boot[s]), 1)[0]
                 lo, hi = _interval(slopes, level)
-                rows.append(dict(variation=variation, student=student, metric=metric, statistic=statistic,
-                                 n_min=int(ns[use][0]), n_max=int(ns[use][-1]), slope=slope, lo=lo, hi=hi,
-                                 seeds=len(seeds)))
+                rows.append(
+                    dict(
+                        variation=variation,
+                        student=student,
+                        metric=metric,
+                        statistic=statistic,
+                        n_min=int(ns[use][0]),
+                        n_max=int(ns[use][-1]),
+                        slope=slope,
+                        lo=lo,
+                        hi=hi,
+                        seeds=len(seeds),
+                    )
+                )
     return pd.DataFrame(rows)

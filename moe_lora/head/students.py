@@ -1,4 +1,5 @@
-"""The students of the head simulation: one small protocol (init, factors, parameter count), three members.
+"""The students of the head simulation: one small protocol (init, factors, parameter count), three
+members.
 
 * ``LoRAStudent`` ("lora"): free B_Q (d x r), A_Q (r x d_k), B_V (d x r), A_V (r x d_v).
 * ``LearnedGenerator`` ("learned_generator"): our reconstruction of the RepLoRA paper's Figure 1
@@ -12,7 +13,8 @@
   With ``separate_trunks`` the A and B sides have their own trunk (W_1A, b_1A) and (W_1B, b_1B);
   without, one trunk serves both. With h >= r and free output heads its family of products
   (B_Q A_Q, B_V A_V) is LoRA's: the two differ in coordinates, not in what they represent.
-* ``FixedMaps`` ("fixed_maps"): the theory's shared reparameterization (``moe_lora.parameterization.Shared``,
+* ``FixedMaps`` ("fixed_maps"): the theory's shared reparameterization
+  (``moe_lora.parameterization.Shared``,
   MODEL.md section 3), made a head student. Latents a, b in R^p and fixed, known maps::
 
       A_Q = act(W_AQ a),  A_V = act(W_AV a),  B_Q = s_Q act(W_BQ b),  B_V = s_V act(W_BV b)
@@ -96,7 +98,8 @@ class LoRAStudent:
 
 
 class GeneratorParams(NamedTuple):
-    """The learned generator's parameters: the two diagonals, the trunk(s) (leading axis 1 or 2), four heads."""
+    """The learned generator's parameters: the two diagonals, the trunk(s) (leading axis 1 or 2),
+    four heads."""
 
     a: Float[Array, " r"]
     b: Float[Array, " r"]
@@ -109,24 +112,32 @@ class GeneratorParams(NamedTuple):
 
 
 def generator_factors(params: GeneratorParams, activation: str = "tanh") -> LoRA:
-    """LoRA factors from the diagonal inputs through the learned MLP (trunk 0 for A, the last for B).
+    """LoRA factors from the diagonal inputs through the learned MLP (trunk 0 for A, the last for
+    B).
 
     Example:
         >>> import jax
-        >>> p = LearnedGenerator().init(jax.random.key(0), HeadConfig(rank=3, rank_true=2, hidden=4))
+        >>> config = HeadConfig(rank=3, rank_true=2, hidden=4)
+        >>> p = LearnedGenerator().init(jax.random.key(0), config)
         >>> [x.shape for x in generator_factors(p)]
         [(16, 3), (3, 8), (16, 3), (3, 8)]
     """
     act = ACTIVATIONS[activation]
     H_A = act(params.a[:, None] * params.W_1[0] + params.b_1[0][None, :])
     H_B = act(params.b[:, None] * params.W_1[-1] + params.b_1[-1][None, :])
-    return LoRA(B_Q=(H_B @ params.W_BQ).T, A_Q=H_A @ params.W_AQ, B_V=(H_B @ params.W_BV).T, A_V=H_A @ params.W_AV)
+    return LoRA(
+        B_Q=(H_B @ params.W_BQ).T,
+        A_Q=H_A @ params.W_AQ,
+        B_V=(H_B @ params.W_BV).T,
+        A_V=H_A @ params.W_AV,
+    )
 
 
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class LearnedGenerator:
-    """The learned MLP generator from two diagonal inputs (our reconstruction of the paper's RepLoRA)."""
+    """The learned MLP generator from two diagonal inputs (our reconstruction of the paper's
+    RepLoRA)."""
 
     name: str = "learned_generator"
 
@@ -156,7 +167,9 @@ class LearnedGenerator:
 
 def shared_parameterization(config: HeadConfig) -> tuple[Shared, ModelSpec]:
     """The sweeps' ``Shared`` parameterization and the spec its maps have for this head."""
-    spec = ModelSpec(d=config.d, d_out=config.d_v, r=config.rank, d_k=config.d_k, gating=config.gating)
+    spec = ModelSpec(
+        d=config.d, d_out=config.d_v, r=config.rank, d_k=config.d_k, gating=config.gating
+    )
     return Shared(activation=config.activation, latent_dim=config.latent_dim), spec
 
 
@@ -175,22 +188,29 @@ class FixedMaps:
     name: str = "fixed_maps"
 
     def init(self, key: PRNGKeyArray, config: HeadConfig) -> LatentParams:
-        """a = 0 (so the A factors, hence the update, are zero for odd activations), b entries N(0, 1)."""
+        """a = 0 (so the A factors, hence the update, are zero for odd activations), b entries N(0,
+        1)."""
         p = config.latent_dim
         return LatentParams(a=jnp.zeros(p), b=jax.random.normal(key, (p,)))
 
     def factors(self, config: HeadConfig, family: SharedFamily, params: LatentParams) -> LoRA:
         shared, spec = shared_parameterization(config)
         # One component, so the gate bias c of the sweeps' parameterization plays no part.
-        f = shared.factors(spec, family.maps, SharedParams(params.a[None], params.b[None], jnp.zeros(1)))
-        return LoRA(B_Q=family.scale_q * f.B_Q[0], A_Q=f.A_Q[0], B_V=family.scale_v * f.B_V[0], A_V=f.A_V[0])
+        f = shared.factors(
+            spec, family.maps, SharedParams(params.a[None], params.b[None], jnp.zeros(1))
+        )
+        return LoRA(
+            B_Q=family.scale_q * f.B_Q[0], A_Q=f.A_Q[0], B_V=family.scale_v * f.B_V[0], A_V=f.A_V[0]
+        )
 
     def parameter_count(self, config: HeadConfig) -> int:
         """2 p."""
         return 2 * config.latent_dim
 
 
-STUDENTS: dict[str, HeadStudent] = {s.name: s for s in (LoRAStudent(), LearnedGenerator(), FixedMaps())}
+STUDENTS: dict[str, HeadStudent] = {
+    s.name: s for s in (LoRAStudent(), LearnedGenerator(), FixedMaps())
+}
 
 
 def student_of(student: str | HeadStudent) -> HeadStudent:

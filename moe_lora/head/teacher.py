@@ -26,7 +26,14 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ..attention import AttentionWeights, LoRA
 from .config import HeadConfig
 from .forward import gate_matrix, sample_sequences, zero_update
-from .students import FixedMaps, GeneratorParams, LatentParams, SharedFamily, generator_factors, shared_parameterization
+from .students import (
+    FixedMaps,
+    GeneratorParams,
+    LatentParams,
+    SharedFamily,
+    generator_factors,
+    shared_parameterization,
+)
 
 #: The teacher's query update must change the gates by at least this mean total variation.
 MIN_GATE_CHANGE = 0.02
@@ -41,8 +48,9 @@ class Teacher(NamedTuple):
         weights: the frozen pre-trained head. lora: the teacher's factors (rank r*).
         params: what the factors were drawn as (``LoRA``, ``GeneratorParams`` or ``LatentParams``).
         family: the fixed shared maps and their scales (for the ``FixedMaps`` student).
-        update_q, update_v: ||B_Q A_Q||_F / ||W_Q0||_F and ||B_V A_V||_F / ||W_V0||_F (as configured).
-        gate_change: mean total variation (1/2 sum_j |G_ij - G0_ij|) between the teacher's and the
+        update_q, update_v: ||B_Q A_Q||_F / ||W_Q0||_F and ||B_V A_V||_F / ||W_V0||_F (as
+        configured). gate_change: mean total variation (1/2 sum_j |G_ij - G0_ij|) between the
+        teacher's and the
             frozen head's gates. gate_saturation: share of gate rows with a gate above 0.99.
     """
 
@@ -78,26 +86,32 @@ def gate_diagnostics(
 
 
 def _sizes(config, weights, lora):
-    """(t_Q, t_V): the factors by which B_Q A_Q and B_V A_V must be multiplied to have the stated sizes."""
+    """(t_Q, t_V): the factors by which B_Q A_Q and B_V A_V must be multiplied to have the stated
+    sizes."""
     tq = config.update_q * jnp.linalg.norm(weights.W_Q) / jnp.linalg.norm(lora.B_Q @ lora.A_Q)
     tv = config.update_v * jnp.linalg.norm(weights.W_V) / jnp.linalg.norm(lora.B_V @ lora.A_V)
     return tq, tv
 
 
-def draw_family(key: PRNGKeyArray, config: HeadConfig, weights: AttentionWeights) -> tuple[SharedFamily, LatentParams]:
+def draw_family(
+    key: PRNGKeyArray, config: HeadConfig, weights: AttentionWeights
+) -> tuple[SharedFamily, LatentParams]:
     """The fixed shared maps (N(0, 1/p) entries), latents with N(0, 1) entries, and the scales that
     give those latents' update the stated sizes."""
     k_maps, k_a, k_b = jax.random.split(key, 3)
     shared, spec = shared_parameterization(config)
     one = jnp.ones(())
     family = SharedFamily(shared.draw_maps(k_maps, spec), one, one)
-    latents = LatentParams(jax.random.normal(k_a, (config.latent_dim,)), jax.random.normal(k_b, (config.latent_dim,)))
+    latents = LatentParams(
+        jax.random.normal(k_a, (config.latent_dim,)), jax.random.normal(k_b, (config.latent_dim,))
+    )
     tq, tv = _sizes(config, weights, FixedMaps().factors(config, family, latents))
     return family._replace(scale_q=tq, scale_v=tv), latents
 
 
 def draw_teacher(key: PRNGKeyArray, config: HeadConfig) -> Teacher:
-    """The frozen head and a rank-r* teacher update of the configured kind and sizes (see the module docstring).
+    """The frozen head and a rank-r* teacher update of the configured kind and sizes (see the module
+    docstring).
 
     Raises:
         ValueError: if the teacher's gates are degenerate (the query update barely moves them, or
@@ -110,18 +124,32 @@ def draw_teacher(key: PRNGKeyArray, config: HeadConfig) -> Teacher:
     normal = jax.random.normal
     if config.truth == "vanilla":
         kb, ka, kc, ke = jax.random.split(k_update, 4)
-        raw = LoRA(normal(kb, (config.d, r)), normal(ka, (r, config.d_k)), normal(kc, (config.d, r)),
-                   normal(ke, (r, config.d_v)))
+        raw = LoRA(
+            normal(kb, (config.d, r)),
+            normal(ka, (r, config.d_k)),
+            normal(kc, (config.d, r)),
+            normal(ke, (r, config.d_v)),
+        )
         tq, tv = _sizes(config, weights, raw)
-        params = LoRA(raw.B_Q * jnp.sqrt(tq), raw.A_Q * jnp.sqrt(tq), raw.B_V * jnp.sqrt(tv), raw.A_V * jnp.sqrt(tv))
+        params = LoRA(
+            raw.B_Q * jnp.sqrt(tq),
+            raw.A_Q * jnp.sqrt(tq),
+            raw.B_V * jnp.sqrt(tv),
+            raw.A_V * jnp.sqrt(tv),
+        )
         lora = params
     elif config.truth == "learned_generator":
         k1, k2, k3, k4, k5, k6, k7 = jax.random.split(k_update, 7)
         h, T = r, 2 if config.separate_trunks else 1  # the generator at rank r*, width h = r*
         params = GeneratorParams(
-            a=normal(k1, (r,)), b=normal(k2, (r,)), W_1=normal(k3, (T, r, h)), b_1=jnp.zeros((T, h)),
-            W_AQ=normal(k4, (h, config.d_k)), W_AV=normal(k5, (h, config.d_v)),
-            W_BQ=normal(k6, (h, config.d)), W_BV=normal(k7, (h, config.d)),
+            a=normal(k1, (r,)),
+            b=normal(k2, (r,)),
+            W_1=normal(k3, (T, r, h)),
+            b_1=jnp.zeros((T, h)),
+            W_AQ=normal(k4, (h, config.d_k)),
+            W_AV=normal(k5, (h, config.d_v)),
+            W_BQ=normal(k6, (h, config.d)),
+            W_BV=normal(k7, (h, config.d)),
         )
         tq, tv = _sizes(config, weights, generator_factors(params, config.activation))
         params = params._replace(W_BQ=params.W_BQ * tq, W_BV=params.W_BV * tv)
@@ -129,10 +157,21 @@ def draw_teacher(key: PRNGKeyArray, config: HeadConfig) -> Teacher:
     else:
         params = latents
         lora = FixedMaps().factors(config, family, latents)
-    change, saturation = gate_diagnostics(config, weights, lora, sample_sequences(k_check, config, 256))
+    change, saturation = gate_diagnostics(
+        config, weights, lora, sample_sequences(k_check, config, 256)
+    )
     if change < MIN_GATE_CHANGE or saturation > MAX_GATE_SATURATION:
         raise ValueError(
             f"Degenerate teacher gates: gate_change={change:.3g} (expected >= {MIN_GATE_CHANGE}), "
             f"gate_saturation={saturation:.3g} (expected <= {MAX_GATE_SATURATION}); change update_q"
         )
-    return Teacher(weights, lora, params, family, float(config.update_q), float(config.update_v), change, saturation)
+    return Teacher(
+        weights,
+        lora,
+        params,
+        family,
+        float(config.update_q),
+        float(config.update_v),
+        change,
+        saturation,
+    )

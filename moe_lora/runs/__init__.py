@@ -23,5 +23,6 @@ from .store import merge_run as merge_run
 
 
 def units(exp) -> list:
-    """``exp.units()``: kept for callers of the removed ``moe_lora.runs.plan`` (tests/test_head_study.py)."""
+    """``exp.units()``: kept for callers of the removed ``moe_lora.runs.plan``
+    (tests/test_head_study.py)."""
     return exp.units()

@@ -40,18 +40,26 @@ class BoundUnit:
 
 
 def bound_units(exp: Experiment) -> list[BoundUnit]:
-    """Every bound unit of a config: drawn truths (not family members), their estimators, the settings."""
+    """Every bound unit of a config: drawn truths (not family members), their estimators, the
+    settings."""
     if exp.config.bound is None:
         raise ConfigError(f"{exp.name}: no [bound] section; add one to compute lower-bound curves")
     extras = exp.config.bound.extra or exp.settings
-    return [BoundUnit(label, est, extra) for label, est in exp.pairs() if label.delta is None for extra in extras]
+    return [
+        BoundUnit(label, est, extra)
+        for label, est in exp.pairs()
+        if label.delta is None
+        for extra in extras
+    ]
 
 
 def _path(out: Path, unit: BoundUnit) -> Path:
     return out / "bound" / f"{unit.id}.parquet"
 
 
-def run_bounds(exp: Experiment, out: str | Path, *, progress: bool = True, stream=None) -> Path | None:
+def run_bounds(
+    exp: Experiment, out: str | Path, *, progress: bool = True, stream=None
+) -> Path | None:
     """Compute the bound units without a result file in ``out``; merge when all are present.
 
     Returns:
@@ -69,10 +77,24 @@ def run_bounds(exp: Experiment, out: str | Path, *, progress: bool = True, strea
         for u in todo:
             t0, cpu = time.perf_counter(), time.process_time()
             key = jax.random.fold_in(jax.random.key(exp.seed), label_index(u.id))
-            rows = bound_curves(key, truths[u.truth], exp.model(u.estimator), exp.components + u.extra, cfg,
-                                truth_label=str(u.truth), estimator_label=u.estimator)
-            yield UnitResult(u, rows, {"unit": f"bound/{u.id}", "seconds": time.perf_counter() - t0,
-                                       "cpu_seconds": time.process_time() - cpu})
+            rows = bound_curves(
+                key,
+                truths[u.truth],
+                exp.model(u.estimator),
+                exp.components + u.extra,
+                cfg,
+                truth_label=str(u.truth),
+                estimator_label=u.estimator,
+            )
+            yield UnitResult(
+                u,
+                rows,
+                {
+                    "unit": f"bound/{u.id}",
+                    "seconds": time.perf_counter() - t0,
+                    "cpu_seconds": time.process_time() - cpu,
+                },
+            )
 
     def keep(result: UnitResult) -> None:
         store.write_frame(_path(out, result.unit), result.frame)

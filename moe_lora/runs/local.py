@@ -39,8 +39,11 @@ from . import store
 def require_float64(what: str) -> None:
     """Refuse to measure rates in float32: raise ``ValueError`` unless float64 is on."""
     if not jax.config.jax_enable_x64:
-        raise ValueError(f"{what} measures rates in float64; call jax.config.update('jax_enable_x64', True) first "
-                         "(the moe-lora command does)")
+        raise ValueError(
+            f"{what} measures rates in float64; call jax.config.update('jax_enable_x64', True) "
+            "first "
+            "(the moe-lora command does)"
+        )
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -59,7 +62,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_units(all_units: list, shard: tuple[int, int]) -> list:
-    """Units i, i + k, i + 2k, ... of ``all_units`` (an experiment's fixed order) for ``shard = (i, k)``."""
+    """Units i, i + k, i + 2k, ... of ``all_units`` (an experiment's fixed order) for ``shard = (i,
+    k)``."""
     i, k = shard
     return all_units[i::k]
 
@@ -86,18 +90,32 @@ class UnitResult(NamedTuple):
     error: str | None = None
 
 
-def compute_locally(context: UnitContext, todo: Iterable, compute: Callable = compute_unit) -> Iterator[UnitResult]:
+def compute_locally(
+    context: UnitContext, todo: Iterable, compute: Callable = compute_unit
+) -> Iterator[UnitResult]:
     """The local backend: compute the units one after another in this process."""
     for u in todo:
         cpu = time.process_time()
         frame, seconds, compiled = compute(context, u)
-        timing = {"unit": u.id, "fits": u.fits, "seconds": seconds, "cpu_seconds": time.process_time() - cpu,
-                  "compiled": compiled}
+        timing = {
+            "unit": u.id,
+            "fits": u.fits,
+            "seconds": seconds,
+            "cpu_seconds": time.process_time() - cpu,
+            "compiled": compiled,
+        }
         yield UnitResult(u, frame, timing)
 
 
-def run_units(results: Iterable[UnitResult], todo: list, total: int, *, on_result: Callable[[UnitResult], None],
-              progress: bool = True, stream=None) -> None:
+def run_units(
+    results: Iterable[UnitResult],
+    todo: list,
+    total: int,
+    *,
+    on_result: Callable[[UnitResult], None],
+    progress: bool = True,
+    stream=None,
+) -> None:
     """The run loop: hand every result of a backend to ``on_result``, with a progress line.
 
     Progress counts work as fits x n (a fit's cost grows about linearly in n, and units run small
@@ -109,7 +127,14 @@ def run_units(results: Iterable[UnitResult], todo: list, total: int, *, on_resul
     work = sum(u.fits * u.n for u in todo)
     tty = hasattr(stream, "isatty") and stream.isatty()
     fmt = "[{desc} units] {percentage:3.0f}% | elapsed {elapsed}, left ~{remaining}{postfix}"
-    bar = tqdm(total=work, disable=not (progress and tty), file=stream, mininterval=0, dynamic_ncols=True, bar_format=fmt)
+    bar = tqdm(
+        total=work,
+        disable=not (progress and tty),
+        file=stream,
+        mininterval=0,
+        dynamic_ncols=True,
+        bar_format=fmt,
+    )
     done, fits, done_work, t0 = total - len(todo), 0, 0, time.perf_counter()
     try:
         for result in results:
@@ -124,7 +149,14 @@ def run_units(results: Iterable[UnitResult], todo: list, total: int, *, on_resul
                 bar.set_postfix_str(postfix, refresh=False)
                 bar.update(u.fits * u.n)
             elif progress:
-                line = tqdm.format_meter(done_work, work, elapsed, bar_format=fmt, prefix=f"{done}/{total}", postfix=postfix)
+                line = tqdm.format_meter(
+                    done_work,
+                    work,
+                    elapsed,
+                    bar_format=fmt,
+                    prefix=f"{done}/{total}",
+                    postfix=postfix,
+                )
                 stream.write(line + "\n")
                 stream.flush()
     finally:
@@ -132,7 +164,8 @@ def run_units(results: Iterable[UnitResult], todo: list, total: int, *, on_resul
 
 
 def run_frame(exp: ExperimentKind, *, progress: bool = True, stream=None) -> pd.DataFrame:
-    """Run every unit of ``exp`` (any kind) in this process and return the results table; writes no files.
+    """Run every unit of ``exp`` (any kind) in this process and return the results table; writes no
+    files.
 
     For notebooks and small explorations: the table is the one ``run_sweep`` writes to
     ``results.parquet`` (same rows, same order), but nothing survives an interruption. Use
@@ -142,7 +175,8 @@ def run_frame(exp: ExperimentKind, *, progress: bool = True, stream=None) -> pd.
         >>> import jax; jax.config.update("jax_enable_x64", True)
         >>> from moe_lora.experiment import Experiment
         >>> exp = Experiment.from_dict({"model": {"d": 2, "d_out": 1, "r": 1, "gate_scale": 3.0},
-        ...     "data": {"sigma": 0.02, "sizes": [200], "replicates": 2}, "fit": {"extra_components": [0]}, "estimators": ["tanh"]})
+        ...     "data": {"sigma": 0.02, "sizes": [200], "replicates": 2},
+        ...     "fit": {"extra_components": [0]}, "estimators": ["tanh"]})
         >>> df = run_frame(exp, progress=False)
         >>> len(df), list(df.estimator.unique())
         (2, ['tanh'])
@@ -150,8 +184,14 @@ def run_frame(exp: ExperimentKind, *, progress: bool = True, stream=None) -> pd.
     require_float64("run_frame")
     todo = exp.units()
     frames = []
-    run_units(compute_locally(exp.context(), todo), todo, len(todo), on_result=lambda r: frames.append(r.frame),
-              progress=progress, stream=stream)
+    run_units(
+        compute_locally(exp.context(), todo),
+        todo,
+        len(todo),
+        on_result=lambda r: frames.append(r.frame),
+        progress=progress,
+        stream=stream,
+    )
     return sort_rows(pd.concat(frames, ignore_index=True), exp.key_columns)
 
 
@@ -167,19 +207,39 @@ class RunSummary:
     failed: list[dict] = dataclasses.field(default_factory=list)
 
 
-def finish(out: Path, all_units: list, key_columns, mine: list, todo: list, t_start: float,
-           failed: list[dict] | None = None) -> RunSummary:
+def finish(
+    out: Path,
+    all_units: list,
+    key_columns,
+    mine: list,
+    todo: list,
+    t_start: float,
+    failed: list[dict] | None = None,
+) -> RunSummary:
     """Merge when every unit of ``all_units`` is present, and summarise the run."""
     missing = store.missing_units(all_units, out)
     results = None if missing else store.write_results(all_units, key_columns, out)
     failed = failed or []
-    return RunSummary(len(todo) - len(failed), len(mine) - len(todo), [u.id for u in missing],
-                      time.perf_counter() - t_start, results, failed)
+    return RunSummary(
+        len(todo) - len(failed),
+        len(mine) - len(todo),
+        [u.id for u in missing],
+        time.perf_counter() - t_start,
+        results,
+        failed,
+    )
 
 
-def run_sweep(exp: ExperimentKind, out: str | Path, *, shard: tuple[int, int] = (0, 1), progress: bool = True,
-              stream=None) -> RunSummary:
-    """Compute the units of ``shard`` that have no result file in ``out``; merge when all are present.
+def run_sweep(
+    exp: ExperimentKind,
+    out: str | Path,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+    stream=None,
+) -> RunSummary:
+    """Compute the units of ``shard`` that have no result file in ``out``; merge when all are
+    present.
 
     ``exp`` is any experiment kind (a sweep, an attention-head study); it is read here only,
     for its manifest, units, context and key columns.
@@ -202,8 +262,14 @@ def run_sweep(exp: ExperimentKind, out: str | Path, *, shard: tuple[int, int] = 
         store.write_unit(out, result.unit, result.frame)
         store.record_timing(out, result.timing)
 
-    run_units(compute_locally(exp.context(truths), todo), todo, len(mine), on_result=keep,
-              progress=progress, stream=stream)
+    run_units(
+        compute_locally(exp.context(truths), todo),
+        todo,
+        len(mine),
+        on_result=keep,
+        progress=progress,
+        stream=stream,
+    )
     return finish(out, all_units, exp.key_columns, mine, todo, t_start)
 
 
@@ -211,7 +277,9 @@ def run_sweep(exp: ExperimentKind, out: str | Path, *, shard: tuple[int, int] = 
 # In-memory explorations
 
 
-def run_variants(config: dict, key: str, values, *, progress: bool = True, stream=None) -> pd.DataFrame:
+def run_variants(
+    config: dict, key: str, values, *, progress: bool = True, stream=None
+) -> pd.DataFrame:
     """Run ``config`` once per value of the dotted ``key``, in memory; one table for all.
 
     Args:
@@ -235,7 +303,9 @@ def run_variants(config: dict, key: str, values, *, progress: bool = True, strea
     frames = []
     for v in values:
         try:
-            exp = experiment_from_dict(with_values(config, {key: v}), name=str(config.get("name") or "variant"))
+            exp = experiment_from_dict(
+                with_values(config, {key: v}), name=str(config.get("name") or "variant")
+            )
             df = run_frame(exp, progress=progress, stream=stream)
         except ConfigError as e:  # a bad value, or a truth the value makes impossible to draw
             raise ConfigError(f"{key} = {v!r}: {e}") from None
@@ -246,7 +316,9 @@ def run_variants(config: dict, key: str, values, *, progress: bool = True, strea
     return out
 
 
-def run_estimator(exp, model: Model, label: str, *, extra: int, truth=None, sizes=None) -> pd.DataFrame:
+def run_estimator(
+    exp, model: Model, label: str, *, extra: int, truth=None, sizes=None
+) -> pd.DataFrame:
     """Fit an estimator the config cannot name (other bounds, maps, ...) to the experiment's data.
 
     The rows are those ``run_frame(exp)`` would give an estimator called ``label``: the same
@@ -255,8 +327,8 @@ def run_estimator(exp, model: Model, label: str, *, extra: int, truth=None, size
     rows exactly.
 
     Args:
-        exp: the sweep (``moe_lora.experiment.Experiment``) whose truths, data and fit settings are used.
-        model: the estimator (``moe_lora.make_model``); its spec must be the experiment's.
+        exp: the sweep (``moe_lora.experiment.Experiment``) whose truths, data and fit settings are
+        used. model: the estimator (``moe_lora.make_model``); its spec must be the experiment's.
         label: its name in the ``estimator`` column.
         extra: the setting, L - L*.
         truth: the truth label, text or ``TruthLabel`` (default: the experiment's first truth).
@@ -265,16 +337,22 @@ def run_estimator(exp, model: Model, label: str, *, extra: int, truth=None, size
     Example:
         >>> import jax; jax.config.update("jax_enable_x64", True)
         >>> import moe_lora as ml
-        >>> exp = ml.Experiment.from_dict({"model": {"d": 2, "gate_scale": 3.0}, "estimators": ["tanh"],
+        >>> exp = ml.Experiment.from_dict({"model": {"d": 2, "gate_scale": 3.0},
+        ...     "estimators": ["tanh"],
         ...     "data": {"sigma": 0.02, "sizes": [200], "replicates": 2}})
         >>> wide = ml.make_model(exp.spec, ml.Vanilla(bound=50.0))
         >>> run_estimator(exp, wide, "vanilla R=50", extra=0)[["estimator", "n"]].values.tolist()
         [['vanilla R=50', 200], ['vanilla R=50', 200]]
     """
     if model.spec != exp.spec:
-        raise ValueError(f"The estimator's spec {model.spec} differs from the experiment's {exp.spec}")
+        raise ValueError(
+            f"The estimator's spec {model.spec} differs from the experiment's {exp.spec}"
+        )
     if extra not in exp.extra_components:
-        raise ValueError(f"extra={extra!r} is not a setting of the experiment; expected one of {exp.extra_components}")
+        raise ValueError(
+            f"extra={extra!r} is not a setting of the experiment; expected one of "
+            f"{exp.extra_components}"
+        )
     truths = exp.draw_truths()
     labels = {str(t): t for t in truths}
     name = str(next(iter(truths)) if truth is None else truth)

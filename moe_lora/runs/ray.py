@@ -30,7 +30,15 @@ import jax
 
 from ..kinds import experiment_from_dict, manifest_entries
 from . import store
-from .local import RunSummary, UnitResult, compute_unit, finish, require_float64, run_units, shard_units
+from .local import (
+    RunSummary,
+    UnitResult,
+    compute_unit,
+    finish,
+    require_float64,
+    run_units,
+    shard_units,
+)
 
 #: Environment of the Ray workers: float64 from the process's first JAX call on.
 WORKER_ENV = {"JAX_ENABLE_X64": "1"}
@@ -43,7 +51,10 @@ def import_ray():
     try:
         import ray
     except ImportError as e:
-        raise ValueError(f"--backend ray needs Ray, which is not importable here ({e}); install it with: {INSTALL_HINT}") from None
+        raise ValueError(
+            f"--backend ray needs Ray, which is not importable here ({e}); install it with: "
+            f"{INSTALL_HINT}"
+        ) from None
     return ray
 
 
@@ -56,7 +67,8 @@ _CONTEXTS: dict = {}
 
 
 def fingerprint(exp, truths: dict) -> str:
-    """The truths' summaries (atoms, weights, separations, ...) as exact JSON (floats round-trip)."""
+    """The truths' summaries (atoms, weights, separations, ...) as exact JSON (floats
+    round-trip)."""
     return json.dumps(exp.truth_summaries(truths), sort_keys=True)
 
 
@@ -77,14 +89,19 @@ def worker_context(raw: dict, name: str, expected: str):
         exp = experiment_from_dict(raw, name=name)
         truths = exp.draw_truths()
         if fingerprint(exp, truths) != expected:
-            raise RuntimeError(f"worker {socket.gethostname()}:{os.getpid()} drew other truths than the driver for "
-                               f"experiment {name!r}; check that every node runs the same moe_lora, jax and jaxlib")
+            raise RuntimeError(
+                f"worker {socket.gethostname()}:{os.getpid()} drew other truths than the driver "
+                "for "
+                f"experiment {name!r}; check that every node runs the same moe_lora, jax and jaxlib"
+            )
         _CONTEXTS.clear()
         _CONTEXTS[key] = exp.context(truths)
     return _CONTEXTS[key]
 
 
-def unit_task(raw: dict, name: str, expected: str, unit, out: str, compute: Callable = compute_unit) -> dict:
+def unit_task(
+    raw: dict, name: str, expected: str, unit, out: str, compute: Callable = compute_unit
+) -> dict:
     """One Ray task: compute ``unit`` and write its result file; returns its timing record."""
     jax.config.update("jax_enable_x64", True)
     context = worker_context(raw, name, expected)
@@ -92,8 +109,16 @@ def unit_task(raw: dict, name: str, expected: str, unit, out: str, compute: Call
     frame, seconds, compiled = compute(context, unit)
     cpu = time.process_time() - cpu
     store.write_unit(out, unit, frame)
-    return {"unit": unit.id, "fits": unit.fits, "seconds": seconds, "cpu_seconds": cpu, "compiled": compiled,
-            "backend": "ray", "host": socket.gethostname(), "pid": os.getpid()}
+    return {
+        "unit": unit.id,
+        "fits": unit.fits,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "compiled": compiled,
+        "backend": "ray",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +133,17 @@ def _error_text(err) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
-def compute_with_ray(ray, raw: dict, name: str, expected: str, out: Path, todo: list, *, retries: int,
-                     compute: Callable) -> Iterator[UnitResult]:
+def compute_with_ray(
+    ray,
+    raw: dict,
+    name: str,
+    expected: str,
+    out: Path,
+    todo: list,
+    *,
+    retries: int,
+    compute: Callable,
+) -> Iterator[UnitResult]:
     """The Ray backend: one task per unit of ``todo``, results as the tasks finish.
 
     Each task rebuilds the experiment from its resolved config ``raw`` and ``name`` (through the
@@ -117,7 +151,8 @@ def compute_with_ray(ray, raw: dict, name: str, expected: str, out: Path, todo: 
     unit whose task failed ``retries + 1`` times comes back with its ``error`` set.
     """
     task = ray.remote(unit_task).options(
-        max_retries=retries, retry_exceptions=True, num_cpus=1, runtime_env={"env_vars": WORKER_ENV})
+        max_retries=retries, retry_exceptions=True, num_cpus=1, runtime_env={"env_vars": WORKER_ENV}
+    )
     refs = {task.remote(raw, name, expected, u, str(out), compute): u for u in todo}
     pending = list(refs)
     try:
@@ -170,7 +205,10 @@ def run_sweep_ray(
     if not (isinstance(retries, int) and retries >= 0):
         raise ValueError(f"--retries: expected a non-negative integer, got {retries!r}")
     if num_cpus is not None and address is not None:
-        raise ValueError(f"num_cpus={num_cpus} sizes a local Ray instance; it cannot be combined with address={address!r}")
+        raise ValueError(
+            f"num_cpus={num_cpus} sizes a local Ray instance; it cannot be combined with "
+            f"address={address!r}"
+        )
     ray = import_ray()
     stream = stream or sys.stderr
     out = Path(out).resolve()
@@ -185,18 +223,34 @@ def run_sweep_ray(
             store.record_timing(out, result.timing)
             return
         failed.append(store.record_failure(out, result.unit, result.error, attempts=retries + 1))
-        print(f"\nunit {result.unit.id} failed after {retries + 1} attempts: {result.error}", file=stream, flush=True)
+        print(
+            f"\nunit {result.unit.id} failed after {retries + 1} attempts: {result.error}",
+            file=stream,
+            flush=True,
+        )
 
     # Start Ray before this process runs any JAX computation: ray.init forks helper processes.
     started = bool(todo) and not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, **({} if num_cpus is None else {"num_cpus": num_cpus}))
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            **({} if num_cpus is None else {"num_cpus": num_cpus}),
+        )
     try:
         truths = exp.draw_truths()
         store.write_or_check(out, store.manifest(manifest_entries(exp, truths)))
         if todo:
-            results = compute_with_ray(ray, exp.config.to_dict(), exp.name, fingerprint(exp, truths), out, todo,
-                                       retries=retries, compute=compute)
+            results = compute_with_ray(
+                ray,
+                exp.config.to_dict(),
+                exp.name,
+                fingerprint(exp, truths),
+                out,
+                todo,
+                retries=retries,
+                compute=compute,
+            )
             run_units(results, todo, len(mine), on_result=keep, progress=progress, stream=stream)
     finally:
         if started:

@@ -97,11 +97,18 @@ def write_unit(out: str | Path, unit, frame: pd.DataFrame) -> None:
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
         if res.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -122,23 +129,33 @@ def provenance() -> dict:
     """Package version, git commit, library versions and the float64 flag of this process."""
     from .. import __version__
 
-    return {"package_version": __version__, "git_commit": _git_commit(), "libraries": library_versions(),
-            "x64": bool(jax.config.jax_enable_x64)}
+    return {
+        "package_version": __version__,
+        "git_commit": _git_commit(),
+        "libraries": library_versions(),
+        "x64": bool(jax.config.jax_enable_x64),
+    }
 
 
 def manifest(entries: dict) -> dict:
     """The manifest of a run: the experiment's ``entries`` (``moe_lora.kinds.manifest_entries``:
     name, seed, kind, config, truths, units) with this process's provenance and the time."""
     first = {k: entries[k] for k in ("name", "seed", "kind", "config")}
-    return {**first, **provenance(), **{k: v for k, v in entries.items() if k not in first},
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    return {
+        **first,
+        **provenance(),
+        **{k: v for k, v in entries.items() if k not in first},
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def read_manifest(out: str | Path) -> dict:
     """The manifest of run directory ``out``."""
     path = Path(out) / "manifest.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no manifest; is {out} the output directory of `moe-lora run`?")
+        raise FileNotFoundError(
+            f"{path}: no manifest; is {out} the output directory of `moe-lora run`?"
+        )
     return json.loads(path.read_text())
 
 
@@ -161,10 +178,13 @@ def write_or_check(out: str | Path, m: dict) -> dict:
         old = json.loads(path.read_text())
         before, config = experiment_of(old).config, experiment_of(m).config
         if computed_part(before) != computed_part(config):
-            raise ConfigError(f"{path} holds a different config (experiment {old.get('name')!r}); "
-                              "resume with the same config or write to another --out directory")
+            raise ConfigError(
+                f"{path} holds a different config (experiment {old.get('name')!r}); "
+                "resume with the same config or write to another --out directory"
+            )
         if before != config:
-            # Only [rates] changed: how the table is read, not what was computed. Record the new reading.
+            # Only [rates] changed: how the table is read, not what was computed. Record the new
+            # reading.
             old["config"] = m["config"]
             write_text(path, json.dumps(old, indent=1) + "\n")
         return old
@@ -201,8 +221,12 @@ def record_failure(out: str | Path, unit, error: str, attempts: int) -> dict:
     Returns:
         The record written.
     """
-    rec = {"unit": unit.id, "error": error, "attempts": attempts,
-           "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+    rec = {
+        "unit": unit.id,
+        "error": error,
+        "attempts": attempts,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
     _append(Path(out) / "failed.jsonl", rec)
     return rec
 
@@ -233,8 +257,11 @@ def merge_units(all_units: list, key_columns, out: str | Path) -> pd.DataFrame:
     return sort_rows(pd.concat(frames, ignore_index=True), key_columns)
 
 
-def write_results(all_units: list, key_columns, out: str | Path, df: pd.DataFrame | None = None) -> Path:
-    """Merge all units (or write the already merged ``df``) into ``results.parquet`` and ``results.csv``."""
+def write_results(
+    all_units: list, key_columns, out: str | Path, df: pd.DataFrame | None = None
+) -> Path:
+    """Merge all units (or write the already merged ``df``) into ``results.parquet`` and
+    ``results.csv``."""
     out = Path(out)
     df = merge_units(all_units, key_columns, out) if df is None else df
     write_frame(out / "results.parquet", df)
@@ -272,18 +299,28 @@ def merge_run(out: str | Path) -> MergeReport:
     missing = missing_units(all_units, out)
     failures = read_failures(out)
     if missing:
-        return MergeReport(exp.name, len(all_units), missing, {u.id: failures[u.id] for u in missing if u.id in failures}, None)
+        return MergeReport(
+            exp.name,
+            len(all_units),
+            missing,
+            {u.id: failures[u.id] for u in missing if u.id in failures},
+            None,
+        )
     df = merge_units(all_units, keys, out)
     expected = sum(u.fits for u in all_units)
     duplicated = int(df.duplicated(list(keys)).sum())
     if len(df) != expected or duplicated:
-        raise ValueError(f"{out}/units: expected {expected} distinct rows for {len(all_units)} units, got {len(df)} rows "
-                         f"({duplicated} duplicated); were units of another config copied in?")
+        raise ValueError(
+            f"{out}/units: expected {expected} distinct rows for {len(all_units)} units, got "
+            f"{len(df)} rows "
+            f"({duplicated} duplicated); were units of another config copied in?"
+        )
     return MergeReport(exp.name, len(all_units), [], {}, write_results(all_units, keys, out, df))
 
 
 def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
-    """(table, manifest) of a run directory; merges the present units if ``results.parquet`` is absent."""
+    """(table, manifest) of a run directory; merges the present units if ``results.parquet`` is
+    absent."""
     out = Path(out)
     m = read_manifest(out)
     path = out / "results.parquet"
@@ -293,5 +330,9 @@ def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
     all_units = exp.units()
     missing = missing_units(all_units, out)
     if missing:
-        print(f"warning: {len(missing)} of {m['units']} units missing in {out}; using the present ones", file=sys.stderr)
+        print(
+            f"warning: {len(missing)} of {m['units']} units missing in {out}; using the present "
+            "ones",
+            file=sys.stderr,
+        )
     return merge_units(all_units, exp.key_columns, out), m
