@@ -36,7 +36,7 @@ def main(
     exp = ml.load_experiment(config)
     label = ml.TruthLabel("tanh")
     truth, key, X_eval = exp.draw_truths()[label], exp.sim_key(label), exp.x_eval()
-    cfg = exp.fit_config(max(exp.settings))
+    cfg = exp.fit_config(max(exp.extra_components))
     device = jax.devices()[0]
     print(
         f"backend {jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s)); "

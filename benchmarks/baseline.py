@@ -183,7 +183,7 @@ def main():
     through = exp.config.truth.through
     label = ml.TruthLabel(through[-1] if "tanh" not in through else "tanh")
     truth = truths[label]
-    extra = max(exp.settings)
+    extra = max(exp.extra_components)
     base_cfg = exp.fit_config(extra)
     finisher = dataclasses.replace(
         base_cfg.finisher,

@@ -45,7 +45,7 @@ def fits(config: str, sizes, replicates: int, variants, out: Path) -> pd.DataFra
 
     exp = ml.load_experiment(config)
     truths = exp.draw_truths()
-    extra = max(exp.settings)
+    extra = max(exp.extra_components)
     base = exp.fit_config(extra)
     X_eval = exp.x_eval()
     rows = []

@@ -48,7 +48,7 @@ def main(
     exp = ml.load_experiment(config)
     label = ml.TruthLabel("tanh")
     truth = exp.draw_truths()[label]
-    base = exp.fit_config(max(exp.settings))
+    base = exp.fit_config(max(exp.extra_components))
     cfg = dataclasses.replace(base, finisher=dataclasses.replace(base.finisher, stat_tol=stat_tol))
     key, X_eval = exp.sim_key(label), exp.x_eval()
     print(

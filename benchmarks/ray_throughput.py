@@ -178,7 +178,8 @@ def main() -> None:
             lines.append(
                 f"quick.toml at n = {n}, {R} replicates, one per unit: {len(exp.pairs())} "
                 "truth-estimator pairs x "
-                f"{len(exp.settings)} settings; {len(exp.estimators) * len(exp.settings)} shapes "
+                f"{len(exp.extra_components)} settings; "
+                f"{len(exp.estimators) * len(exp.extra_components)} shapes "
                 "to compile per worker"
             )
             print(lines[-1], flush=True)

@@ -47,7 +47,7 @@ def run_case(
     label = "tanh"
     truth = exp.draw_truths()[ml.TruthLabel(label)]
     est = exp.model(estimator)
-    base = exp.fit_config(max(exp.settings))
+    base = exp.fit_config(max(exp.extra_components))
     finisher = dataclasses.replace(
         base.finisher, max_iter=iterations, gtol=1e-300, chunk_size=chunk_rows
     )

@@ -29,7 +29,7 @@ def main(config: str, replicates: int, n: int | None) -> None:
     exp = ml.load_experiment(config)
     n = n or max(exp.sizes)
     truths = exp.draw_truths()
-    extra = max(exp.settings)
+    extra = max(exp.extra_components)
     base = exp.fit_config(extra)
     rules = {
         "stat_tol": base,

@@ -23,6 +23,13 @@ import numpy as np
 from .model import FieldError
 
 
+def real(name: str, value):
+    """A real number: int or float (numpy's included), not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise FieldError(name, f"{name} must be a number, got {value!r}")
+    return value
+
+
 def positive(name: str, value, *, finite: bool = True):
     """``value > 0`` (and finite, unless ``finite=False``)."""
     if not (value > 0) or (finite and not math.isfinite(value)):

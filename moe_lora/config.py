@@ -317,14 +317,14 @@ class FitSection(Section):
     init: InitConfig = _built()
 
     def __post_init__(self):
-        settings = self.extra_components
-        for s in settings:
+        extras = self.extra_components
+        for s in extras:
             check_type("fit.extra_components[]", s, (int,))
-        if not settings or any(s < 0 for s in settings) or len(set(settings)) != len(settings):
+        if not extras or any(s < 0 for s in extras) or len(set(extras)) != len(extras):
             self.fail(
-                "extra_components", f"expected distinct integers >= 0 (L - L*), got {settings!r}"
+                "extra_components", f"expected distinct integers >= 0 (L - L*), got {extras!r}"
             )
-        self.set("extra_components", tuple(settings))
+        self.set("extra_components", tuple(extras))
         if not (math.isfinite(self.stat_tol) and self.stat_tol >= 0):
             self.fail(
                 "stat_tol",

@@ -275,9 +275,6 @@ class Experiment:
     design = property(lambda self: self.config.data.input_design)
     #: The settings L - L* (``fit.extra_components``).
     extra_components = property(lambda self: self.config.fit.extra_components)
-    #: Deprecated name of ``extra_components``, kept while ``runs/bound.py`` and benchmarks/ read
-    # it.
-    settings = extra_components
 
     @property
     def deltas(self) -> tuple[float, ...] | None:

@@ -408,9 +408,9 @@ def figure_diagnostics(df: pd.DataFrame) -> Figure:
         ("fraction with a\nmulti-atom cell", [("_multi", "mean", "-")], False),
         ("median iterations", [("iterations", "median", "-")], False),
     ]
-    settings, truths = sorted(d["extra"].unique()), sorted(d["truth"].unique())
-    fig, axes = _grid(len(rows), len(settings), w=4.4, h=2.6)
-    for j, extra in enumerate(settings):
+    extras, truths = sorted(d["extra"].unique()), sorted(d["truth"].unique())
+    fig, axes = _grid(len(rows), len(extras), w=4.4, h=2.6)
+    for j, extra in enumerate(extras):
         axes[0, j].set_title(_setting(extra), fontsize=9)
         axes[-1, j].set_xlabel("n")
         for i, (ylabel, series, logy) in enumerate(rows):

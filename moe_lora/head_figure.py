@@ -10,8 +10,9 @@ import pandas as pd
 from matplotlib.ticker import NullFormatter
 
 from .head import REFERENCE, data_efficiency, error_bands, improvement, rate_slopes
+from .palette import STUDENT_COLORS
 
-COLORS = {"lora": "tab:blue", "learned_generator": "tab:red", "fixed_maps": "tab:green"}
+COLORS = STUDENT_COLORS
 LABELS = {
     "lora": "LoRA",
     "learned_generator": "learned generator",

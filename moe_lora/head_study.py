@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
 import pandas as pd
 
 from . import kinds
-from .config import ConfigError, check_type, parse_sizes
+from .config import ConfigError, Section, check_type, key, parse_sizes
 from .experiment import ReplicateBlock
 from .head import STUDENTS, TRACE_COUNT, HeadConfig, head_unit, parameter_counts, teacher_and_test
 
@@ -47,12 +47,6 @@ DEFAULT_STUDENTS = ("lora", "learned_generator")
 
 KIND = "attention_head"
 _HEAD_FIELDS = {f.name for f in dataclasses.fields(HeadConfig)}
-_STUDY_KEYS = {
-    "sizes": (list, dict),
-    "seeds": (int,),
-    "seeds_per_unit": (int,),
-    "students": (list,),
-}
 _TOP = {
     "kind": (str,),
     "name": (str,),
@@ -74,14 +68,43 @@ def _head(where: str, fields: dict) -> HeadConfig:
         raise ConfigError(f"{where}: {e}") from None
 
 
-class _StudySection:
-    """Reports errors under ``study.<key>`` (``config.parse_sizes`` names its key through
-    ``fail``)."""
+@dataclasses.dataclass(frozen=True)
+class StudySection(Section):
+    """``[study]``: sample sizes (a list or ``{min, max, count}``), seeds, their grain, students."""
 
-    NAME = "study"
+    NAME: ClassVar[str] = "study"
+    sizes: tuple[int, ...] = key((list, dict))
+    seeds: int = key(int)
+    #: Seeds per unit, the grain of resume, shards and Ray tasks (default: all of them).
+    seeds_per_unit: int | None = key(int, None)
+    students: tuple[str, ...] = key(list, list(DEFAULT_STUDENTS))
 
-    def fail(self, key: str, message: str):
-        raise ConfigError(f"study.{key}: {message}")
+    def __post_init__(self):
+        sizes = parse_sizes(self, self.sizes)
+        if sizes[0] < 2:
+            self.fail(
+                "sizes",
+                f"expected sizes >= 2 (a training and a validation sequence), got {list(sizes)}",
+            )
+        self.set("sizes", sizes)
+        self.count("seeds", "seeds_per_unit")
+        self.set("seeds_per_unit", min(self.seeds_per_unit or self.seeds, self.seeds))
+        students = tuple(self.students)
+        if (
+            not students
+            or len(set(students)) != len(students)
+            or any(s not in STUDENTS for s in students)
+        ):
+            self.fail(
+                "students",
+                f"expected distinct students of {list(STUDENTS)}, got {list(students)!r}",
+            )
+        if "lora" not in students or len(students) < 2:
+            self.fail(
+                "students",
+                f"expected 'lora' (the reference) and another student, got {list(students)!r}",
+            )
+        self.set("students", students)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,50 +143,19 @@ class HeadStudyConfig:
             check_type(f"variations.{var}", fields, (dict,))
             _head(f"variations.{var}", head | fields)
             variations[var] = dict(fields)
-        study = dict(raw.get("study", {}))
-        for k, v in study.items():
-            if k not in _STUDY_KEYS:
-                raise ConfigError(f"study.{k}: unknown key; expected one of {sorted(_STUDY_KEYS)}")
-            check_type(f"study.{k}", v, _STUDY_KEYS[k])
-        for k in ("sizes", "seeds"):
-            if k not in study:
-                raise ConfigError(f"study.{k}: missing required key")
-        sizes = parse_sizes(_StudySection(), study["sizes"])
-        if sizes[0] < 2:
-            raise ConfigError(
-                "study.sizes: expected sizes >= 2 (a training and a validation sequence), got "
-                f"{list(sizes)}"
-            )
-        seeds = study["seeds"]
-        per_unit = study.get("seeds_per_unit", seeds)
-        for k, v in (("seeds", seeds), ("seeds_per_unit", per_unit)):
-            if v < 1:
-                raise ConfigError(f"study.{k}: expected an integer >= 1, got {v!r}")
-        students = tuple(study.get("students", DEFAULT_STUDENTS))
-        if (
-            not students
-            or len(set(students)) != len(students)
-            or any(s not in STUDENTS for s in students)
-        ):
-            raise ConfigError(
-                f"study.students: expected distinct students of {list(STUDENTS)}, got "
-                f"{list(students)!r}"
-            )
-        if "lora" not in students or len(students) < 2:
-            raise ConfigError(
-                "study.students: expected 'lora' (the reference) and another student, got "
-                f"{list(students)!r}"
-            )
+        if "study" not in raw:
+            raise ConfigError("study: missing required table [study] (sizes, seeds)")
+        study = StudySection.parse(raw["study"])
         return cls(
             name=raw.get("name") or name,
             description=raw.get("description", ""),
             seed=raw.get("seed", 0),
             head=head,
             variations=variations,
-            sizes=sizes,
-            seeds=seeds,
-            seeds_per_unit=min(per_unit, seeds),
-            students=students,
+            sizes=study.sizes,
+            seeds=study.seeds,
+            seeds_per_unit=study.seeds_per_unit,
+            students=study.students,
         )
 
     def to_dict(self) -> dict[str, Any]:

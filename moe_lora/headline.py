@@ -23,13 +23,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .figures import METRIC_LABELS, estimator_color
-from .rates import curve_slope
+from .rates import bootstrap_indices, curve_slope
 from .table import single_truths
 
 
 def _intervals(values: np.ndarray, rng, boot: int = 1000, level: float = 0.95):
     """(mean, lo, hi, median, lo, hi) with percentile-bootstrap intervals over replicates."""
-    draws = values[rng.integers(0, len(values), (boot, len(values)))]
+    draws = values[bootstrap_indices(rng, boot, len(values))]
     a = (1 - level) / 2
     m, md = draws.mean(1), np.median(draws, 1)
     return (

@@ -68,12 +68,26 @@ def _statistic(cube: np.ndarray, statistic: str) -> np.ndarray:
     return np.max(per, -2)
 
 
+def bootstrap_indices(rng: np.random.Generator, draws: int, replicates: int) -> np.ndarray:
+    """``draws`` resamples (with replacement) of ``replicates`` indices, shape (draws, replicates).
+
+    The paired bootstrap: one row of indices picks the same replicates (seeds) in every cell it is
+    applied to, so the differences and ratios between cells keep their pairing. Used where every
+    cell holds the same replicates (``moe_lora.head.statistics``, ``moe_lora.headline``);
+    ``bootstrap_resample`` draws each cell separately where cells may miss replicates.
+
+    >>> bootstrap_indices(np.random.default_rng(0), 2, 3).shape
+    (2, 3)
+    """
+    return rng.integers(0, replicates, size=(draws, replicates))
+
+
 def bootstrap_resample(cube: np.ndarray, draws: int, rng: np.random.Generator) -> np.ndarray:
     """``draws`` bootstrap resamples of the last axis of ``cube``, each cell separately.
 
     The replicates present in a cell (not NaN; they come first along the last axis, as
     ``_cube`` lays them out) are drawn with replacement, as many as the axis is long; a cell
-    with none stays NaN. The one bootstrap of the package's interval estimates.
+    with none stays NaN. With ``bootstrap_indices``, the package's bootstraps.
 
     Args:
         cube: values, shape (..., R), missing replicates NaN at the end of the last axis.

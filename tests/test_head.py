@@ -209,14 +209,15 @@ def test_unit_is_deterministic_and_a_seed_does_not_depend_on_its_block():
         (dict(rank=9, rank_true=2), "above d_k=8"),
         (dict(rank_true=3, rank=2), "below the teacher's rank_true=3"),
         (dict(N=0), "N .* >= 1, got 0"),
-        (dict(sigma=0.0), "sigma must be a positive finite number, got 0.0"),
+        (dict(sigma=0.0), "sigma must be positive and finite, got 0.0"),
+        (dict(sigma="1"), "sigma must be a number"),
         (dict(sigma=-1.0), "sigma"),
         (dict(gating="relu"), "Unknown gating 'relu'"),
         (dict(truth="other"), "Unknown truth"),
         (dict(truth="fixed_maps", rank=3, rank_true=2), "rank_true == rank"),
         (dict(finisher="bfgs"), "Unknown finisher"),
         (dict(val_fraction=1.0), "val_fraction"),
-        (dict(d_k=0), "d_k must be a positive integer"),
+        (dict(d_k=0), "d_k must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_configs_name_the_value_and_the_expectation(kwargs, match):

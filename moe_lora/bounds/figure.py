@@ -16,21 +16,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..palette import estimator_color
 from .config import L2_FLOOR
 from .curves import le_cam_lower_bound
 
-_COLORS = {
-    "vanilla": "tab:blue",
-    "linear": "tab:orange",
-    "tanh": "tab:green",
-    "sigmoid": "tab:red",
-    "gelu": "tab:purple",
-    "relu": "tab:brown",
-}
-
 
 def _color(name: str, i: int) -> str:
-    return _COLORS.get(name, f"C{i % 10}")
+    return estimator_color(name)
 
 
 def figure_bound(

@@ -39,7 +39,6 @@ from .simulate import METRICS as METRICS
 from .simulate import TRACE_COUNT as TRACE_COUNT
 from .simulate import head_rows as head_rows
 from .simulate import head_unit as head_unit
-from .simulate import seed_keys as seed_keys
 from .simulate import seed_list as seed_list
 from .simulate import simulate_head as simulate_head
 from .simulate import teacher_and_test as teacher_and_test

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
-import numpy as np
 
+from .. import checks
+from ..model import GATINGS
 from ..parameterization import ACTIVATIONS
 
-GATINGS = ("softmax", "sigmoid")
 #: How the teacher's update is drawn: free factors, the learned MLP generator, or the fixed shared
 #: maps.
 TRUTHS = ("vanilla", "learned_generator", "fixed_maps")
@@ -18,26 +17,6 @@ INPUTS = ("gaussian", "uniform")
 #: ``lm``: Levenberg-Marquardt from Adam's best point, always kept; ``lm_if_better``: kept only
 #: where it does not raise the validation loss (so early stopping still regularises small samples).
 FINISHERS = ("none", "lm", "lm_if_better")
-
-
-def _positive_int(name, value):
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _positive_float(name, value):
-    if not (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    ):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-
-
-def _choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"Unknown {name} {value!r}; expected one of {options}")
 
 
 @jax.tree_util.register_static
@@ -105,12 +84,11 @@ class HeadConfig:
             "lm_iterations",
             "n_test",
         ):
-            _positive_int(name, getattr(self, name))
-        if not (isinstance(self.N, (int, np.integer)) and self.N >= 1):
-            raise ValueError(f"N (tokens per sequence) must be an integer >= 1, got {self.N!r}")
+            checks.integer(name, getattr(self, name), minimum=1)
+        checks.integer("N", self.N, minimum=1)  # tokens per sequence
         for name in ("hidden", "lm_chunk"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+                checks.integer(name, getattr(self, name), minimum=1)
         if not isinstance(self.separate_trunks, bool):
             raise ValueError(f"separate_trunks must be true or false, got {self.separate_trunks!r}")
         for name, other in (("d", self.d), ("d_k", self.d_k), ("d_v", self.d_v)):
@@ -135,14 +113,14 @@ class HeadConfig:
                 f"got rank_true={self.rank_true}, expected rank_true == rank"
             )
         for name in ("sigma", "update_q", "update_v", "learning_rate"):
-            _positive_float(name, getattr(self, name))
+            checks.positive(name, checks.real(name, getattr(self, name)))
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
             raise ValueError(f"val_fraction must be a float in (0, 1), got {self.val_fraction!r}")
-        _choice("activation", self.activation, tuple(ACTIVATIONS))
-        _choice("inputs", self.inputs, INPUTS)
-        _choice("gating", self.gating, GATINGS)
-        _choice("truth", self.truth, TRUTHS)
-        _choice("finisher", self.finisher, FINISHERS)
+        checks.one_of("activation", self.activation, tuple(ACTIVATIONS))
+        checks.one_of("inputs", self.inputs, INPUTS)
+        checks.one_of("gating", self.gating, GATINGS)
+        checks.one_of("truth", self.truth, TRUTHS)
+        checks.one_of("finisher", self.finisher, FINISHERS)
 
     @property
     def width(self) -> int:

@@ -11,11 +11,11 @@ import collections
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ..simulate import replicate_keys
 from .config import HeadConfig
 from .fitting import HeadRecord, fit_replicate, split_sizes
 from .forward import check_head, sample_sequences
@@ -32,12 +32,6 @@ METRICS = ("function_error", "function_rmse", "gate_error", "value_error")
 def _simulate_block(keys, teacher, X_test, *, config, student, n):
     TRACE_COUNT[(student.name, n)] += 1
     return jax.vmap(lambda k: fit_replicate(k, teacher, X_test, config, student, n))(keys)
-
-
-def seed_keys(key: PRNGKeyArray, n: int, seeds) -> PRNGKeyArray:
-    """Keys of the given seeds at sample size n: fold_in(fold_in(key, n), k)."""
-    k_n = jax.random.fold_in(key, n)
-    return jax.vmap(lambda k: jax.random.fold_in(k_n, k))(jnp.asarray(seeds, dtype=jnp.uint32))
 
 
 def teacher_and_test(
@@ -98,7 +92,7 @@ def simulate_head(
     drawn, X_test = teacher_and_test(key, config)
     teacher = drawn if teacher is None else teacher
     check_head(config, teacher.weights, teacher.lora)
-    keys = seed_keys(key, int(n), seed_list(seeds))
+    keys = replicate_keys(key, int(n), seed_list(seeds))  # the sweep's key derivation
     return _simulate_block(keys, teacher, X_test, config=config, student=student, n=int(n))
 
 

@@ -23,6 +23,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..rates import bootstrap_indices
+
 REFERENCE = "lora"
 STATISTICS = {"mean": np.mean, "median": np.median}
 #: The declared default fit range of the power laws: n >= FIT_MIN_N (fixed before the rerun).
@@ -64,7 +66,7 @@ def _cube(table: pd.DataFrame, metric: str, students):
 
 
 def _boot(cube, n_boot, rng, statistic):
-    idx = rng.integers(0, cube.shape[-1], size=(n_boot, cube.shape[-1]))
+    idx = bootstrap_indices(rng, n_boot, cube.shape[-1])
     return STATISTICS[statistic](cube[..., idx], axis=-1)  # ..., n, boot
 
 
@@ -232,7 +234,7 @@ def improvement(
         for candidate in _candidates(part):
             pair = (REFERENCE, candidate)
             ns, seeds, cube = _cube(part, metric, pair)
-            idx = rng.integers(0, cube.shape[-1], size=(n_boot, cube.shape[-1]))
+            idx = bootstrap_indices(rng, n_boot, cube.shape[-1])
             resampled = cube[..., idx]  # student, n, boot, seed
             logr = np.log(cube[1] / cube[0])  # n, seed
             logr_boot = logr[:, idx]

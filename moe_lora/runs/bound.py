@@ -44,7 +44,7 @@ def bound_units(exp: Experiment) -> list[BoundUnit]:
     settings."""
     if exp.config.bound is None:
         raise ConfigError(f"{exp.name}: no [bound] section; add one to compute lower-bound curves")
-    extras = exp.config.bound.extra or exp.settings
+    extras = exp.config.bound.extra or exp.extra_components
     return [
         BoundUnit(label, est, extra)
         for label, est in exp.pairs()
