@@ -487,6 +487,7 @@ class BoundSection(Section):
     random_starts: int = key(int, None)
     quadrature_order: int = key(int, None)
     max_iter: int = key(int, None)
+    refine: int = key(int, None)
     bound_config: Any = _built()
 
     #: The keys that are ``BoundConfig``'s fields.
@@ -501,6 +502,7 @@ class BoundSection(Section):
         "random_starts",
         "quadrature_order",
         "max_iter",
+        "refine",
     )
 
     def __post_init__(self):

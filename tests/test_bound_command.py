@@ -36,6 +36,7 @@ max_iter = 60
         ({"etas": {"min": 1e-3, "max": 1e-6, "count": 3}}, r"bound\.etas: expected 0 < min < max"),
         ({"extra": [-1]}, r"bound\.extra: expected integers >= 0"),
         ({"max_iters": 3}, r"bound\.max_iters: unknown key"),
+        ({"refine": -1}, r"bound\.refine: .*>= 0"),
     ],
 )
 def test_bad_bound_sections_name_the_key(bound, match):
@@ -48,6 +49,8 @@ def test_bound_section_defaults_and_grids():
     assert cfg.bound_config.etas == pytest.approx(
         (1e-8, 1e-6, 1e-4, 1e-2)
     ) and cfg.bound_config.losses == ("D", "D_2")
+    assert cfg.bound_config.refine == 2  # BoundConfig's default
+    assert Config.from_dict(BASE | {"bound": {"refine": 0}}).bound.bound_config.refine == 0
     assert Config.from_dict(BASE).bound is None
 
 
