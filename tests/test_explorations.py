@@ -54,6 +54,7 @@ def test_with_values_sets_dotted_keys_on_a_copy():
         with_values(TINY, {"seed.x": 1})
 
 
+@pytest.mark.slow
 def test_run_variants_shares_truth_and_keys_and_names_bad_values(table):
     cfg = with_values(TINY, {"estimators": ["tanh"], "data.sizes": [60]})
     df = run_variants(cfg, "data.sigma", [0.05, 0.2], progress=False)

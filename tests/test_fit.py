@@ -228,7 +228,9 @@ def _fit_problem(n=250):
     return residual, theta, (data.X, data.Y, jnp.ones(n))
 
 
-@pytest.mark.parametrize("chunk_size", [1, 64, 249, 250, 1000])
+@pytest.mark.parametrize(
+    "chunk_size", [pytest.param(1, marks=pytest.mark.slow), 64, 249, 250, 1000]
+)
 def test_chunked_normal_equations_equal_the_whole_sample(chunk_size):
     # n = 250 is not a multiple of 64 or 249: the zero-padded rows must contribute nothing.
     residual, theta, rows = _fit_problem()

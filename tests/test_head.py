@@ -310,6 +310,7 @@ def test_rate_slopes_on_a_known_table():
     assert (slopes["lo"] <= -1 + 1e-9).all() and (slopes["hi"] >= -1 - 1e-9).all()
 
 
+@pytest.mark.slow
 def test_underfit_flag_marks_fits_that_do_not_reach_the_teacher():
     """One Adam step from the zero update cannot reach the teacher: flagged; the least-squares
     finish from there does: not flagged, and its training loss is at most the teacher's."""

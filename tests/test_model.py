@@ -21,6 +21,17 @@ PARAMETERIZATIONS = [
 ]
 
 
+def _cases():
+    """Every parameterization under softmax gating and vanilla and tanh under sigmoid gating in the
+    fast tier; the other sigmoid cases (the same code path) in the slow tier."""
+    for gating in ml.GATINGS:
+        for par in PARAMETERIZATIONS:
+            fast = gating == "softmax" or par.name in ("vanilla", "mlp-tanh")
+            yield pytest.param(
+                par, gating, marks=() if fast else pytest.mark.slow, id=f"{par.name}-{gating}"
+            )
+
+
 def _model(par, spec=SPEC, key=0):
     ks = jax.random.split(jax.random.key(key), 4)
     base = ml.Base(
@@ -46,8 +57,7 @@ def _naive_f(model, params, x):
     return sum(g[j] * (b.V0 + f.B_V[j] @ f.A_V[j]).T @ x for j in range(len(f.c)))
 
 
-@pytest.mark.parametrize("gating", ml.GATINGS)
-@pytest.mark.parametrize("par", PARAMETERIZATIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("par, gating", _cases())
 def test_regression_function_matches_term_by_term_formula(par, gating):
     spec = ml.ModelSpec(d=3, d_out=2, r=2, d_k=4, gating=gating, gate_scale=1.7)
     model = _model(par, spec)
@@ -70,8 +80,7 @@ def test_softmax_invariances_and_sigmoid_has_none():
     assert np.max(np.abs(f(sig, shifted) - f(sig, a))) > 1e-3
 
 
-@pytest.mark.parametrize("gating", ml.GATINGS)
-@pytest.mark.parametrize("par", PARAMETERIZATIONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("par, gating", _cases())
 def test_canonicalize_keeps_the_function_and_is_idempotent(par, gating):
     spec = ml.ModelSpec(d=3, d_out=2, r=2, d_k=4, gating=gating)
     model = _model(par, spec)
