@@ -109,6 +109,7 @@ def _vanilla_split(truth, vanilla_model, j, u):
     )
 
 
+@pytest.mark.slow  # test_identifiability checks the library's split_witness the same way, fast
 def test_vanilla_split_is_exactly_flat(tanh_truth):
     vanilla = make_model(SPEC, Vanilla())
     quad = quadrature(2, Design(), 12, key=jax.random.key(0))

@@ -229,7 +229,14 @@ def _fit_problem(n=250):
 
 
 @pytest.mark.parametrize(
-    "chunk_size", [pytest.param(1, marks=pytest.mark.slow), 64, 249, 250, 1000]
+    "chunk_size",
+    [
+        pytest.param(1, marks=pytest.mark.slow),
+        64,
+        pytest.param(249, marks=pytest.mark.slow),
+        250,
+        pytest.param(1000, marks=pytest.mark.slow),
+    ],
 )
 def test_chunked_normal_equations_equal_the_whole_sample(chunk_size):
     # n = 250 is not a multiple of 64 or 249: the zero-padded rows must contribute nothing.
