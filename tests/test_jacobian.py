@@ -47,7 +47,7 @@ def _problem(name, gating, n=57):
     return model, theta, unravel, (X, Y, jnp.ones(n))
 
 
-@pytest.mark.parametrize("name, gating, chunk", _cases())
+@pytest.mark.parametrize("name, gating, chunk", list(_cases()))
 def test_structured_matches_jacfwd(name, gating, chunk):
     model, theta, unravel, rows = _problem(name, gating)
     n = rows[0].shape[0]

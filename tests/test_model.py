@@ -57,7 +57,7 @@ def _naive_f(model, params, x):
     return sum(g[j] * (b.V0 + f.B_V[j] @ f.A_V[j]).T @ x for j in range(len(f.c)))
 
 
-@pytest.mark.parametrize("par, gating", _cases())
+@pytest.mark.parametrize("par, gating", list(_cases()))
 def test_regression_function_matches_term_by_term_formula(par, gating):
     spec = ml.ModelSpec(d=3, d_out=2, r=2, d_k=4, gating=gating, gate_scale=1.7)
     model = _model(par, spec)
@@ -80,7 +80,7 @@ def test_softmax_invariances_and_sigmoid_has_none():
     assert np.max(np.abs(f(sig, shifted) - f(sig, a))) > 1e-3
 
 
-@pytest.mark.parametrize("par, gating", _cases())
+@pytest.mark.parametrize("par, gating", list(_cases()))
 def test_canonicalize_keeps_the_function_and_is_idempotent(par, gating):
     spec = ml.ModelSpec(d=3, d_out=2, r=2, d_k=4, gating=gating)
     model = _model(par, spec)

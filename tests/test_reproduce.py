@@ -61,6 +61,7 @@ def test_every_committed_sweep_is_checked():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:config keys renamed:FutureWarning")  # manifests of old runs
 @pytest.mark.parametrize("run_dir", COMMITTED, ids=lambda p: p.name)
 def test_the_cheapest_unit_of_each_committed_sweep_is_reproduced(run_dir):
     exp = _experiment(run_dir)
