@@ -141,6 +141,15 @@ def test_ray_run_of_a_study_gives_the_local_table(config, reference, tmp_path):
             r"study\.seeds: missing required key",
         ),
         (
+            {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2, "seeds_per_unit": 0}},
+            r"study\.seeds_per_unit: seeds_per_unit must be an integer >= 1, got 0",
+        ),
+        ({"kind": "attention_head"}, r"study: missing required table \[study\]"),
+        (
+            {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2, "grain": 1}},
+            r"study\.grain: unknown key",
+        ),
+        (
             {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2, "students": ["gpt"]}},
             r"study\.students",
         ),
