@@ -1,0 +1,91 @@
+r"""Verdicts of committed runs extended by runs of the same truths at more sizes.
+
+Each run is paired with an extension; the two must describe the same computation except for
+``[data] sizes``, ``name``, ``description`` and ``[execution]``, and must have drawn the same
+truths (both checked), so their tables are one experiment's: data at each n are keyed by
+``fold_in(key, n)``. The tables are concatenated and judged by the run's ``[rates]`` rules
+(``moe_lora.verdicts.verdict_table``); several pairs (runs that differ in seed) are pooled over
+their truths, as ``moe-lora verdicts --pool`` does. The markdown table is printed and the rows
+saved as CSV.
+
+    d=figures/data/verdicts_identifiable
+    python benchmarks/verdicts_extend.py ${d}_small_s0 ${d}_1e5_s0 ${d}_small_s1 ${d}_1e5_s1 \
+        ${d}_small_s2 ${d}_1e5_s2 ${d}_small_s3 ${d}_1e5_s3 --summary \
+        --out figures/data/verdicts_identifiable_1e5_pooled_verdicts.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from moe_lora.runs import load_results
+from moe_lora.runs.store import experiment_of
+from moe_lora.verdicts import format_verdicts, verdict_table
+
+FREE = ("name", "description", "execution", "rates")
+
+
+def _comparable(config) -> dict:
+    part = {k: v for k, v in config.to_dict().items() if k not in FREE}
+    part["data"] = {k: v for k, v in part["data"].items() if k != "sizes"}
+    return part
+
+
+def _frame(first: Path, others: list[Path]):
+    df, manifest = load_results(first)
+    config = experiment_of(manifest).config
+    frames = [df]
+    for other in others:
+        more, m = load_results(other)
+        if _comparable(experiment_of(m).config) != _comparable(config):
+            raise ValueError(
+                f"{other} describes another computation than {first} (only the sizes, name, "
+                "description and [execution] may differ)"
+            )
+        if m.get("truths") != manifest.get("truths"):
+            raise ValueError(f"{other} drew other truths than {first} (manifest.json, truths)")
+        frames.append(more)
+    return pd.concat(frames, ignore_index=True), config, manifest["name"]
+
+
+def extended(pairs: list[tuple[Path, Path]]) -> pd.DataFrame:
+    """The verdict table of each (run, extension) pair read as one run; with several pairs (runs
+    that differ in seed), truths are relabelled ``<run>/<truth>`` and pooled, as
+    ``moe-lora verdicts --pool`` does."""
+    frames, rates = [], None
+    for first, other in pairs:
+        df, config, name = _frame(first, [other])
+        if rates is not None and config.rates != rates:
+            raise ValueError(f"{first}: its [rates] differs from the first run's")
+        rates = config.rates
+        if len(pairs) > 1:
+            df = df.assign(truth=name + "/" + df["truth"].astype(str))
+        frames.append(df)
+    return verdict_table(
+        pd.concat(frames, ignore_index=True),
+        rates.verdicts,
+        statistic=rates.statistic,
+        n_min=rates.n_min,
+        n_max=rates.n_max,
+        bootstrap=rates.bootstrap,
+        level=rates.level,
+    )
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="RUN EXTENSION [RUN EXTENSION ...]")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--summary", action="store_true", help="pooled rows only (several pairs)")
+    args = ap.parse_args()
+    if len(args.runs) % 2:
+        ap.error(f"expected pairs RUN EXTENSION, got {len(args.runs)} directories")
+    pairs = list(zip(args.runs[::2], args.runs[1::2]))
+    table = extended(pairs)
+    if args.out:
+        table.to_csv(args.out, index=False)
+    shown = table[table["truth"] == "pooled"] if args.summary and len(pairs) > 1 else table
+    print(format_verdicts(shown))
