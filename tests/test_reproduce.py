@@ -30,6 +30,10 @@ from moe_lora.kinds import experiment_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted(p.parent for p in (ROOT / "figures" / "data").glob("*/manifest.json"))
+#: Rows x fits of the cheapest unit above which a run is left out of the recomputation (the
+#: n = 1e5 extensions: one unit is 8 fits at n = 1e5, about a minute each on 2 cores); their
+#: configs are those of the reduced runs, which are checked, with other sizes.
+MAX_COST = 200_000
 DATA_COLUMNS = [
     "risk_truth",
     "truth_separation",
@@ -56,13 +60,25 @@ def _paired(computed: pd.DataFrame, committed: pd.DataFrame, keys: list[str]) ->
 
 
 def test_every_committed_sweep_is_checked():
-    names = {p.name for p in COMMITTED}
+    names = {p.name for p in COMMITTED if _affordable(p)}
     assert {"quick", "verdicts", "verdicts_vanilla", "overspecified"} <= names
+    assert {p.name for p in COMMITTED} - names <= {
+        p.name for p in COMMITTED if p.name.startswith("verdicts_identifiable_1e5_")
+    }
+
+
+def _affordable(run_dir: Path) -> bool:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        unit = _cheapest(_experiment(run_dir))
+    return unit.n * unit.fits <= MAX_COST
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:config keys renamed:FutureWarning")  # manifests of old runs
-@pytest.mark.parametrize("run_dir", COMMITTED, ids=lambda p: p.name)
+@pytest.mark.parametrize("run_dir", [d for d in COMMITTED if _affordable(d)], ids=lambda p: p.name)
 def test_the_cheapest_unit_of_each_committed_sweep_is_reproduced(run_dir):
     exp = _experiment(run_dir)
     rows, _, _ = exp.context().compute(_cheapest(exp))
