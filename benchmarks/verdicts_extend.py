@@ -23,7 +23,7 @@ import pandas as pd
 
 from moe_lora.runs import load_results
 from moe_lora.runs.store import experiment_of
-from moe_lora.verdicts import format_verdicts, verdict_table
+from moe_lora.verdicts import format_verdicts, pooled_table, verdicts_by
 
 FREE = ("name", "description", "execution", "rates")
 
@@ -55,24 +55,13 @@ def extended(pairs: list[tuple[Path, Path]]) -> pd.DataFrame:
     """The verdict table of each (run, extension) pair read as one run; with several pairs (runs
     that differ in seed), truths are relabelled ``<run>/<truth>`` and pooled, as
     ``moe-lora verdicts --pool`` does."""
-    frames, rates = [], None
+    runs = []
     for first, other in pairs:
         df, config, name = _frame(first, [other])
-        if rates is not None and config.rates != rates:
-            raise ValueError(f"{first}: its [rates] differs from the first run's")
-        rates = config.rates
-        if len(pairs) > 1:
-            df = df.assign(truth=name + "/" + df["truth"].astype(str))
-        frames.append(df)
-    return verdict_table(
-        pd.concat(frames, ignore_index=True),
-        rates.verdicts,
-        statistic=rates.statistic,
-        n_min=rates.n_min,
-        n_max=rates.n_max,
-        bootstrap=rates.bootstrap,
-        level=rates.level,
-    )
+        runs.append((first, df, config.rates, name))
+    if len(runs) == 1:
+        return verdicts_by(runs[0][1], runs[0][2])
+    return pooled_table(runs)
 
 
 if __name__ == "__main__":

@@ -232,7 +232,9 @@ def _load(run_dir, config=None):
     return df, recorded.rates, manifest["name"]
 
 
-def _table(df, rates) -> pd.DataFrame:
+def verdicts_by(df: pd.DataFrame, rates) -> pd.DataFrame:
+    """``verdict_table`` of a results table by the rules, statistic and fit range of a config's
+    ``[rates]`` section (``moe_lora.config.RatesSection``)."""
     return verdict_table(
         df,
         rates.verdicts,
@@ -248,7 +250,7 @@ def run_verdicts(run_dir, config=None) -> pd.DataFrame:
     """The verdict table of one run directory, by the rules of its config's ``[rates]`` (see
     ``_load``)."""
     df, rates, name = _load(run_dir, config)
-    return _table(df, rates).assign(run=name)
+    return verdicts_by(df, rates).assign(run=name)
 
 
 def pooled_verdicts(run_dirs, name: str, configs=None) -> pd.DataFrame:
@@ -256,17 +258,27 @@ def pooled_verdicts(run_dirs, name: str, configs=None) -> pd.DataFrame:
     relabelled ``<run>/<truth>``, so runs that differ only in seed give several truths per
     estimator, judged one by one and pooled."""
     configs = list(configs or [None] * len(run_dirs))
+    runs = [(d, *_load(d, c)) for d, c in zip(run_dirs, configs)]
+    return pooled_table(runs).assign(run=name)
+
+
+def pooled_table(runs) -> pd.DataFrame:
+    """The verdict table of several loaded runs with the same rules, read as one table.
+
+    ``runs``: (where, results table, ``[rates]`` section, run name) per run. Truths are relabelled
+    ``<run name>/<truth>``, so runs that differ only in seed give several truths per estimator,
+    judged one by one and pooled (``pooled_verdicts``, ``benchmarks/verdicts_extend.py``).
+    """
     frames, rates = [], None
-    for d, c in zip(run_dirs, configs):
-        df, r, run = _load(d, c)
+    for where, df, r, run in runs:
         if rates is not None and r != rates:
             raise ValueError(
-                f"{d}: its [rates] section differs from the first run's; pooled runs need the same "
-                "rules"
+                f"{where}: its [rates] section differs from the first run's; pooled runs need the "
+                "same rules"
             )
         rates = r
         frames.append(df.assign(truth=run + "/" + df["truth"].astype(str)))
-    return _table(pd.concat(frames, ignore_index=True), rates).assign(run=name)
+    return verdicts_by(pd.concat(frames, ignore_index=True), rates)
 
 
 def summary_rows(table: pd.DataFrame) -> pd.DataFrame:

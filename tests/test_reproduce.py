@@ -20,6 +20,7 @@ Runs made before the closed-form Jacobian record no ``fit.jacobian``; they were 
 """
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,6 @@ def test_every_committed_sweep_is_checked():
 
 
 def _affordable(run_dir: Path) -> bool:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         unit = _cheapest(_experiment(run_dir))

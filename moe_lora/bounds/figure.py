@@ -21,10 +21,6 @@ from .config import L2_FLOOR
 from .curves import le_cam_lower_bound
 
 
-def _color(name: str, i: int) -> str:
-    return estimator_color(name)
-
-
 def figure_bound(
     curves: pd.DataFrame,
     sweep: pd.DataFrame | None,
@@ -83,9 +79,9 @@ def figure_bound(
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     ax_lb, ax_n = fig.subplots(1, 2)
     estimators = list(dict.fromkeys(sub["estimator"]))
-    for i, est in enumerate(estimators):
+    for est in estimators:
         rows = sub[sub["estimator"] == est]
-        color = _color(est, i)
+        color = estimator_color(est)
         C = float(rows["triangle_constant"].max())
         lb = le_cam_lower_bound(rows["D"], rows["l2"], n, sigma, max(C, 1.0), c)
         ax_lb.plot(
