@@ -1,7 +1,7 @@
 r"""Two sets of lower-bound units, unit by unit: the certified M(eta) envelope of loss D (ratio
-new / old over eta), the largest exact flat witness (m rows with L2 <= 1e-13), and containment
-on the tanh truth (vanilla's family contains tanh's, so vanilla's M must be at least tanh's at
-every eta and L; every eta where it is not is a search artefact).
+new / old over eta), the largest exact flat witness (m rows with L2 at most ``L2_FLOOR``,
+1e-13), and containment on the tanh truth (vanilla's family contains tanh's, so vanilla's M must
+be at least tanh's at every eta and L; every eta where it is not is a search artefact).
 
     python benchmarks/bounds_compare.py figures/data/bounds/units \\
         benchmarks/results/bounds_recompute > benchmarks/results/bounds_recompute/compare.txt
@@ -15,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moe_lora.bounds.config import L2_FLOOR
+
 
 def envelope(d: pd.DataFrame) -> pd.Series:
     return d[(d.kind == "M") & (d.loss == "D")].set_index("eta")["D"]
 
 
 def flat_edge(d: pd.DataFrame) -> float:
-    flat = d[(d.kind == "m") & (d.loss == "D") & (d.l2 <= 1e-13)]
+    flat = d[(d.kind == "m") & (d.loss == "D") & (d.l2 <= L2_FLOOR)]
     return float(flat["D"].max()) if len(flat) else float("nan")
 
 
