@@ -3,7 +3,7 @@ new / old over eta), the largest exact flat witness (m rows with L2 at most ``L2
 1e-13), and containment on the tanh truth (vanilla's family contains tanh's, so vanilla's M must
 be at least tanh's at every eta and L; every eta where it is not is a search artefact).
 
-    python benchmarks/bounds_compare.py figures/data/bounds/units \\
+    python benchmarks/bounds_compare.py figures/data/bounds/units \
         benchmarks/results/bounds_recompute > benchmarks/results/bounds_recompute/compare.txt
 """
 
