@@ -295,3 +295,58 @@ def test_figure_content():
     assert "vanilla: sigma^2 / m(eps)^2" in n_labels and ax_n.get_xlabel() == "1 / eps"
     with pytest.raises(ValueError, match="No bound curves"):
         figure_bound(curves, None, 0.02, extra=0)
+
+
+@pytest.mark.slow  # about 1.5 min on 2 idle cores
+def test_vanilla_curves_contain_the_shared_family_s(tanh_truth):
+    """Vanilla's family contains tanh's: tanh's witnesses, mapped into vanilla and re-evaluated
+    there, keep their D and L2, and vanilla's merged curves have M at least tanh's at every eta and
+    m at most tanh's at every target of tanh's search."""
+    from moe_lora.bounds.containment import embed_rows
+
+    config = BoundConfig(
+        etas=(1e-10, 1e-6, 1e-4, 1e-2),
+        epsilons=(1e-3, 1e-2, 0.1),
+        losses=("D",),
+        split_starts=1,
+        flat_starts=1,
+        random_starts=1,
+        max_iter=60,
+        refine=0,
+    )
+    common = dict(truth_label="tanh")
+    tanh = bound_curves(
+        jax.random.key(0), tanh_truth, tanh_truth.model, 3, config, estimator_label="tanh", **common
+    )
+    vanilla_model = make_model(SPEC, Vanilla())
+    quad = quadrature(2, Design(), config.quadrature_order, key=jax.random.key(0))
+    embedded = embed_rows(tanh, tanh_truth.model, vanilla_model, tanh_truth, config, quad)
+    witnessed = tanh[tanh["theta"].map(lambda t: isinstance(t, list) and len(t) > 0)]
+    assert len(embedded) == len(witnessed) > 0
+    assert np.allclose(embedded["D"], witnessed["D"], rtol=1e-10, atol=1e-14)
+    assert np.allclose(embedded["l2"], witnessed["l2"], rtol=1e-8, atol=1e-14)
+    assert set(embedded["source"]) == {"tanh"} and set(embedded["estimator"]) == {"vanilla"}
+    vanilla = bound_curves(
+        jax.random.key(0),
+        tanh_truth,
+        vanilla_model,
+        3,
+        config,
+        estimator_label="vanilla",
+        contained=[(tanh_truth.model, tanh)],
+        **common,
+    )
+    M = lambda d: d[d.kind == "M"].set_index("eta")["value"].sort_index()
+    assert (M(vanilla) >= M(tanh) * (1 - 1e-9)).all(), pd.concat([M(vanilla), M(tanh)], axis=1)
+    m = lambda d: d[(d.kind == "m") & d.on_target].set_index("eps")["value"].sort_index()
+    both = pd.concat([m(vanilla), m(tanh)], axis=1, keys=["vanilla", "tanh"]).dropna()
+    assert len(both) == len(m(tanh)) and (both["vanilla"] <= both["tanh"] * (1 + 1e-9)).all()
+    assert (
+        vanilla["interpolated"].dropna() >= vanilla.loc[vanilla.kind == "M", "value"] - 1e-15
+    ).all()
+    with pytest.raises(ValueError, match="maps into vanilla"):
+        embed_rows(tanh, tanh_truth.model, tanh_truth.model, tanh_truth, config, quad)
+    with pytest.raises(ValueError, match="no 'theta' column"):
+        embed_rows(
+            tanh.drop(columns="theta"), tanh_truth.model, vanilla_model, tanh_truth, config, quad
+        )

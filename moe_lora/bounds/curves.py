@@ -649,6 +649,8 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig, epsilons) -> list[d
             S=_flat(w.atoms.S[e, k]),
             V=_flat(w.atoms.V[e, k]),
             pi=_flat(pi[e, k]),
+            theta=_flat(w.theta[e, k]),
+            source=common["estimator"],
             **extra,
         )
 
@@ -692,6 +694,7 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig, epsilons) -> list[d
                     starts_agree=0,
                     inside=True,
                     on_target=False,
+                    source=common["estimator"],
                     interpolated=interpolate_modulus(m_curve, eta),
                 )
             )
@@ -805,6 +808,7 @@ def bound_curves(
     *,
     truth_label: str,
     estimator_label: str,
+    contained=(),
 ) -> pd.DataFrame:
     """All curves for one (truth, estimator, L): m(eps) and M(eta) for every loss, as a tidy table.
 
@@ -816,9 +820,15 @@ def bound_curves(
     starts_agree (starts within agree_rtol of the best value), rel_grad and stop_reason of the last
     Levenberg-Marquardt solve, iterations, rounds (cell reassignments), cells_stable,
     triangle_constant (largest ratio over ``triangle_samples`` random triples), quadrature_order,
-    radius, kappa, and the witness atoms S, V, pi (flattened lists).
+    radius, kappa, the witness atoms S, V, pi and raw parameters theta (flattened lists), and
+    source (the family whose search found the witness).
 
-    Raises ``ValueError`` for L < L*, a family that does not contain the truth or a bad loss.
+    ``contained``: pairs (family model, its ``bound_curves`` rows on the same truth) of families
+    that vanilla's contains; their witnesses are mapped into vanilla and re-evaluated there, and
+    merged into vanilla's curves (``containment.contain``), so that vanilla's M is at least theirs.
+
+    Raises ``ValueError`` for L < L*, a family that does not contain the truth, a bad loss, or
+    ``contained`` given for a family other than vanilla.
     """
     if not isinstance(truth_label, str) or not isinstance(estimator_label, str):
         raise ValueError("truth_label and estimator_label must be strings")
@@ -867,4 +877,9 @@ def bound_curves(
             kappa=np.nan if config.kappa is None else config.kappa,
         )
         rows += _rows(w, np.asarray(weights(w.atoms.c)), common, config, epsilons)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if contained:
+        from .containment import contained_in_vanilla
+
+        df = contained_in_vanilla(df, list(contained), estimator, truth, config, quad)
+    return df

@@ -1,0 +1,181 @@
+"""Containment: a family that contains another has an M(eta) at least as large on the same truth.
+
+Vanilla's family contains every shared one (``parameterization.to_vanilla_params``: the same
+factors, as vanilla's raw values, where they fit in its compact space). So every witness G that a
+shared family's search finds is also a point of vanilla's family, with the same atoms, hence the
+same D, L2 distance and neighbourhood. Vanilla's own search does not always find these points (its
+starts differ, and the fiber chords of the shared maps have no vanilla counterpart): on the
+headline tanh truth its envelope fell below tanh's at 5 of 12 etas (docs/bounds.md).
+
+``embed_rows`` maps a family's witness rows (their raw ``theta``) into vanilla and re-evaluates
+them there (atoms, D, L2 and the neighbourhood from vanilla's own factors, nothing copied);
+``contain`` merges them into vanilla's curves: M(eta) is the largest D over both sets of witnesses
+with L2 <= eta, m(eps) the least L2 on target at each target of either search. Every value stays
+attained by an explicit, re-evaluated G of vanilla's family; ``source`` names the search that
+found it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.flatten_util import ravel_pytree
+
+from ..fit import truth_in
+from ..model import mixture_weights, regression_function
+from ..parameterization import Model, Vanilla, to_vanilla_params
+from ..truth import Truth
+from ..voronoi import Exponents
+from .config import BoundConfig, loss_exponents
+from .curves import _problem, _split, _Unravel, interpolate_modulus
+from .quadrature import Quadrature
+
+
+def _unravel_for(model: Model, truth: Truth, n_components: int):
+    L_star = truth.atoms.c.shape[0]
+    parent = np.concatenate([np.arange(L_star), np.zeros(n_components - L_star, int)])
+    return _split(model, truth_in(model, truth), parent)
+
+
+def embed_rows(
+    rows: pd.DataFrame,
+    family: Model,
+    vanilla: Model,
+    truth: Truth,
+    config: BoundConfig,
+    quad: Quadrature,
+    *,
+    vanilla_label: str = "vanilla",
+) -> pd.DataFrame:
+    """``rows`` (witness rows of ``family``'s ``bound_curves``, with their ``theta``) as witnesses
+    of ``vanilla``'s family, re-evaluated there: D, l2, the neighbourhood, S, V, pi and theta are
+    vanilla's; ``source`` keeps the family's label. Rows without a witness (the M rows of G*
+    itself) and witnesses whose factors leave vanilla's compact space are dropped.
+
+    Raises ``ValueError`` when ``vanilla`` is not vanilla LoRA or ``rows`` has no ``theta``
+    (tables written before witnesses carried their parameters).
+    """
+    if not isinstance(vanilla.parameterization, Vanilla):
+        raise ValueError(
+            f"embed_rows maps into vanilla LoRA's family, got {vanilla.parameterization.name!r}"
+        )
+    if "theta" not in rows.columns:
+        raise ValueError(
+            "rows have no 'theta' column: recompute them with this version of bound_curves"
+        )
+    if rows.empty:
+        return rows.iloc[:0]
+    (L,) = set(rows["L"].astype(int))
+    unravel_family = ravel_pytree(_unravel_for(family, truth, L))[1]
+    unravel = _Unravel(_unravel_for(vanilla, truth, L))
+    f_star = regression_function(vanilla.spec, vanilla.base, truth.atoms, quad.X)
+    _, evaluate = _problem(vanilla, truth.atoms, quad, f_star, unravel, config)
+    evaluate = jax.jit(evaluate)
+    dtype = quad.X.dtype
+    out = []
+    for row in rows.to_dict("records"):
+        theta = row.get("theta")
+        if not isinstance(theta, (list, tuple, np.ndarray)) or len(theta) == 0:
+            continue  # an M row of G* itself: no witness
+        try:
+            raw = to_vanilla_params(
+                family, unravel_family(jnp.asarray(theta, dtype)), vanilla.parameterization
+            )
+        except ValueError:  # outside vanilla's compact space: not a point of its family
+            continue
+        exps = Exponents(*(jnp.asarray(x, dtype) for x in loss_exponents(row["loss"])))
+        flat = ravel_pytree(raw)[0]
+        a, D, _, l2, outside = jax.device_get(evaluate(flat, exps))
+        pi = np.asarray(mixture_weights(jnp.asarray(a.c), vanilla.spec.gating))
+        out.append(
+            dict(
+                row,
+                estimator=vanilla_label,
+                D=float(D),
+                l2=float(l2),
+                neighbourhood_violation=float(outside),
+                inside=bool(float(outside) <= config.neighbourhood_tol),
+                S=np.asarray(a.S, float).ravel().tolist(),
+                V=np.asarray(a.V, float).ravel().tolist(),
+                pi=pi.astype(float).ravel().tolist(),
+                theta=np.asarray(flat, float).tolist(),
+                source=row.get("source", row["estimator"]),
+            )
+        )
+    return pd.DataFrame(out, columns=rows.columns) if out else rows.iloc[:0]
+
+
+def _on_target(d: pd.DataFrame, config: BoundConfig) -> pd.Series:
+    return d["inside"].astype(bool) & (np.abs(d["D"] / d["eps"] - 1) <= config.constraint_tol)
+
+
+def contain(own: pd.DataFrame, embedded: pd.DataFrame, config: BoundConfig) -> pd.DataFrame:
+    """Vanilla's curves ``own`` with the witnesses ``embedded`` (``embed_rows``) merged in.
+
+    Per loss: an m row at every target of either search, the least L2 among the on-target
+    witnesses of both at that target (an embedded target vanilla's search did not have adds a row);
+    an M row per eta of ``own``, the largest D among both sets' witnesses inside N(G*) with
+    L2 <= eta. ``interpolated`` is recomputed from the merged m-curve (never below ``value``).
+    """
+    if embedded.empty:
+        return own
+    out = []
+    for loss, mine in own.groupby("loss", sort=False):
+        theirs = embedded[embedded["loss"] == loss]
+        m_own = mine[mine["kind"] == "m"]
+        m_theirs = theirs[(theirs["kind"] == "m")]
+        m_theirs = m_theirs[_on_target(m_theirs, config)]
+        m_rows = []
+        targets = sorted(set(m_own["eps"]) | set(m_theirs["eps"]))
+        for eps in targets:
+            here = m_own[np.isclose(m_own["eps"], eps, rtol=1e-9, atol=0)]
+            cand = m_theirs[np.isclose(m_theirs["eps"], eps, rtol=1e-9, atol=0)]
+            best = here.iloc[0] if len(here) else None
+            if len(cand):
+                c = cand.loc[cand["l2"].idxmin()]
+                if best is None or not bool(best["on_target"]) or c["l2"] < best["l2"]:
+                    best = c.copy()
+                    best["on_target"] = True
+                    best["value"] = best["l2"]
+                    best["constraint_violation"] = (best["D"] - eps) / eps
+            m_rows.append(best)
+        m_curve = [(r["eps"], r["value"]) for r in m_rows if bool(r["on_target"])]
+        pool = theirs[theirs["inside"].astype(bool)]
+        M_rows = []
+        for _, r in mine[mine["kind"] == "M"].iterrows():
+            eta = r["eta"]
+            cand = pool[pool["l2"] <= eta]
+            if len(cand) and cand["D"].max() > r["value"]:
+                c = cand.loc[cand["D"].idxmax()].copy()
+                c["kind"], c["eta"], c["value"] = "M", eta, c["D"]
+                r = c
+            else:
+                r = r.copy()
+            r["interpolated"] = max(float(r["value"]), interpolate_modulus(m_curve, eta))
+            M_rows.append(r)
+        out += m_rows + M_rows
+    return pd.DataFrame(out).reset_index(drop=True)[own.columns]
+
+
+def contained_in_vanilla(
+    rows: pd.DataFrame,
+    family_rows: list[tuple[Model, pd.DataFrame]],
+    vanilla: Model,
+    truth: Truth,
+    config: BoundConfig,
+    quad: Quadrature,
+) -> pd.DataFrame:
+    """``contain`` of vanilla's ``rows`` with every family's witness rows at the same L and
+    losses."""
+    (L,) = set(rows["L"].astype(int))
+    label = str(rows["estimator"].iloc[0])
+    for family, theirs in family_rows:
+        theirs = theirs[(theirs["L"].astype(int) == L) & theirs["loss"].isin(set(rows["loss"]))]
+        rows = contain(
+            rows,
+            embed_rows(theirs, family, vanilla, truth, config, quad, vanilla_label=label),
+            config,
+        )
+    return rows
