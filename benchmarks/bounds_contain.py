@@ -31,8 +31,12 @@ def envelope(d: pd.DataFrame, loss: str) -> pd.Series:
     return d[(d.kind == "M") & (d.loss == loss)].set_index("eta")["value"].sort_index()
 
 
+# D at round-off: a witness that is G* itself (differences of 1e-16 are not containment failures).
+D_FLOOR = 1e-12
+
+
 def above(family: pd.Series, vanilla: pd.Series) -> tuple[int, float]:
-    bad = (family > vanilla * (1 + 1e-9)) & (family > 0)
+    bad = (family > vanilla * (1 + 1e-9)) & (family > D_FLOOR)
     return int(bad.sum()), float((family[bad] / vanilla[bad]).max()) if bad.any() else 1.0
 
 
@@ -66,10 +70,19 @@ def main(recompute: Path, out: Path, seed: int) -> None:
                 rows.to_parquet(path)
                 print(f"{through} L={L}: recomputed in {time.perf_counter() - t0:.0f} s")
             rows = pd.read_parquet(path)
-            same = np.allclose(rows["D"], old_family["D"], rtol=1e-9) and np.allclose(
-                rows["l2"], old_family["l2"], rtol=1e-6, atol=1e-15
+            # The solves are sensitive to round-off (threaded reductions): the recomputation
+            # need not repeat RECOMPUTE bit for bit; say how far it is.
+            ratio = {
+                kind: (rows.loc[rows.kind == kind, "value"].to_numpy() + 1e-300)
+                / (old_family.loc[old_family.kind == kind, "value"].to_numpy() + 1e-300)
+                for kind in ("m", "M")
+            }
+            print(
+                f"{through} L={L}: recomputed family unit against RECOMPUTE's: M equal at "
+                f"{int(np.sum(np.isclose(ratio['M'], 1, rtol=1e-9)))} of {len(ratio['M'])} rows, "
+                f"m at {int(np.sum(np.isclose(ratio['m'], 1, rtol=1e-9)))} of {len(ratio['m'])} "
+                f"(m ratios {ratio['m'].min():.3g} to {ratio['m'].max():.3g})"
             )
-            print(f"{through} L={L}: recomputed family unit equals RECOMPUTE's in D and l2: {same}")
             own = pd.read_parquet(recompute / f"{through}__vanilla__L{L}.parquet")
             own = own.assign(theta=None, source="vanilla")
             quad = quadrature(

@@ -118,6 +118,7 @@ def contain(own: pd.DataFrame, embedded: pd.DataFrame, config: BoundConfig) -> p
     witnesses of both at that target (an embedded target vanilla's search did not have adds a row);
     an M row per eta of ``own``, the largest D among both sets' witnesses inside N(G*) with
     L2 <= eta. ``interpolated`` is recomputed from the merged m-curve (never below ``value``).
+    Every row keeps vanilla's own ``triangle_constant``, ``truth`` and ``estimator``.
     """
     if embedded.empty:
         return own
@@ -155,6 +156,9 @@ def contain(own: pd.DataFrame, embedded: pd.DataFrame, config: BoundConfig) -> p
                 r = r.copy()
             r["interpolated"] = max(float(r["value"]), interpolate_modulus(m_curve, eta))
             M_rows.append(r)
+        for r in m_rows + M_rows:
+            for col in ("triangle_constant", "truth", "estimator"):
+                r[col] = mine[col].iloc[0]
         out += m_rows + M_rows
     return pd.DataFrame(out).reset_index(drop=True)[own.columns]
 
