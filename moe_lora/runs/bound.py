@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..config import ConfigError
 from ..experiment import Experiment, TruthLabel, label_index
+from ..parameterization import Vanilla
 from . import store
 from .local import UnitResult, require_float64, run_units
 
@@ -71,19 +72,21 @@ def run_bounds(
     store.write_or_check_manifest(out, exp, truths)
     cfg = exp.config.bound.bound_config
     every = bound_units(exp)
+
+    def vanilla(u: BoundUnit) -> bool:
+        return isinstance(exp.model(u.estimator).parameterization, Vanilla)
+
     # Vanilla's units last: vanilla's family contains every other on the same truth, and its
     # curves take their witnesses in (bounds.containment), so they are computed first.
-    todo = sorted(
-        (u for u in every if not _path(out, u).exists()), key=lambda u: u.estimator == "vanilla"
-    )
+    todo = sorted((u for u in every if not _path(out, u).exists()), key=vanilla)
     done: dict[str, pd.DataFrame] = {}
 
     def contained(u: BoundUnit):
-        if u.estimator != "vanilla":
+        if not vanilla(u):
             return ()
         out_ = []
         for v in every:
-            if v.truth == u.truth and v.extra == u.extra and v.estimator != "vanilla":
+            if v.truth == u.truth and v.extra == u.extra and not vanilla(v):
                 rows = done.get(v.id)
                 out_.append(
                     (
