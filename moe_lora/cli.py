@@ -232,6 +232,15 @@ def _plot(args) -> int:
     for stem, fig in figures.items():
         for p in save_figure(fig, args.out, stem):
             print(p)
+    # A sample-complexity figure is drawn only where a curve's eps spans a decade; one left from
+    # an earlier version of this run would no longer describe it.
+    for base in ("sample_complexity", "sample_complexity_median"):
+        stem = f"{manifest['name']}_{base}"
+        stale = [Path(args.out) / f"{stem}.{ext}" for ext in ("pdf", "png")]
+        if df is not None and stem not in figures and any(p.exists() for p in stale):
+            for p in stale:
+                p.unlink(missing_ok=True)
+            print(f"removed {stem}: no curve's eps spans a decade of 1 / eps", file=sys.stderr)
     # The figures travel with the table, manifest and summaries they came from.
     data = Path(args.out) / "data" / manifest["name"]
     data.mkdir(parents=True, exist_ok=True)

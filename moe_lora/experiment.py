@@ -261,7 +261,8 @@ class Experiment:
         """Figure stem -> Figure: every figure of ``moe_lora.figures.run_figures``."""
         from .figures import run_figures
 
-        return run_figures(df, slopes=summaries["rates.csv"])
+        rates = self.config.rates
+        return run_figures(df, slopes=summaries["rates.csv"], n_min=rates.n_min, n_max=rates.n_max)
 
     # Shorthands for what every caller reads.
     name = property(lambda self: self.config.name)

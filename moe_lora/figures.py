@@ -10,8 +10,8 @@ estimator has one colour in every figure. NaN and non-positive values are droppe
   replicates with a 10-90% quantile band, medians as markers, the fitted slope of the mean with its
   bootstrap interval in the legend, and reference curves sqrt(log n / n) and 1 / log n.
 - Figure 2, ``loss_l2``: the same for the L2 error ||f_G_n - f_G*||.
-- Figure 3, ``sample_complexity``: n(eps), the smallest n at which the mean loss reaches eps
-  (log-log interpolation of the mean curve, never extrapolated), against 1 / eps.
+- Figure 3, ``sample_complexity``: n(eps) against 1 / eps, from each curve's power law fitted over
+  the fit range and inverted, with a bootstrap band; drawn only where eps spans a decade.
 - Figure 4, ``minimax``: for a family of truths (``delta`` column), the worst mean loss over the
   family at each n (thick), each truth's mean curve (thin) and the minimax slope.
 - Supporting figure, ``diagnostics``: certified and converged fractions, median smallest mixture
@@ -231,13 +231,12 @@ def figure_loss(
     return fig
 
 
-def _complexity_references(ax, inv_eps, n_eps) -> None:
-    """Grey C eps^-2 (dashed), C eps^-4 (dash-dot) and exp(C eps^-1/2) (dotted) through the
-    panel's reached point of smallest 1/eps."""
+def _complexity_references(ax, inv_eps: np.ndarray, anchor: tuple[float, float]) -> None:
+    """Grey C eps^-2 (dashed), C eps^-4 (dash-dot) and exp(C eps^-1/2) (dotted) over the panel's
+    1/eps range, through ``anchor`` = (1/eps, n), a drawn curve's point at the largest n."""
     if not len(inv_eps):
         return
-    k = int(np.argmin(inv_eps))
-    x0, n0 = inv_eps[k], n_eps[k]
+    x0, n0 = anchor
     grid = np.geomspace(min(inv_eps), max(inv_eps), 60)
     curves = (
         (lambda x: n0 * (x / x0) ** 2, "--", "C eps^-2"),
@@ -249,27 +248,38 @@ def _complexity_references(ax, inv_eps, n_eps) -> None:
 
 
 def figure_sample_complexity(
-    df: pd.DataFrame, metric: str = "D", *, statistic: str = "mean", points: int = 30
+    df: pd.DataFrame,
+    metric: str = "D",
+    *,
+    statistic: str = "mean",
+    n_min=None,
+    n_max=None,
+    points: int = 30,
+    bootstrap: int = 1000,
+    seed: int = 0,
 ) -> Figure | None:
     """Figure 3: sample complexity n(eps) against 1 / eps per (truth, setting), log-log.
 
-    For each panel, eps runs over ``points`` log-spaced values between the largest and the
-    smallest ``statistic`` (mean or median over replicates) of any estimator of the panel. An
-    estimator's line joins the eps its curve reaches inside the grid (``rates.crossing``,
-    interpolated in log-log); eps already reached at the smallest n are marked at n_min with a
-    hollow down-triangle (n(eps) <= n_min), eps never reached at n_max with a hollow up-triangle
-    (n(eps) > n_max): censored, not pinned. Grey references C eps^-2, C eps^-4 and
-    exp(C eps^-1/2) pass through the panel's first reached point. Family rows are left out.
+    Each estimator's n(eps) is its fitted power law inverted (``rates.sample_complexity_fit``
+    over the fit range [n_min, n_max]), with a 95% bootstrap band: monotone, never extrapolated,
+    not a staircase of a noisy statistic. A curve is drawn only where its eps spans at least
+    ``rates.MIN_SPAN_DECADES`` (one decade of 1/eps): over less, eps^-2, eps^-4 and
+    exp(eps^-1/2) cannot be told apart. The others are named in the legend with their span.
+    Grey references C eps^-2, C eps^-4 and exp(C eps^-1/2) pass through a drawn curve's point at
+    the largest n (the one of largest 1/eps). Family rows are left out.
 
     Args:
         df: the results table.
         metric: the loss column.
         statistic: ``"mean"`` or ``"median"`` over replicates (vanilla's means are driven by a
             heavy tail).
-        points: number of eps values per panel.
+        n_min, n_max: the fit range (the config's ``[rates]``).
+        points: number of eps values per curve.
+        bootstrap: resamples for the band.
+        seed: bootstrap seed.
 
     Returns:
-        The Figure (None when the table has no single truth).
+        The Figure; None when the table has no single truth or no curve spans a decade.
     """
     _check_metric(df, metric)
     if statistic not in rates.STATISTICS:
@@ -277,42 +287,58 @@ def figure_sample_complexity(
     df = single_truths(df)
     if df.empty:
         return None
-    fig, panels = _panels(
-        df, "truth", "truth", "1 / eps", f"n(eps): smallest n with {statistic} {metric} <= eps"
-    )
-    for ax, _, _, sub in panels:
-        curves = {
-            est: _curve(sub[sub["estimator"] == est], metric)[statistic] for est in _estimators(sub)
-        }
-        values = pd.concat(curves.values())
-        if values.empty:
-            continue
-        eps = np.geomspace(values.max(), values.min(), points)
-        reached_x, reached_n = [], []
-        for est, c in curves.items():
-            ne, status = rates.crossing(c.index, c.to_numpy(), eps)
-            color = estimator_color(est)
-            ok = status == rates.REACHED
-            ax.plot(1 / eps[ok], ne[ok], color=color, marker=".", lw=1.6, label=est)
-            for st, marker in ((rates.LEFT_CENSORED, "v"), (rates.RIGHT_CENSORED, "^")):
-                m = status == st
-                ax.plot(1 / eps[m], ne[m], ls="none", marker=marker, ms=4, mfc="none", color=color)
-            reached_x += list(1 / eps[ok])
-            reached_n += list(ne[ok])
-        _complexity_references(ax, np.asarray(reached_x), np.asarray(reached_n))
-        _legend(
-            ax,
-            Line2D(
-                [], [], color="0.3", ls="none", marker="v", mfc="none", label="n(eps) <= smallest n"
-            ),
-            Line2D(
-                [], [], color="0.3", ls="none", marker="^", mfc="none", label="n(eps) > largest n"
-            ),
+    fits = {
+        keys: rates.sample_complexity_fit(
+            sub,
+            metric,
+            statistic,
+            n_min=n_min,
+            n_max=n_max,
+            points=points,
+            bootstrap=bootstrap,
+            seed=seed,
         )
-    fig.suptitle(
-        f"Sample complexity: n at which the {statistic} {METRIC_LABELS.get(metric, metric)} first "
-        "reaches eps"
-    )
+        for keys, sub in df.groupby(["truth", "extra", "estimator"])
+    }
+    drawn = {
+        k for k, t in fits.items() if len(t) and t["span_decades"].iloc[0] >= rates.MIN_SPAN_DECADES
+    }
+    if not drawn:
+        return None
+    fig, panels = _panels(df, "truth", "truth", "1 / eps", f"n(eps), {statistic} {metric}")
+    for ax, truth, extra, sub in panels:
+        anchors, inv_eps, skipped = [], [], []
+        for est in _estimators(sub):
+            t = fits.get((truth, extra, est))
+            if (truth, extra, est) not in drawn:
+                span = t["span_decades"].iloc[0] if t is not None and len(t) else 0.0
+                skipped.append(f"{est} ({span:.2f})")
+                continue
+            color, x = estimator_color(est), 1 / t["eps"].to_numpy()
+            ax.fill_between(x, t["n_low"], t["n_high"], color=color, alpha=0.15, lw=0)
+            ax.plot(
+                x, t["n"], color=color, lw=1.8, label=f"{est}: n ~ eps^{1 / t['slope'].iloc[0]:.2f}"
+            )
+            anchors.append((x[-1], float(t["n"].iloc[-1])))
+            inv_eps += list(x)
+        if anchors:
+            _complexity_references(ax, np.asarray(inv_eps), max(anchors))
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "no curve spans a decade of 1 / eps",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.4",
+            )
+        extra_handles = []
+        if skipped:
+            label = "not drawn, eps spans < 1 decade: " + ", ".join(skipped)
+            extra_handles.append(Line2D([], [], color="none", label=label))
+        _legend(ax, *extra_handles)
+    fig.suptitle(f"Sample complexity, fitted power law of the {statistic} {metric} (95% band)")
     return fig
 
 
@@ -453,18 +479,21 @@ def figure_diagnostics(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def run_figures(df: pd.DataFrame, slopes: pd.DataFrame | None = None) -> dict[str, Figure]:
+def run_figures(
+    df: pd.DataFrame, slopes: pd.DataFrame | None = None, *, n_min=None, n_max=None
+) -> dict[str, Figure]:
     """Every figure that applies to a run's table, keyed by its file stem.
 
     Figures 1-3 when the table has single truths (``delta`` NaN), figure 4 when it has a family,
     and the diagnostics always. Stems: ``loss_D``, ``loss_l2``, ``sample_complexity`` (and
-    ``sample_complexity_median``), ``minimax``, ``diagnostics``, prefixed with ``<experiment>_`` for
-    a single-experiment table.
+    ``sample_complexity_median``, each only where a curve's eps spans a decade), ``minimax``,
+    ``diagnostics``, prefixed with ``<experiment>_`` for a single-experiment table.
 
     Args:
         df: the results table.
         slopes: ``rates.slope_table`` rows (statistic ``"mean"`` for single truths,
             ``"minimax-mean"`` for families); computed when None.
+        n_min, n_max: the fit range of the sample-complexity fits (the config's ``[rates]``).
 
     Returns:
         Stem -> Figure, in drawing order.
@@ -481,9 +510,10 @@ def run_figures(df: pd.DataFrame, slopes: pd.DataFrame | None = None) -> dict[st
         for m in metrics:
             figures[_STEMS.get(m, f"loss_{m}")] = figure_loss(single, m, slopes=s)
         if "D" in df:
-            figures["sample_complexity"] = figure_sample_complexity(single)
+            fit_range = dict(n_min=n_min, n_max=n_max)
+            figures["sample_complexity"] = figure_sample_complexity(single, **fit_range)
             figures["sample_complexity_median"] = figure_sample_complexity(
-                single, statistic="median"
+                single, statistic="median", **fit_range
             )
     if not family.empty and "D" in df:
         f = (

@@ -6,6 +6,8 @@ against log(n) over the fit range. Under ``minimax`` the statistic at each n is 
 (largest) mean over a family of truths (the ``delta`` column): an empirical minimax risk.
 
 ``sample_complexity`` inverts a loss curve: the smallest n at which it reaches a loss eps.
+``sample_complexity_fit`` inverts the power law fitted over the fit range instead, with a
+bootstrap interval: monotone in eps, never extrapolated.
 
 Confidence intervals are percentile bootstraps over replicates: replicates are resampled with
 replacement independently at every n (and every truth of a family), the statistic and the
@@ -307,6 +309,100 @@ def sample_complexity(n, loss, eps):
     ne, status = crossing(n, loss, eps)
     out = np.where(status == REACHED, ne, np.nan)
     return float(out) if out.ndim == 0 else out
+
+
+#: The least span of eps, in decades, over which ``sample_complexity_fit`` is worth drawing: below
+#: it eps^-2, eps^-4 and exp(eps^-1/2) cannot be told apart.
+MIN_SPAN_DECADES = 1.0
+
+
+def sample_complexity_fit(
+    df: pd.DataFrame,
+    metric: str,
+    statistic: str = "mean",
+    *,
+    n_min=None,
+    n_max=None,
+    points: int = 30,
+    bootstrap: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """n(eps) of one curve from its fitted power law, with a bootstrap interval.
+
+    The ``statistic`` at each n in [n_min, n_max] is fitted by log y = a + b log n (the line of
+    ``curve_slope``), and inverted: n(eps) = exp((log eps - a) / b), monotone in eps. eps runs over
+    ``points`` log-spaced values between the fitted line's values at the ends of the fit range, so
+    nothing is extrapolated. Every bootstrap resample (replicates redrawn at each n, as in
+    ``curve_slope``) refits the line and inverts it; the interval is the percentile interval of
+    n(eps) over the resamples whose slope is negative. A curve that does not fall (b >= 0), or has
+    fewer than two sizes in range, gives an empty frame.
+
+    Args:
+        df: the rows of one curve.
+        metric: the loss column.
+        statistic: ``"mean"`` or ``"median"`` over replicates.
+        n_min, n_max: the fit range (None: every size).
+        points: eps values.
+        bootstrap: resamples.
+        level: interval level.
+        seed: bootstrap seed.
+
+    Returns:
+        One row per eps: ``eps``, ``n`` (the fitted line's n(eps)), ``n_low``, ``n_high``, and per
+        curve ``slope``, ``span_decades`` (log10 of the eps range: the decades of 1/eps covered),
+        ``n_min``, ``n_max``.
+
+    >>> d = pd.DataFrame({"n": [100, 10_000] * 2, "D": [1.0, 0.1, 1.0, 0.1]})
+    >>> t = sample_complexity_fit(d, "D", points=3, bootstrap=10)
+    >>> t[["eps", "n"]].round(6).values.tolist(), float(t["span_decades"].iloc[0])
+    ([[1.0, 100.0], [0.316228, 1000.0], [0.1, 10000.0]], 1.0)
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {STATISTICS}")
+    if metric not in df:
+        raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
+    if points < 2:
+        raise ValueError(f"points must be >= 2, got {points}")
+    columns = ["eps", "n", "n_low", "n_high", "slope", "span_decades", "n_min", "n_max"]
+    sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
+    sizes = np.sort(sel["n"].unique()).astype(float)
+    if len(sizes) < 2:
+        return pd.DataFrame(columns=columns)
+    cube = _cube(sel, metric, sizes)
+    stat = _statistic(cube, statistic)
+    if not np.all(stat > 0):
+        return pd.DataFrame(columns=columns)
+    slope, intercept = loglog_slope(sizes, stat)
+    if not slope < 0:
+        return pd.DataFrame(columns=columns)
+    log_n = np.log(sizes)
+    ends = intercept + slope * log_n[[0, -1]]  # the fitted line at the ends of the fit range
+    log_eps = np.linspace(ends[0], ends[1], points)
+    boot = bootstrap_resample(cube, bootstrap, np.random.default_rng(seed))
+    with np.errstate(all="ignore"):
+        log_y = np.log(_statistic(boot, statistic))
+        b = _slopes(log_n, log_y)
+        a = log_y.mean(-1) - b * log_n.mean()
+        log_nb = (log_eps[None, :] - a[:, None]) / b[:, None]
+    log_nb = log_nb[b < 0]
+    alpha = (1 - level) / 2
+    if len(log_nb):
+        lo, hi = np.nanquantile(log_nb, [alpha, 1 - alpha], axis=0)
+    else:
+        lo = hi = np.full(points, np.nan)
+    return pd.DataFrame(
+        {
+            "eps": np.exp(log_eps),
+            "n": np.exp((log_eps - intercept) / slope),
+            "n_low": np.exp(lo),
+            "n_high": np.exp(hi),
+            "slope": slope,
+            "span_decades": float((ends[0] - ends[1]) / np.log(10)),
+            "n_min": int(sizes[0]),
+            "n_max": int(sizes[-1]),
+        }
+    )
 
 
 def local_slopes(df: pd.DataFrame, metric: str, statistic: str = "mean") -> pd.DataFrame:

@@ -6,11 +6,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from moe_lora import cli
-from moe_lora.figures import figure_loss, run_figures
+from moe_lora.figures import figure_loss, figure_sample_complexity, run_figures
 from moe_lora.simulate import Record
 from moe_lora.table import record_rows
 
-SIZES = [100, 316, 1000, 3162, 10000]
+SIZES = [100, 562, 3162, 17783, 100000]  # 3 decades: D ~ n^-1/2 spans 1.5 decades of eps
 ESTIMATORS = {"vanilla": 3.0, "tanh": 1.0}  # estimator -> constant C of D ~ C n^-1/2
 L_STAR = 2
 
@@ -122,15 +122,37 @@ def test_run_figures_of_single_truths_draw_every_estimator_with_its_slope():
     tanh = next(v for k, v in lines.items() if k.startswith("tanh"))
     assert (np.asarray(van.get_ydata()) > np.asarray(tanh.get_ydata())).all()
     assert figures["synthetic_diagnostics"].axes[0].get_ylabel().startswith("fraction certified")
-    # n(eps): reference curves and censored markers, no point pinned to the smallest n on a line
-    lines = _lines(figures["synthetic_sample_complexity"].axes[0])
-    assert {"C eps^-2", "C eps^-4", "exp(C eps^-1/2)", "vanilla", "tanh"} <= set(lines)
+    # n(eps): the fitted power law inverted, n ~ eps^-2, inside the sizes; references through the
+    # drawn point of largest 1 / eps
+    ax = figures["synthetic_sample_complexity"].axes[0]
+    lines = _lines(ax)
+    assert {"C eps^-2", "C eps^-4", "exp(C eps^-1/2)"} <= set(lines)
+    ends = []
     for est in ESTIMATORS:
-        n_eps = np.asarray(lines[est].get_ydata())
-        assert (n_eps > SIZES[0]).all() and (n_eps <= SIZES[-1] * (1 + 1e-9)).all()
+        (label,) = [k for k in lines if k.startswith(f"{est}: n ~ eps^")]
+        x, n_eps = (np.asarray(v, float) for v in lines[label].get_data())
+        assert (n_eps >= SIZES[0] * (1 - 1e-9)).all() and (n_eps <= SIZES[-1] * (1 + 1e-9)).all()
+        local = np.diff(np.log(n_eps)) / np.diff(np.log(x))
+        np.testing.assert_allclose(local, local[0], rtol=1e-9)  # a power law
+        assert local[0] == pytest.approx(2.0, abs=0.4)  # D ~ n^-1/2
+        ends.append((x[-1], n_eps[-1]))
     ref = lines["C eps^-2"]
     x, y = np.asarray(ref.get_xdata()), np.asarray(ref.get_ydata())
     np.testing.assert_allclose(np.diff(np.log(y)) / np.diff(np.log(x)), 2.0)
+    x0, n0 = max(ends)
+    assert np.exp(np.interp(np.log(x0), np.log(x), np.log(y))) == pytest.approx(n0, rel=1e-6)
+    assert len(ax.collections) >= len(ESTIMATORS)  # the bootstrap bands
+
+
+def test_sample_complexity_is_not_drawn_over_less_than_a_decade():
+    df = synthetic_table()
+    short = df[df["n"] <= 3162]  # 1.5 decades of n: D spans about 0.75 of eps
+    assert figure_sample_complexity(short) is None
+    assert "synthetic_sample_complexity" not in run_figures(short)
+    # The fit range decides it too: the full table fitted above n = 3162 only.
+    assert figure_sample_complexity(df, n_min=3162) is None
+    fig = figure_sample_complexity(df)
+    assert fig is not None
 
 
 def test_run_figures_of_a_family_draw_the_worst_member():

@@ -14,6 +14,7 @@ from moe_lora.rates import (
     local_slope_table,
     loglog_slope,
     sample_complexity,
+    sample_complexity_fit,
     slope_table,
     term_slopes,
 )
@@ -142,6 +143,34 @@ def test_sample_complexity_first_crossing_of_a_non_monotone_curve():
     assert sample_complexity(n, [1.0, 0.1, 0.5], 0.2) == pytest.approx(
         50.0
     )  # 1 -> 0.1 crosses 0.2 at n = 50
+
+
+def test_sample_complexity_fit_inverts_the_fitted_power_law_with_an_interval():
+    # Noise-free: n(eps) is the power law inverted exactly, over the fitted range only.
+    exact = sample_complexity_fit(_table(slope=-0.5, noise=0.0), "D", points=5, bootstrap=50)
+    np.testing.assert_allclose(exact["n"], (exact["eps"] / 2.0) ** -2.0, rtol=1e-10)
+    assert exact["n"].iloc[0] == pytest.approx(SIZES[0]) and exact["n"].iloc[-1] == pytest.approx(
+        SIZES[-1]
+    )  # eps runs between the line's values at the ends: no extrapolation
+    assert exact["span_decades"].iloc[0] == pytest.approx(0.5 * np.log10(SIZES[-1] / SIZES[0]))
+    np.testing.assert_allclose(exact["n_low"], exact["n"], rtol=1e-10)  # no noise, no width
+    # Noisy: the 95% band covers the true n(eps) (measured: 89% of 140 (table, eps) cells).
+    covered = []
+    for seed in range(20):
+        t = sample_complexity_fit(_table(slope=-0.5, seed=seed), "D", points=7, bootstrap=300)
+        true_n = (t["eps"] / (2.0 * np.exp(0.3**2 / 2))) ** -2.0  # the mean of the lognormal
+        assert (t["n_low"] <= t["n"]).all() and (t["n"] <= t["n_high"]).all()
+        assert (np.diff(t["n"]) > 0).all()  # monotone: eps falls, n grows
+        covered += list((t["n_low"] <= true_n) & (true_n <= t["n_high"]))
+    assert np.mean(covered) >= 0.8
+    # The fit range is honoured; a curve that does not fall has no n(eps).
+    sub = sample_complexity_fit(_table(), "D", n_min=1000, bootstrap=20)
+    assert sub["n_min"].iloc[0] == 1000 and sub["n"].iloc[0] > 900
+    assert sample_complexity_fit(_table(slope=0.1, noise=0.0), "D", bootstrap=20).empty
+    with pytest.raises(ValueError, match="statistic"):
+        sample_complexity_fit(_table(), "D", "mode")
+    with pytest.raises(ValueError, match="points"):
+        sample_complexity_fit(_table(), "D", points=1)
 
 
 def test_term_slope_intervals_cover_known_slopes_by_range():

@@ -162,9 +162,15 @@ def test_rates_and_plot_commands(reference, tmp_path, capsys):
     rates = pd.read_csv(reference / "rates.csv")
     assert set(rates["estimator"]) == {"vanilla", "tanh"}
     assert cli.main(["plot", str(reference), "--out", str(tmp_path)]) == 0
-    for stem in ["loss_D", "loss_l2", "sample_complexity", "minimax", "diagnostics"]:
+    for stem in ["loss_D", "loss_l2", "minimax", "diagnostics"]:
         for ext in ["pdf", "png"]:
             assert (tmp_path / f"tiny_{stem}.{ext}").stat().st_size > 0
+    # n = 60..120 spans no decade of eps: no sample-complexity figure, and a stale one is removed
+    assert not (tmp_path / "tiny_sample_complexity.png").exists()
+    (tmp_path / "tiny_sample_complexity_median.png").write_bytes(b"old")
+    assert cli.main(["plot", str(reference), "--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "tiny_sample_complexity_median.png").exists()
+    assert "removed tiny_sample_complexity_median" in capsys.readouterr().err
     data = tmp_path / "data" / "tiny"
     pd.testing.assert_frame_equal(pd.read_parquet(data / "results.parquet"), _table(reference))
     assert json.loads((data / "manifest.json").read_text())["name"] == "tiny"
