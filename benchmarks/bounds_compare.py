@@ -3,8 +3,14 @@ new / old over eta), the largest exact flat witness (m rows with L2 at most ``L2
 1e-13), and containment on the tanh truth (vanilla's family contains tanh's, so vanilla's M must
 be at least tanh's at every eta and L; every eta where it is not is a search artefact).
 
-    python benchmarks/bounds_compare.py figures/data/bounds/units \
+    mkdir -p /tmp/oldunits && for f in $(git ls-tree --name-only 1db9047^ figures/data/bounds/units/); \
+        do git show 1db9047^:$f > /tmp/oldunits/$(basename $f); done
+    python benchmarks/bounds_compare.py /tmp/oldunits \
         benchmarks/results/bounds_recompute > benchmarks/results/bounds_recompute/compare.txt
+
+The old units are the committed ones before commit 1db9047, which replaced them with the
+recompute's. Containment failures are counted by ``moe_lora.bounds.containment``'s one rule
+(relative 1e-9, D above 1e-12), as in ``bounds_contain.py`` and the tests.
 """
 
 from __future__ import annotations
@@ -16,10 +22,7 @@ import numpy as np
 import pandas as pd
 
 from moe_lora.bounds.config import L2_FLOOR
-
-
-def envelope(d: pd.DataFrame) -> pd.Series:
-    return d[(d.kind == "M") & (d.loss == "D")].set_index("eta")["D"]
+from moe_lora.bounds.containment import containment_failures, envelope
 
 
 def flat_edge(d: pd.DataFrame) -> float:
@@ -41,7 +44,7 @@ def main(old: Path, new: Path) -> None:
         for tag, base in (("old", old), ("new", new)):
             v = envelope(pd.read_parquet(base / f"tanh__vanilla__L{L}.parquet"))
             t = envelope(pd.read_parquet(base / f"tanh__tanh__L{L}.parquet"))
-            bad = (t > v * 1.0001) & (t > 0)
+            bad = containment_failures(t, v)
             worst = f", largest ratio {float((t[bad] / v[bad]).max()):.2f}" if bad.any() else ""
             print(
                 f"containment, tanh truth, L = {L}, {tag}: tanh's M above vanilla's at "

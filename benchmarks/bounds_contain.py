@@ -26,17 +26,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bounds_cost import estimator_model, headline_truth  # noqa: E402
 
-
-def envelope(d: pd.DataFrame, loss: str) -> pd.Series:
-    return d[(d.kind == "M") & (d.loss == loss)].set_index("eta")["value"].sort_index()
-
-
-# D at round-off: a witness that is G* itself (differences of 1e-16 are not containment failures).
-D_FLOOR = 1e-12
+from moe_lora.bounds.containment import containment_failures, envelope  # noqa: E402
 
 
 def above(family: pd.Series, vanilla: pd.Series) -> tuple[int, float]:
-    bad = (family > vanilla * (1 + 1e-9)) & (family > D_FLOOR)
+    """(etas at which the family's M is above vanilla's, the largest ratio there)."""
+    bad = containment_failures(family, vanilla)
     return int(bad.sum()), float((family[bad] / vanilla[bad]).max()) if bad.any() else 1.0
 
 

@@ -183,3 +183,31 @@ def contained_in_vanilla(
             config,
         )
     return rows
+
+
+#: D at round-off: a witness that is G* itself is no containment failure (differences of 1e-16).
+D_FLOOR = 1e-12
+
+
+def envelope(rows: pd.DataFrame, loss: str = "D") -> pd.Series:
+    """The M(eta) rows of ``loss`` as a Series over eta (sorted): the curve containment compares."""
+    M = rows[(rows["kind"] == "M") & (rows["loss"] == loss)]
+    return M.set_index("eta")["value"].sort_index()
+
+
+def containment_failures(
+    family: pd.Series, vanilla: pd.Series, rtol: float = 1e-9, floor: float = D_FLOOR
+) -> pd.Series:
+    """The etas at which a contained family's M is above its container's (``envelope`` Series on
+    the same etas): True where ``family > vanilla (1 + rtol)`` and ``family > floor``. Each True is
+    a search artefact, since every witness of the family is a point of the container.
+
+    >>> containment_failures(pd.Series([0.1, 0.3]), pd.Series([0.1, 0.2])).tolist()
+    [False, True]
+    """
+    if not family.index.equals(vanilla.index):
+        raise ValueError(
+            f"containment compares M on the same etas, got {list(family.index)} and "
+            f"{list(vanilla.index)}"
+        )
+    return (family > vanilla * (1 + rtol)) & (family > floor)
