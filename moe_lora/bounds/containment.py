@@ -23,20 +23,13 @@ import numpy as np
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 
-from ..fit import truth_in
 from ..model import mixture_weights, regression_function
 from ..parameterization import Model, Vanilla, to_vanilla_params
 from ..truth import Truth
 from ..voronoi import Exponents
 from .config import BoundConfig, loss_exponents
-from .curves import _problem, _split, _Unravel, interpolate_modulus
+from .curves import _problem, _split_truth, _Unravel, interpolate_modulus
 from .quadrature import Quadrature
-
-
-def _unravel_for(model: Model, truth: Truth, n_components: int):
-    L_star = truth.atoms.c.shape[0]
-    parent = np.concatenate([np.arange(L_star), np.zeros(n_components - L_star, int)])
-    return _split(model, truth_in(model, truth), parent)
 
 
 def embed_rows(
@@ -68,8 +61,8 @@ def embed_rows(
     if rows.empty:
         return rows.iloc[:0]
     (L,) = set(rows["L"].astype(int))
-    unravel_family = ravel_pytree(_unravel_for(family, truth, L))[1]
-    unravel = _Unravel(_unravel_for(vanilla, truth, L))
+    unravel_family = ravel_pytree(_split_truth(family, truth, L))[1]
+    unravel = _Unravel(_split_truth(vanilla, truth, L))
     f_star = regression_function(vanilla.spec, vanilla.base, truth.atoms, quad.X)
     _, evaluate = _problem(vanilla, truth.atoms, quad, f_star, unravel, config)
     evaluate = jax.jit(evaluate)

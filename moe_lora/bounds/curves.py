@@ -103,6 +103,14 @@ def cell_terms(atoms_: Atoms, true_atoms: Atoms, exponents: Exponents, gating: s
 # Starts
 
 
+def _split_truth(estimator: Model, truth: Truth, n_components: int):
+    """The truth's raw parameters in ``estimator`` as ``n_components`` atoms: the extra atoms are
+    copies of true atom 0 (``_split``). The template of every flat theta of ``n_components``."""
+    L_star = truth.atoms.c.shape[0]
+    parent = np.concatenate([np.arange(L_star), np.zeros(n_components - L_star, int)])
+    return _split(estimator, truth_in(estimator, truth), parent)
+
+
 def _split(estimator: Model, true_params, parent):
     """Raw parameters with atom i a copy of true atom parent[i]; copies share their parent's
     weight."""
@@ -418,8 +426,7 @@ def solve_witnesses(
     # / e_singleton). Near G* the loss and the L2 distance both scale with the displacement, so this
     # start carries the cheapest direction found at a large eps down to the small ones, where
     # independent starts often fail.
-    parent = np.concatenate([np.arange(L_star), np.zeros(n_components - L_star, int)])
-    base = ravel_pytree(canonicalize(estimator, _split(estimator, true_params, parent)))[0]
+    base = ravel_pytree(canonicalize(estimator, _split_truth(estimator, truth, n_components)))[0]
     D, l2 = np.asarray(first.D), np.asarray(first.l2)
     targets = np.asarray(epsilons)
     ok = (np.asarray(first.neighbourhood_violation) <= config.neighbourhood_tol) & (
