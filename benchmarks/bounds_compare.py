@@ -3,8 +3,9 @@ new / old over eta), the largest exact flat witness (m rows with L2 at most ``L2
 1e-13), and containment on the tanh truth (vanilla's family contains tanh's, so vanilla's M must
 be at least tanh's at every eta and L; every eta where it is not is a search artefact).
 
-    mkdir -p /tmp/oldunits && for f in $(git ls-tree --name-only 1db9047^ figures/data/bounds/units/); \
-        do git show 1db9047^:$f > /tmp/oldunits/$(basename $f); done
+    mkdir -p /tmp/oldunits
+    for f in $(git ls-tree --name-only 1db9047^ figures/data/bounds/units/); do
+        git show 1db9047^:$f > /tmp/oldunits/$(basename $f); done
     python benchmarks/bounds_compare.py /tmp/oldunits \
         benchmarks/results/bounds_recompute > benchmarks/results/bounds_recompute/compare.txt
 

@@ -1,12 +1,13 @@
 r"""Verdicts of committed runs extended by runs of the same truths at more sizes.
 
 Each run is paired with an extension; the two must describe the same computation except for
-``[data] sizes``, ``name``, ``description`` and ``[execution]``, and must have drawn the same
-truths (both checked), so their tables are one experiment's: data at each n are keyed by
-``fold_in(key, n)``. The tables are concatenated and judged by the run's ``[rates]`` rules
-(``moe_lora.verdicts.verdict_table``); several pairs (runs that differ in seed) are pooled over
-their truths, as ``moe-lora verdicts --pool`` does. The markdown table is printed and the rows
-saved as CSV.
+``[data] sizes``, ``name``, ``description`` and ``[execution]``, the extension may fit a subset
+of the run's estimators, and every truth it draws must be the run's (all checked), so their
+tables are one experiment's: truths and data follow the estimator's name, not its place in the
+config, and data at each n are keyed by ``fold_in(key, n)``. The tables are concatenated and
+judged by the run's ``[rates]`` rules (``moe_lora.verdicts.verdict_table``); several pairs (runs
+that differ in seed) are pooled over their truths, as ``moe-lora verdicts --pool`` does. The
+markdown table is printed and the rows saved as CSV.
 
     d=figures/data/verdicts_identifiable
     python benchmarks/verdicts_extend.py ${d}_small_s0 ${d}_1e5_s0 ${d}_small_s1 ${d}_1e5_s1 \
@@ -29,7 +30,7 @@ FREE = ("name", "description", "execution", "rates")
 
 
 def _comparable(config) -> dict:
-    part = {k: v for k, v in config.to_dict().items() if k not in FREE}
+    part = {k: v for k, v in config.to_dict().items() if k not in FREE + ("estimators",)}
     part["data"] = {k: v for k, v in part["data"].items() if k != "sizes"}
     return part
 
@@ -40,12 +41,19 @@ def _frame(first: Path, others: list[Path]):
     frames = [df]
     for other in others:
         more, m = load_results(other)
-        if _comparable(experiment_of(m).config) != _comparable(config):
+        theirs = experiment_of(m).config
+        if _comparable(theirs) != _comparable(config):
             raise ValueError(
                 f"{other} describes another computation than {first} (only the sizes, name, "
                 "description and [execution] may differ)"
             )
-        if m.get("truths") != manifest.get("truths"):
+        if not set(theirs.estimators) <= set(config.estimators):
+            raise ValueError(
+                f"{other} fits estimators {sorted(set(theirs.estimators) - set(config.estimators))}"
+                f" that {first} does not"
+            )
+        truths = manifest.get("truths", {})
+        if any(truths.get(label) != t for label, t in m.get("truths", {}).items()):
             raise ValueError(f"{other} drew other truths than {first} (manifest.json, truths)")
         frames.append(more)
     return pd.concat(frames, ignore_index=True), config, manifest["name"]
