@@ -7,7 +7,8 @@ tables are one experiment's: truths and data follow the estimator's name, not it
 config, and data at each n are keyed by ``fold_in(key, n)``. The tables are concatenated and
 judged by the run's ``[rates]`` rules (``moe_lora.verdicts.verdict_table``); several pairs (runs
 that differ in seed) are pooled over their truths, as ``moe-lora verdicts --pool`` does. The
-markdown table is printed and the rows saved as CSV.
+markdown table is printed and the rows saved as CSV. An extension may be several directories
+joined by commas (runs of the same sizes that fit different estimators).
 
     d=figures/data/verdicts_identifiable
     python benchmarks/verdicts_extend.py ${d}_small_s0 ${d}_1e5_s0 ${d}_small_s1 ${d}_1e5_s1 \
@@ -65,7 +66,7 @@ def extended(pairs: list[tuple[Path, Path]]) -> pd.DataFrame:
     ``moe-lora verdicts --pool`` does."""
     runs = []
     for first, other in pairs:
-        df, config, name = _frame(first, [other])
+        df, config, name = _frame(first, [Path(p) for p in str(other).split(",")])
         runs.append((first, df, config.rates, name))
     if len(runs) == 1:
         return verdicts_by(runs[0][1], runs[0][2])
@@ -74,7 +75,9 @@ def extended(pairs: list[tuple[Path, Path]]) -> pd.DataFrame:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", type=Path, nargs="+", help="RUN EXTENSION [RUN EXTENSION ...]")
+    ap.add_argument(
+        "runs", type=Path, nargs="+", help="RUN EXTENSION[,EXTENSION] [RUN EXTENSION ...]"
+    )
     ap.add_argument("--out", type=Path)
     ap.add_argument("--summary", action="store_true", help="pooled rows only (several pairs)")
     args = ap.parse_args()
