@@ -191,6 +191,43 @@ def test_triangle_constant(tanh_truth):
     assert float(lora_voronoi_loss(G1, G1, "softmax").total) == 0.0
 
 
+@pytest.mark.slow  # about 1 min on 2 shared cores (compiles)
+def test_witness_path_triangle_is_the_split_path_on_vanilla_and_runs_for_a_shared_family(
+    tanh_truth,
+):
+    from jax.flatten_util import ravel_pytree
+
+    from moe_lora.bounds import split_path_triangle, witness_path_triangle
+    from moe_lora.bounds.witnesses import split_witness
+
+    vanilla = make_model(SPEC, Vanilla())
+    tp = truth_in(vanilla, tanh_truth)
+    j = int(jnp.argmax(mixture_weights(tanh_truth.atoms.c, "softmax")))
+    A_V = np.asarray(vanilla.parameterization.to_compact(tp).A_V[j])
+    u = A_V.T / np.linalg.norm(A_V)
+    u = u / np.linalg.norm(u @ A_V)  # the direction split_path_triangle moves along
+    radii = (0.25, 1.0, 3.0)
+    thetas = [ravel_pytree(split_witness(vanilla, tp, j, rho * u))[0] for rho in radii]
+    along = witness_path_triangle(tanh_truth, vanilla, 3, thetas)
+    np.testing.assert_allclose(along, split_path_triangle(tanh_truth, vanilla, radii), rtol=1e-9)
+    assert along[-1] > along[0] >= 1.0 - 1e-12  # C grows with the radius on the split path
+    # A shared family's witness: finite, and at least 1 (s = 1 gives exactly 1).
+    tanh = tanh_truth.model
+    base = ravel_pytree(_split_params(tanh, tanh_truth))[0]
+    w = base + 0.05 * jax.random.normal(jax.random.key(3), base.shape)  # atoms kept distinct
+    c, degenerate = witness_path_triangle(tanh_truth, tanh, 3, [w, base + 0.05])
+    assert np.isfinite(c) and c >= 1.0 - 1e-12
+    assert np.isnan(degenerate)  # two identical atoms: D(G1, G1) > 0, no triangle ratio
+    with pytest.raises(ValueError, match="flat vectors of"):
+        witness_path_triangle(tanh_truth, tanh, 3, [w[:-1]])
+
+
+def _split_params(model, truth):
+    from moe_lora.bounds.curves import _split_truth
+
+    return _split_truth(model, truth, 3)
+
+
 def test_modulus_and_le_cam():
     D, l2 = [0.1, 0.5, 0.3, 0.2], [1e-6, 1e-2, 1e-4, 1e-3]
     M = modulus_from_witnesses(D, l2, np.logspace(-8, 0, 9))

@@ -576,6 +576,74 @@ def split_path_triangle(
     return np.array(out)
 
 
+def witness_path_triangle(
+    truth: Truth,
+    estimator: Model,
+    n_components: int,
+    thetas,
+    loss: str = "D",
+    points: int = 64,
+) -> np.ndarray:
+    """The weak triangle constant along the paths from the split truth to witnesses, any family.
+
+    For each witness, a flat raw-parameter vector of ``estimator`` with ``n_components`` atoms as
+    a bound row stores it (``theta``): G0 = G*, G1 the witness, and G on the straight path, in the
+    compact space (``Parameterization.to_compact``), w(s) = base + s (w - base), s in [-1, 1]
+    (``points`` values), from the split truth ``base`` (s = 0: the truth's function) through the
+    witness (s = 1) and as far on the other side. ``base`` is the split truth whose extra atoms copy
+    the true atom that puts it nearest the witness. Returns, per witness, the max over the path of
+    D(G1, G0) / (D(G, G0) + D(G, G1)): a lower estimate of C, as ``triangle_ratios`` is, on the
+    paths the witnesses lie on. On vanilla's split witness it is ``split_path_triangle``. A
+    witness with two identical atoms has D(G1, G1) > 0 (the Voronoi cells of G1 give one copy
+    every atom), so its ratio is not a triangle ratio: such witnesses give NaN.
+    """
+    exps = loss_exponents(loss)
+    par, L = estimator.parameterization, int(n_components)
+    true_params = truth_in(estimator, truth)
+    L_star = true_params.c.shape[0]
+    template = _split_truth(estimator, truth, L)
+    unravel = ravel_pytree(template)[1]
+    compact = lambda theta: ravel_pytree(par.to_compact(unravel(theta)))[0]
+    unravel_compact = ravel_pytree(par.to_compact(template))[1]
+    bases = jnp.stack(
+        [
+            compact(
+                ravel_pytree(
+                    _split(
+                        estimator,
+                        true_params,
+                        np.concatenate([np.arange(L_star), np.full(L - L_star, k)]),
+                    )
+                )[0]
+            )
+            for k in range(L_star)
+        ]
+    )
+    W = np.asarray([np.asarray(t, float) for t in thetas])
+    if W.ndim != 2 or W.shape[1] != bases.shape[1]:
+        raise ValueError(
+            f"thetas must be flat vectors of {bases.shape[1]} raw parameters ({L} atoms of "
+            f"{par.name}), got shape {W.shape}"
+        )
+    gating = estimator.spec.gating
+    D = lambda G, H: lora_voronoi_loss(G, H, gating, exps).total
+    G_of = lambda w: atoms(estimator, par.from_compact(unravel_compact(w)))
+    s_grid = jnp.linspace(-1.0, 1.0, points)
+
+    def one(theta_w):
+        w = compact(theta_w)
+        base = bases[jnp.argmin(jnp.sum((bases - w[None, :]) ** 2, axis=1))]
+        G1 = G_of(w)
+        top = jnp.where(D(G1, G1) > 1e-12 * jnp.maximum(D(G1, truth.atoms), 1e-300), jnp.nan, 1.0)
+        top = top * D(G1, truth.atoms)
+        ratio = lambda s: (
+            top / (D(G_of(base + s * (w - base)), truth.atoms) + D(G_of(base + s * (w - base)), G1))
+        )
+        return jnp.max(jax.vmap(ratio)(s_grid))
+
+    return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(W, bases.dtype)))
+
+
 def triangle_ratios(
     key: PRNGKeyArray,
     truth: Truth,
