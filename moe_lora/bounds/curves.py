@@ -636,9 +636,11 @@ def witness_path_triangle(
         G1 = G_of(w)
         top = jnp.where(D(G1, G1) > 1e-12 * jnp.maximum(D(G1, truth.atoms), 1e-300), jnp.nan, 1.0)
         top = top * D(G1, truth.atoms)
-        ratio = lambda s: (
-            top / (D(G_of(base + s * (w - base)), truth.atoms) + D(G_of(base + s * (w - base)), G1))
-        )
+
+        def ratio(s):
+            G = G_of(base + s * (w - base))
+            return top / (D(G, truth.atoms) + D(G, G1))
+
         return jnp.max(jax.vmap(ratio)(s_grid))
 
     return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(W, bases.dtype)))
