@@ -117,6 +117,32 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float
     return float(lo), float(hi)
 
 
+def _in_range(df: pd.DataFrame, metric: str, statistic: str, n_min, n_max):
+    """The checked arguments of one curve, and its sizes in [n_min, n_max] with their cube and
+    statistic (both None for fewer than two sizes)."""
+    if statistic not in STATISTICS:
+        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {STATISTICS}")
+    if metric not in df:
+        raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
+    sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
+    sizes = np.sort(sel["n"].unique())
+    if len(sizes) < 2:
+        return sizes, None, None
+    cube = _cube(sel, metric, sizes)
+    return sizes, cube, _statistic(cube, statistic)
+
+
+def _bootstrap_lines(cube: np.ndarray, sizes, statistic: str, draws: int, seed: int):
+    """(slopes, intercepts) of the log-log line refitted to ``draws`` bootstrap resamples of
+    ``cube`` (``bootstrap_resample``, generator ``default_rng(seed)``)."""
+    boot = bootstrap_resample(cube, draws, np.random.default_rng(seed))
+    log_n = np.log(np.asarray(sizes, float))
+    with np.errstate(all="ignore"):
+        log_y = np.log(_statistic(boot, statistic))
+        b = _slopes(log_n, log_y)
+    return b, log_y.mean(-1) - b * log_n.mean()
+
+
 def curve_slope(
     df: pd.DataFrame,
     metric: str,
@@ -132,29 +158,19 @@ def curve_slope(
 
     Several truths (distinct ``delta``) make it a minimax curve: worst statistic over them.
     """
-    if statistic not in STATISTICS:
-        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {STATISTICS}")
-    if metric not in df:
-        raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
-    sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
-    sizes = np.sort(sel["n"].unique())
+    sizes, cube, stat = _in_range(df, metric, statistic, n_min, n_max)
     nan = dict(slope=np.nan, ci_low=np.nan, ci_high=np.nan, intercept=np.nan)
     base = dict(
         n_min=int(sizes.min()) if len(sizes) else None,
         n_max=int(sizes.max()) if len(sizes) else None,
         points=len(sizes),
     )
-    if len(sizes) < 2:
-        return base | nan
-    cube = _cube(sel, metric, sizes)
-    stat = _statistic(cube, statistic)
-    if not np.all(stat > 0):
+    if stat is None or not np.all(stat > 0):
         return base | nan
     slope, intercept = loglog_slope(sizes, stat)
-    boot = bootstrap_resample(cube, bootstrap, np.random.default_rng(seed))
-    with np.errstate(all="ignore"):
-        sb = _slopes(np.log(sizes), np.log(_statistic(boot, statistic)))
-    lo, hi = percentile_interval(sb, level)
+    lo, hi = percentile_interval(
+        _bootstrap_lines(cube, sizes, statistic, bootstrap, seed)[0], level
+    )
     return base | dict(slope=slope, ci_low=lo, ci_high=hi, intercept=intercept)
 
 
@@ -358,32 +374,20 @@ def sample_complexity_fit(
     >>> t[["eps", "n"]].round(6).values.tolist(), float(t["span_decades"].iloc[0])
     ([[1.0, 100.0], [0.316228, 1000.0], [0.1, 10000.0]], 1.0)
     """
-    if statistic not in STATISTICS:
-        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {STATISTICS}")
-    if metric not in df:
-        raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
     if points < 2:
         raise ValueError(f"points must be >= 2, got {points}")
     columns = ["eps", "n", "n_low", "n_high", "slope", "span_decades", "n_min", "n_max"]
-    sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
-    sizes = np.sort(sel["n"].unique()).astype(float)
-    if len(sizes) < 2:
-        return pd.DataFrame(columns=columns)
-    cube = _cube(sel, metric, sizes)
-    stat = _statistic(cube, statistic)
-    if not np.all(stat > 0):
+    sizes, cube, stat = _in_range(df, metric, statistic, n_min, n_max)
+    if stat is None or not np.all(stat > 0):
         return pd.DataFrame(columns=columns)
     slope, intercept = loglog_slope(sizes, stat)
     if not slope < 0:
         return pd.DataFrame(columns=columns)
-    log_n = np.log(sizes)
+    log_n = np.log(sizes.astype(float))
     ends = intercept + slope * log_n[[0, -1]]  # the fitted line at the ends of the fit range
     log_eps = np.linspace(ends[0], ends[1], points)
-    boot = bootstrap_resample(cube, bootstrap, np.random.default_rng(seed))
+    b, a = _bootstrap_lines(cube, sizes, statistic, bootstrap, seed)
     with np.errstate(all="ignore"):
-        log_y = np.log(_statistic(boot, statistic))
-        b = _slopes(log_n, log_y)
-        a = log_y.mean(-1) - b * log_n.mean()
         log_nb = (log_eps[None, :] - a[:, None]) / b[:, None]
     log_nb = log_nb[b < 0]
     alpha = (1 - level) / 2
