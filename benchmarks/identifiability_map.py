@@ -21,7 +21,6 @@ import jax
 import numpy as np
 import pandas as pd
 
-THRESHOLDS = (0.5, 0.3, 0.1)
 COLUMNS = [
     "family",
     "d",
@@ -71,12 +70,19 @@ def main(
     jax.config.update("jax_enable_x64", True)
     from moe_lora.bounds import quadrature
     from moe_lora.bounds.quadrature import l2_distance
-    from moe_lora.bounds.witnesses import flat_dimension, flat_edge, flat_params, gate_fiber
+    from moe_lora.bounds.witnesses import (
+        MAP_THRESHOLDS,
+        flat_dimension,
+        flat_edge,
+        flat_params,
+        gate_fiber,
+        setting_truth,
+    )
     from moe_lora.fit import truth_in
     from moe_lora.losses import lora_voronoi_loss
     from moe_lora.model import ModelSpec, mixture_weights, regression_function
-    from moe_lora.parameterization import Vanilla, atoms, linear, make_model, nonlinear
-    from moe_lora.truth import Design, draw_truth
+    from moe_lora.parameterization import Vanilla, atoms, make_model
+    from moe_lora.truth import Design
 
     path = Path(out)
 
@@ -102,37 +108,21 @@ def main(
                 continue
             through, p_truth = ("tanh", d) if family == "vanilla" else (family, p)
             t0 = time.perf_counter()
-            key = jax.random.fold_in(jax.random.key(seed), 1000 * d + 100 * r + 10 * p_truth)
-            threshold = np.nan
             if through not in truth_cache:
-                param = linear(p_truth) if through == "linear" else nonlinear(through, p_truth)
-                model = make_model(spec, param, key=jax.random.fold_in(key, 1))
-                truth_cache[through] = "none"
-                for (
-                    threshold
-                ) in THRESHOLDS:  # the verdicts' 0.5 first, lowered only where no truth passes
-                    try:
-                        truth_cache[through] = (
-                            threshold,
-                            draw_truth(
-                                jax.random.fold_in(key, 2),
-                                model,
-                                2,
-                                min_separation=threshold,
-                                min_gate_strength=threshold,
-                                min_expert_separation=threshold,
-                            ),
-                        )
-                        break
-                    except ValueError:
-                        continue
+                try:
+                    # the verdicts' 0.5 first, lowered only where no truth passes
+                    truth_cache[through] = setting_truth(
+                        through, d, r, p_truth, seed=seed, thresholds=MAP_THRESHOLDS
+                    )
+                except ValueError:
+                    truth_cache[through] = "none"
             base = dict(
                 family=family, d=d, r=r, p=p, extra=extra, k=extra + 1, radius=radius, seed=seed
             )
             if truth_cache[through] == "none":
-                write([dict(base, j=-1, note="no truth at thresholds " + str(THRESHOLDS))])
+                write([dict(base, j=-1, note="no truth at thresholds " + str(MAP_THRESHOLDS))])
                 continue
-            threshold, truth = truth_cache[through]
+            threshold, truth, key = truth_cache[through]
             base["threshold"] = threshold
             est = make_model(spec, Vanilla()) if family == "vanilla" else truth.model
             tp = truth_in(est, truth)

@@ -5,7 +5,9 @@ Fast: vanilla's split witness is exact; the gate fiber's tangent says where the 
 (tanh at p = d) and where it cannot (linear; tanh at p < d); vanilla's flat M as a function of the
 radius. Slow: the search finds and certifies a tanh witness at p = d = 2 and none for linear at
 p = d or tanh at p < d; the null space of W_BQ at p > d gives the linear map a flat set; a family
-that contains another has a flat-set M at least as large on the same truth.
+that contains another has a flat-set M at least as large on the same truth; at the sweeps' setting
+(d = 3, r = 1, p = 2) the map's search on the map's truth finds no witness for linear, tanh,
+sigmoid and gelu, and an exact one for relu.
 """
 
 import jax
@@ -153,3 +155,47 @@ def test_containing_family_has_the_larger_flat_modulus(tanh_truth):
         _, _, tanh = _edge(tanh_truth, j=j)
         _, _, van = _edge(tanh_truth, vanilla, j=j)
         assert van.found and van.D_max >= tanh.D_max * (1 - 1e-6)
+
+
+def _map_edge(family: str, d: int, r: int, p: int, j: int, extra: int = 1):
+    """The identifiability map's search (benchmarks/identifiability_map.py) on its truth."""
+    from moe_lora.bounds import setting_truth
+
+    _, truth, key = setting_truth(family, d, r, p)
+    tp = truth_in(truth.model, truth)
+    edge = flat_edge(
+        jax.random.fold_in(key, 3 + j),
+        truth.model,
+        truth.atoms,
+        tp,
+        j,
+        extra + 1,
+        radius=0.5,
+        n_starts=24,
+        max_iter=400,
+    )
+    return truth, tp, edge
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["linear", "tanh", "sigmoid", "gelu"])
+def test_the_sweeps_identifiable_setting_has_no_flat_set(family):
+    """d = 3, r = 1, p = 2 (verdicts_identifiable_*.toml), reported clean in the map: its search
+    finds no witness at either true atom and comes no closer than 1e-4 to one."""
+    for j in range(2):
+        _, _, edge = _map_edge(family, 3, 1, 2, j)
+        assert not edge.found and edge.best_exact > 1e-4, (j, edge.best_exact)
+
+
+@pytest.mark.slow
+def test_relu_flat_set_at_the_sweeps_setting():
+    """relu's sign-dependent fiber: at d = 3, r = 1, p = 2, where the smooth maps are clean, the
+    map reports a witness at true atom 1; it is exact by the package's f and D."""
+    truth, tp, edge = _map_edge("relu", 3, 1, 2, 1)
+    assert edge.found
+    spec = truth.model.spec
+    quad = quadrature(spec.d, Design(), 12, key=jax.random.key(0))
+    G = atoms(truth.model, flat_params(truth.model, tp, 1, 2, edge.theta, edge.lam))
+    assert float(l2_distance(truth.model, G, truth.model, truth.atoms, quad)) < 1e-14
+    D = float(lora_voronoi_loss(G, truth.atoms, "softmax").total)
+    assert D == pytest.approx(edge.D_max, rel=1e-6) and D > 1e-3

@@ -33,4 +33,5 @@ from .quadrature import quadrature as quadrature
 from .witnesses import flat_edge as flat_edge
 from .witnesses import flat_params as flat_params
 from .witnesses import gate_fiber as gate_fiber
+from .witnesses import setting_truth as setting_truth
 from .witnesses import split_witness as split_witness

@@ -733,3 +733,49 @@ def scale_fiber_witness(estimator: Model, true_params, j: int, t1: float, t_grid
         fields = tuple(jnp.stack([x1, x2]) for x1, x2 in zip(p1, p2))
         return np.asarray(ravel_pytree((fields, jnp.asarray(np.log(lam))))[0]), lam
     return None
+
+
+#: The identifiability map's rejection thresholds, tried in order: the verdicts' 0.5 first, lowered
+#: only where no truth passes.
+MAP_THRESHOLDS = (0.5, 0.3, 0.1)
+
+
+def setting_truth(family: str, d: int, r: int, p: int, *, seed: int = 0, thresholds=MAP_THRESHOLDS):
+    """The truth of the identifiability map (docs/identifiability.md) at one setting.
+
+    Drawn through ``family`` ("linear" or an activation) at latent dimension ``p``, with
+    d_out = 1, gate_scale = 3, L* = 2 and the maps' key ``fold_in(key(seed), 1000 d + 100 r +
+    10 p)``: the model from ``fold_in(key, 1)``, the truth from ``fold_in(key, 2)`` at the first
+    of ``thresholds`` (separation, gate strength and expert separation) that a draw passes. The
+    search keys of the map are ``fold_in(key, 3 + j)``.
+
+    Returns:
+        (threshold used, Truth, key).
+
+    Raises:
+        ValueError: no truth passes the last threshold.
+    """
+    from ..model import ModelSpec
+    from ..parameterization import linear, make_model, nonlinear
+    from ..truth import draw_truth
+
+    spec = ModelSpec(d=d, d_out=1, r=r, gate_scale=3.0)
+    key = jax.random.fold_in(jax.random.key(seed), 1000 * d + 100 * r + 10 * p)
+    param = linear(p) if family == "linear" else nonlinear(family, p)
+    model = make_model(spec, param, key=jax.random.fold_in(key, 1))
+    for threshold in thresholds:
+        try:
+            truth = draw_truth(
+                jax.random.fold_in(key, 2),
+                model,
+                2,
+                min_separation=threshold,
+                min_gate_strength=threshold,
+                min_expert_separation=threshold,
+            )
+        except ValueError:
+            continue
+        return threshold, truth, key
+    raise ValueError(
+        f"setting_truth: no {family} truth at d={d}, r={r}, p={p} passes thresholds {thresholds}"
+    )
