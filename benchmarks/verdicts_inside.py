@@ -8,7 +8,15 @@ the first seeds from 4 on at which a truth passing INSIDE is drawn. Vanilla runs
 truth. Prints, per family, the seeds 0-3 truths with whether they pass, the completion seeds, and
 whether each committed verdicts_inside config draws exactly the truth listed.
 
-    python benchmarks/verdicts_inside.py
+    python benchmarks/verdicts_inside.py > benchmarks/results/verdicts_inside.txt
+
+``--pool`` then reads the committed runs of those truths (figures/data/verdicts_identifiable_s*,
+verdicts_identifiable_vanilla_s*, verdicts_inside_*), keeps each family's rows, and judges them by
+the runs' own [rates] rules, one truth at a time and pooled over the family's four
+(``moe_lora.verdicts.pooled_table``, as ``moe-lora verdicts --pool`` does):
+
+    python benchmarks/verdicts_inside.py --pool \
+        --out figures/data/verdicts_inside_pooled_verdicts.csv
 """
 
 from __future__ import annotations
@@ -48,33 +56,84 @@ def _passes(t) -> bool:
     return min(t.separation, t.gate_strength, t.expert_separation) >= INSIDE
 
 
-def main() -> None:
-    jax.config.update("jax_enable_x64", True)
+def truth_seeds(verbose: bool = True) -> dict[str, list[int]]:
+    """Per family, the seeds of its four truths by the rule above (printing each step)."""
     from moe_lora.config import ConfigError, load_config
 
+    say = print if verbose else (lambda *a, **k: None)
     base = load_config(ROOT / "simulations" / "verdicts_identifiable_s0.toml")
+    out = {}
     for family in FAMILIES:
         kept = []
-        print(f"{family}:")
+        say(f"{family}:")
         for seed in range(4):
             t = _truth(base, family, seed, None)
             ok = _passes(t)
             kept += [seed] if ok else []
-            print(f"  seed {seed} (threshold 0.5): {_stats(t)} -> {'kept' if ok else 'replaced'}")
+            say(f"  seed {seed} (threshold 0.5): {_stats(t)} -> {'kept' if ok else 'replaced'}")
         seed = 4
         while len(kept) < PER_FAMILY:
             try:
                 t = _truth(base, family, seed, INSIDE)
             except ConfigError:
-                print(f"  seed {seed}: no truth at {INSIDE}")
+                say(f"  seed {seed}: no truth at {INSIDE}")
             else:
                 kept.append(seed)
-                print(f"  seed {seed} (threshold {INSIDE}): {_stats(t)} -> added")
+                say(f"  seed {seed} (threshold {INSIDE}): {_stats(t)} -> added")
                 for name in (family, "vanilla") if family == "tanh" else (family,):
                     path = ROOT / "simulations" / f"verdicts_inside_{name}_s{seed}.toml"
-                    print(f"    {path.name} draws this truth: {_same(_committed_truth(path), t)}")
+                    say(f"    {path.name} draws this truth: {_same(_committed_truth(path), t)}")
             seed += 1
-        print(f"  truths: seeds {kept}")
+        say(f"  truths: seeds {kept}")
+        out[family] = kept
+    return out
+
+
+def run_dirs(seeds: dict[str, list[int]]) -> dict[str, list[Path]]:
+    """Per estimator (the four families and vanilla, on the tanh truths), its committed runs."""
+    data = ROOT / "figures" / "data"
+
+    def run(family: str, seed: int) -> Path:
+        if seed < 4:
+            arm = (
+                "verdicts_identifiable_vanilla" if family == "vanilla" else "verdicts_identifiable"
+            )
+            return data / f"{arm}_s{seed}"
+        return data / f"verdicts_inside_{family}_s{seed}"
+
+    out = {f: [run(f, s) for s in seeds[f]] for f in FAMILIES}
+    out["vanilla"] = [run("vanilla", s) for s in seeds["tanh"]]
+    return out
+
+
+def pool(out: Path | None) -> None:
+    """The verdicts of each estimator's four truths, per truth and pooled; printed, and saved."""
+    import pandas as pd
+
+    from moe_lora.runs import load_results
+    from moe_lora.runs.store import experiment_of
+    from moe_lora.verdicts import format_verdicts, pooled_table, summary_rows
+
+    tables = []
+    for estimator, dirs in run_dirs(truth_seeds(verbose=False)).items():
+        missing = [str(d) for d in dirs if not (d / "results.parquet").exists()]
+        if missing:
+            print(f"{estimator}: not pooled, runs missing: {', '.join(missing)}")
+            continue
+        runs = []
+        for d in dirs:
+            df, manifest = load_results(d)
+            rates = experiment_of(manifest).config.rates
+            runs.append((d, df[df["estimator"] == estimator], rates, manifest["name"]))
+        tables.append(pooled_table(runs).assign(run="verdicts_inside"))
+    if not tables:
+        raise SystemExit("no estimator has all its runs committed")
+    table = pd.concat(tables, ignore_index=True)
+    if out:
+        table.to_csv(out, index=False)
+    print(format_verdicts(table))
+    print()
+    print(format_verdicts(summary_rows(table)))
 
 
 def _committed_truth(path: Path):
@@ -91,4 +150,14 @@ def _same(a, b) -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pool", action="store_true", help="pool the committed runs' verdicts")
+    ap.add_argument("--out", type=Path, help="with --pool: where the verdict rows go (CSV)")
+    args = ap.parse_args()
+    jax.config.update("jax_enable_x64", True)
+    if args.pool:
+        pool(args.out)
+    else:
+        truth_seeds()
