@@ -43,6 +43,8 @@ def main(old: Path, new: Path) -> None:
         )
     for L in (2, 3):
         for tag, base in (("old", old), ("new", new)):
+            if not (base / f"tanh__vanilla__L{L}.parquet").exists():
+                continue
             v = envelope(pd.read_parquet(base / f"tanh__vanilla__L{L}.parquet"))
             t = envelope(pd.read_parquet(base / f"tanh__tanh__L{L}.parquet"))
             bad = containment_failures(t, v)

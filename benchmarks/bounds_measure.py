@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bounds_cost import estimator_model, headline_truth  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "figures" / "data" / "bounds"
+ROOT = OUT.parents[2]
 HEADLINE_LOSSES = ("D", "D_1", "D_2", "D_3", "D_4")
 DELTAS = (0.5, 0.25, 0.125, 0.0625)
 SIGMA = 0.02
@@ -131,7 +132,7 @@ def report() -> None:
     df.to_parquet(OUT / "curves.parquet")
     print(
         f"curves: {len(df)} rows from {df.groupby(['truth', 'estimator', 'L']).ngroups} units -> "
-        f"{OUT / 'curves.parquet'}"
+        f"{(OUT / 'curves.parquet').relative_to(ROOT)}"
     )
     print(f"L2 floor trusted: {L2_FLOOR:g}; witnesses counted only inside the neighbourhood\n")
 
@@ -182,6 +183,10 @@ def report() -> None:
             )
         else:
             line += f"; too few points above the flat set to fit ({len(fit)})"
+        searched = g[(g.kind == "M") & (g.get("source") == "flat_edge")]
+        if len(searched):
+            w = searched.loc[searched.D.idxmax()]
+            line += f"; flat-set search: witness D = {w.D:.4g} at L2 = {w.l2:.1e}"
         print(line)
 
     print(

@@ -488,6 +488,7 @@ class BoundSection(Section):
     quadrature_order: int = key(int, None)
     max_iter: int = key(int, None)
     refine: int = key(int, None)
+    flat_edge_starts: int = key(int, None)
     bound_config: Any = _built()
 
     #: The keys that are ``BoundConfig``'s fields.
@@ -503,6 +504,7 @@ class BoundSection(Section):
         "quadrature_order",
         "max_iter",
         "refine",
+        "flat_edge_starts",
     )
 
     def __post_init__(self):

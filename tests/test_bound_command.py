@@ -37,6 +37,7 @@ max_iter = 60
         ({"extra": [-1]}, r"bound\.extra: expected integers >= 0"),
         ({"max_iters": 3}, r"bound\.max_iters: unknown key"),
         ({"refine": -1}, r"bound\.refine: .*>= 0"),
+        ({"flat_edge_starts": -2}, r"bound\.flat_edge_starts: .*>= 0"),
     ],
 )
 def test_bad_bound_sections_name_the_key(bound, match):
@@ -51,6 +52,9 @@ def test_bound_section_defaults_and_grids():
     ) and cfg.bound_config.losses == ("D", "D_2")
     assert cfg.bound_config.refine == 2  # BoundConfig's default
     assert Config.from_dict(BASE | {"bound": {"refine": 0}}).bound.bound_config.refine == 0
+    assert cfg.bound_config.flat_edge_starts == 96  # BoundConfig's default
+    off = Config.from_dict(BASE | {"bound": {"flat_edge_starts": 0}}).bound.bound_config
+    assert off.flat_edge_starts == 0
     assert Config.from_dict(BASE).bound is None
 
 

@@ -7,7 +7,8 @@ radius. Slow: the search finds and certifies a tanh witness at p = d = 2 and non
 p = d or tanh at p < d; the null space of W_BQ at p > d gives the linear map a flat set; a family
 that contains another has a flat-set M at least as large on the same truth; at the sweeps' setting
 (d = 3, r = 1, p = 2) the map's search on the map's truth finds no witness for linear, tanh,
-sigmoid and gelu, and an exact one for relu.
+sigmoid and gelu, and an exact one for relu; ``bound_curves`` takes the tanh flat set at p = d = 2
+into M (fast: not searched at L = L* or when switched off).
 """
 
 import jax
@@ -199,3 +200,57 @@ def test_relu_flat_set_at_the_sweeps_setting():
     assert float(l2_distance(truth.model, G, truth.model, truth.atoms, quad)) < 1e-14
     D = float(lora_voronoi_loss(G, truth.atoms, "softmax").total)
     assert D == pytest.approx(edge.D_max, rel=1e-6) and D > 1e-3
+
+
+def test_no_flat_set_rows_at_the_exact_order_or_when_off(tanh_truth):
+    """The flat-set search needs an extra atom (L > L*) and is off at ``flat_edge_starts = 0``."""
+    import pandas as pd
+
+    from moe_lora.bounds import BoundConfig
+    from moe_lora.bounds.containment import flat_set_rows
+
+    model = make_model(SPEC, nonlinear("tanh", 2), key=jax.random.key(1))
+    for L, starts in ((2, 24), (3, 0)):
+        rows = pd.DataFrame({"L": [L], "loss": ["D"], "kind": ["M"]})
+        config = BoundConfig(losses=("D",), flat_edge_starts=starts)
+        out = flat_set_rows(jax.random.key(0), tanh_truth, model, rows, config, _quad())
+        assert out.empty and list(out.columns) == list(rows.columns)
+
+
+@pytest.mark.slow
+def test_bound_curves_take_in_the_flat_set():
+    """The tanh flat set at p = d = 2 (the tanh truth of overspecified.toml, notebook 6) reaches
+    M(eta) at every eta above round-off, as a witness of the flat-set search re-evaluated with the
+    unit's own f and D: the eps targets alone miss it."""
+    from jax.flatten_util import ravel_pytree
+
+    from moe_lora.bounds import BoundConfig, bound_curves
+    from moe_lora.bounds.curves import _split_truth
+
+    keys = jax.random.split(jax.random.key(0), 4)
+    model = make_model(SPEC, nonlinear("tanh", 2), key=jax.random.fold_in(keys[0], 2))
+    truth = draw_truth(
+        jax.random.fold_in(keys[1], 2),
+        model,
+        2,
+        min_separation=0.5,
+        min_gate_strength=0.5,
+        min_expert_separation=0.5,
+    )
+    config = BoundConfig(
+        etas=(1e-12, 1e-3),
+        epsilons=(1e-3, 1e-2),
+        losses=("D",),
+        max_iter=200,
+        refine=0,
+        triangle_samples=16,
+    )
+    rows = bound_curves(
+        jax.random.key(0), truth, model, 3, config, truth_label="tanh", estimator_label="tanh"
+    )
+    M = rows[(rows.kind == "M")].set_index("eta")
+    assert M.loc[1e-12, "source"] == "flat_edge" and bool(M.loc[1e-12, "inside"])
+    assert M.loc[1e-12, "value"] > 1e-3 and M.loc[1e-12, "l2"] < 1e-14
+    unravel = ravel_pytree(_split_truth(model, truth, 3))[1]
+    l2, D = _check(model, truth, unravel(jax.numpy.asarray(M.loc[1e-12, "theta"])))
+    assert l2 < 1e-14 and D == pytest.approx(M.loc[1e-12, "value"], rel=1e-9)

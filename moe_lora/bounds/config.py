@@ -81,9 +81,12 @@ class BoundConfig:
         it. triangle_samples: random triples used to measure the weak triangle constant.
         canonicalize: move each LM trial point along the exact symmetries (``canonicalize``).
         refine: rounds of adaptive targets (``curves.refine_targets``): each bisects, in log eps,
-        the
-            flat set's edge and the m-curve's largest jump. Not a ``[bound]`` config key yet: the
-            default applies to ``moe-lora bound``.
+            the flat set's edge and the m-curve's largest jump.
+        flat_edge_starts: starts of the flat-set search (``witnesses.flat_edge``) per true atom
+            when L > L*; its exact witnesses (the largest D on each cell's flat set inside the
+            radius) join the curves as constructed witnesses (``containment.with_flat_set``).
+            0: not searched. 24 starts miss the thin flat band of the headline sigmoid truth at
+            d = p = 2 (D about 5e-4) that 96 find (``benchmarks/bounds_flat.py``).
     """
 
     etas: tuple[float, ...] = tuple(float(x) for x in np.logspace(-9, -1, 12))
@@ -108,6 +111,7 @@ class BoundConfig:
     triangle_samples: int = 4096
     canonicalize: bool = True
     refine: int = 2
+    flat_edge_starts: int = 96
 
     def __post_init__(self):
         for name in ("etas", "epsilons", "losses"):
@@ -161,6 +165,7 @@ class BoundConfig:
         _count("n_sample", self.n_sample, 100)
         _count("triangle_samples", self.triangle_samples, 1)
         _count("refine", self.refine, 0)
+        _count("flat_edge_starts", self.flat_edge_starts, 0)
         for name in (
             "start_scale",
             "penalty",

@@ -105,7 +105,8 @@ def _on_target(d: pd.DataFrame, config: BoundConfig) -> pd.Series:
 
 
 def contain(own: pd.DataFrame, embedded: pd.DataFrame, config: BoundConfig) -> pd.DataFrame:
-    """Vanilla's curves ``own`` with the witnesses ``embedded`` (``embed_rows``) merged in.
+    """A unit's curves ``own`` with other witnesses of its family merged in (``embed_rows``: a
+    contained family's, re-evaluated in vanilla; ``flat_set_rows``: its own flat set's).
 
     Per loss: an m row at every target of either search, the least L2 among the on-target
     witnesses of both at that target (an embedded target vanilla's search did not have adds a row);
@@ -154,6 +155,111 @@ def contain(own: pd.DataFrame, embedded: pd.DataFrame, config: BoundConfig) -> p
                 r[col] = mine[col].iloc[0]
         out += m_rows + M_rows
     return pd.DataFrame(out).reset_index(drop=True)[own.columns]
+
+
+#: Columns a constructed witness row copies from its unit's rows (the rest is its own or NaN).
+_UNIT_COLUMNS = (
+    "truth",
+    "estimator",
+    "L",
+    "L_star",
+    "extra",
+    "triangle_constant",
+    "quadrature_order",
+    "radius",
+    "kappa",
+    "delta",
+)
+
+
+def flat_set_rows(
+    key,
+    truth: Truth,
+    estimator: Model,
+    rows: pd.DataFrame,
+    config: BoundConfig,
+    quad: Quadrature,
+) -> pd.DataFrame:
+    """The exact flat witnesses of one unit, as witness rows (``kind = "flat"``) of its table.
+
+    Per true atom j, ``witnesses.flat_edge`` searches the flat set of cell j with all L - L* extra
+    atoms in it, inside ``config.radius`` (``config.flat_edge_starts`` starts), and returns its
+    largest-D witness; that G (``flat_params``) is re-evaluated per loss of ``rows`` with the unit's
+    own f, D and neighbourhood, so nothing is copied from the search. ``source`` is
+    ``"flat_edge"``. Empty when L = L*, when no cell has a flat set, or when the search is off.
+    """
+    from ..fit import truth_in
+    from .witnesses import flat_edge, flat_params
+
+    (L,) = set(rows["L"].astype(int))
+    true_params = truth_in(estimator, truth)
+    L_star = int(true_params.c.shape[0])
+    k = L - L_star + 1
+    if k < 2 or config.flat_edge_starts == 0 or rows.empty:
+        return rows.iloc[:0]
+    unravel = _Unravel(_split_truth(estimator, truth, L))
+    f_star = regression_function(estimator.spec, estimator.base, truth.atoms, quad.X)
+    _, evaluate = _problem(estimator, truth.atoms, quad, f_star, unravel, config)
+    evaluate = jax.jit(evaluate)
+    dtype = quad.X.dtype
+    unit = {c: rows[c].iloc[0] for c in _UNIT_COLUMNS if c in rows.columns}
+    out = []
+    for j in range(L_star):
+        edge = flat_edge(
+            jax.random.fold_in(key, j),
+            estimator,
+            truth.atoms,
+            true_params,
+            j,
+            k,
+            radius=config.radius,
+            n_starts=config.flat_edge_starts,
+            max_iter=min(config.max_iter, 400),
+        )
+        if not edge.found:
+            continue
+        flat = ravel_pytree(flat_params(estimator, true_params, j, k, edge.theta, edge.lam))[0]
+        flat = jnp.asarray(flat, dtype)
+        for loss in dict.fromkeys(rows["loss"]):
+            exps = Exponents(*(jnp.asarray(x, dtype) for x in loss_exponents(loss)))
+            a, D, _, l2, outside = jax.device_get(evaluate(flat, exps))
+            pi = np.asarray(mixture_weights(jnp.asarray(a.c), estimator.spec.gating))
+            out.append(
+                dict(
+                    unit,
+                    loss=loss,
+                    kind="flat",
+                    eps=np.nan,
+                    eta=np.nan,
+                    value=np.nan,
+                    D=float(D),
+                    l2=float(l2),
+                    neighbourhood_violation=float(outside),
+                    inside=bool(float(outside) <= config.neighbourhood_tol),
+                    on_target=False,
+                    S=np.asarray(a.S, float).ravel().tolist(),
+                    V=np.asarray(a.V, float).ravel().tolist(),
+                    pi=pi.astype(float).ravel().tolist(),
+                    theta=np.asarray(flat, float).tolist(),
+                    source="flat_edge",
+                )
+            )
+    return pd.DataFrame(out, columns=rows.columns) if out else rows.iloc[:0]
+
+
+def with_flat_set(
+    key,
+    truth: Truth,
+    estimator: Model,
+    rows: pd.DataFrame,
+    config: BoundConfig,
+    quad: Quadrature,
+) -> pd.DataFrame:
+    """One unit's curves with its exact flat witnesses (``flat_set_rows``) merged in (``contain``):
+    M(eta) is at least the largest D on the flat set inside the radius at every eta above the
+    witnesses' round-off L2, which the eps targets alone can miss between grid points (the
+    notebook's tanh truth at L = L* + 1: M(1e-12) = 0 from the targets, 0.045 on the flat set)."""
+    return contain(rows, flat_set_rows(key, truth, estimator, rows, config, quad), config)
 
 
 def contained_in_vanilla(

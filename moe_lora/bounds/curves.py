@@ -898,7 +898,11 @@ def bound_curves(
     Levenberg-Marquardt solve, iterations, rounds (cell reassignments), cells_stable,
     triangle_constant (largest ratio over ``triangle_samples`` random triples), quadrature_order,
     radius, kappa, the witness atoms S, V, pi and raw parameters theta (flattened lists), and
-    source (the family whose search found the witness).
+    source (the family whose search found the witness, or ``"flat_edge"``).
+
+    When L > L* (and ``config.flat_edge_starts`` > 0), each cell's exact flat set is searched
+    (``witnesses.flat_edge``) and its largest-D witness merged into the curves
+    (``containment.with_flat_set``): the eps targets alone can miss a flat set between them.
 
     ``contained``: pairs (family model, its ``bound_curves`` rows on the same truth) of families
     that vanilla's contains; their witnesses are mapped into vanilla and re-evaluated there, and
@@ -955,6 +959,10 @@ def bound_curves(
         )
         rows += _rows(w, np.asarray(weights(w.atoms.c)), common, config, epsilons)
     df = pd.DataFrame(rows)
+    if config.flat_edge_starts and n_components > L_star:
+        from .containment import with_flat_set
+
+        df = with_flat_set(jax.random.fold_in(key, 2), truth, estimator, df, config, quad)
     if contained:
         from .containment import contained_in_vanilla
 
