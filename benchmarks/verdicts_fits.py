@@ -16,6 +16,17 @@ softmax mixture is identified up to permutation, the gauge of the factors and th
 none of which moves D); a shared gate lets the two atoms trade experts, which can lower D by at
 most the part of D in that cell (``D_shared_gate``). So the share printed bounds how far the
 least D over the flat set can fall below D.
+
+With ``--tail K``, the K largest-D fits of each run and estimator over the fit range follow, with
+what they are made of: the share of D in the gate block (D_S / D), the smallest fitted weight,
+whether the fit is certified, its excess risk (risk - risk_truth) n / sigma^2 on its own data
+(negative: it fits the data better than the truth does) and each true atom's cell gate gap (the
+largest Frobenius distance between the gates of two fitted atoms in one cell; inf: one atom).
+
+    d=figures/data/verdicts_identifiable
+    python benchmarks/verdicts_fits.py ${d}_s1 ${d}_s2 ${d}_s3 \
+        figures/data/verdicts_inside_linear_s4 --tail 4 --estimator linear \
+        > benchmarks/results/verdicts_tail_linear.txt
 """
 
 from __future__ import annotations
@@ -27,7 +38,21 @@ from moe_lora.runs import load_results
 from moe_lora.runs.store import experiment_of
 
 
-def main(dirs: list[Path]) -> None:
+def _tail(name: str, est: str, sub, k: int) -> None:
+    top = sub.nlargest(k, "D")
+    gaps = sorted(c for c in sub.columns if c.startswith("cell_gate_gap_"))
+    print(f"  {name} / {est}: the {len(top)} largest D over the fit range")
+    for _, r in top.iterrows():
+        excess = (r["risk"] - r["risk_truth"]) * r["n"] / r["sigma"] ** 2
+        gap = ", ".join(f"{r[c]:.3g}" for c in gaps)
+        print(
+            f"    n = {int(r['n']):7d} replicate {int(r['replicate']):2d}: D = {r['D']:.4g}, "
+            f"D_S / D = {r['D_S'] / r['D']:.3f}, min weight {r['min_weight']:.4f}, "
+            f"certified {bool(r['certified'])}, excess risk {excess:.1f}, cell gate gaps [{gap}]"
+        )
+
+
+def main(dirs: list[Path], tail: int = 0, estimator: str | None = None) -> None:
     print(
         f"{'run':36s} {'estimator':9s} {'gate':>5s} {'sep':>5s} {'cert':>6s} {'cap':>5s} "
         f"{'local min (max D)':>18s} {'shared gate (D share)':>22s} {'mean/median at n_max':>21s}"
@@ -38,6 +63,8 @@ def main(dirs: list[Path]) -> None:
         fit = df[df["n"] >= (config.rates.n_min or 0)]
         max_iter = config.fit.max_iter
         for est, sub in fit.groupby("estimator"):
+            if estimator is not None and est != estimator:
+                continue
             truth = manifest["truths"][str(sub["truth"].iloc[0])]
             excess = (sub["risk"] - sub["risk_truth"]) * sub["n"] / sub["sigma"] ** 2
             local = sub[~sub["certified"] & (excess > 100)]
@@ -51,9 +78,14 @@ def main(dirs: list[Path]) -> None:
                 f"{(sub['iterations'] >= max_iter).mean():5.1%} {lm:>18s} "
                 f"{f'{shared} ({share:.1e})':>22s} {top.mean() / top.median():21.2f}"
             )
+            if tail:
+                _tail(manifest["name"], est, sub, tail)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dirs", type=Path, nargs="+")
-    main(ap.parse_args().dirs)
+    ap.add_argument("--tail", type=int, default=0, help="list the K largest-D fits per run")
+    ap.add_argument("--estimator", help="only this estimator's rows")
+    args = ap.parse_args()
+    main(args.dirs, args.tail, args.estimator)

@@ -222,6 +222,40 @@ def test_witness_path_triangle_is_the_split_path_on_vanilla_and_runs_for_a_share
         witness_path_triangle(tanh_truth, tanh, 3, [w[:-1]])
 
 
+def test_with_path_triangle_raises_C_to_the_witness_paths(tanh_truth):
+    """C is the larger of the random triples' and the witness paths' estimate, per loss; rows
+    without parameters (or only degenerate witnesses) keep their C."""
+    from jax.flatten_util import ravel_pytree
+
+    from moe_lora.bounds import with_path_triangle, witness_path_triangle
+
+    tanh = tanh_truth.model
+    base = ravel_pytree(_split_params(tanh, tanh_truth))[0]
+    w = np.asarray(base + 0.05 * jax.random.normal(jax.random.key(3), base.shape))
+    path = float(witness_path_triangle(tanh_truth, tanh, 3, [w])[0])
+    rows = pd.DataFrame(
+        dict(
+            L=3,
+            loss=["D", "D", "D_2"],
+            D=[0.1, 0.2, 0.1],
+            l2=[1e-3, 2e-3, 1e-3],
+            theta=[w.tolist(), np.nan, (base + 0.05).tolist()],  # NaN: no parameters stored
+            triangle_constant=[0.5, 0.5, 0.5],
+        )
+    )
+    out = with_path_triangle(tanh_truth, tanh, rows)
+    d, d2 = out[out.loss == "D"], out[out.loss == "D_2"]
+    assert path >= 1.0 - 1e-12
+    np.testing.assert_allclose(d["triangle_constant"], path, rtol=1e-12)
+    np.testing.assert_allclose(d["triangle_path"], path, rtol=1e-12)
+    assert (d2["triangle_constant"] == 0.5).all() and d2["triangle_path"].isna().all()
+    assert (out["triangle_random"] == 0.5).all()
+    again = with_path_triangle(tanh_truth, tanh, out)  # idempotent: the triples' value is kept
+    pd.testing.assert_frame_equal(again, out)
+    high = with_path_triangle(tanh_truth, tanh, rows.assign(triangle_constant=10.0))
+    assert (high["triangle_constant"] == 10.0).all()  # never lowered
+
+
 def _split_params(model, truth):
     from moe_lora.bounds.curves import _split_truth
 
@@ -362,7 +396,9 @@ def test_vanilla_curves_contain_the_shared_family_s(tanh_truth):
     assert len(embedded) == len(witnessed) > 0
     assert np.allclose(embedded["D"], witnessed["D"], rtol=1e-10, atol=1e-14)
     assert np.allclose(embedded["l2"], witnessed["l2"], rtol=1e-8, atol=1e-14)
-    assert set(embedded["source"]) == {"tanh"} and set(embedded["estimator"]) == {"vanilla"}
+    # tanh's own search and, at L = L* + 1, its flat-set search (``flat_edge``)
+    assert "tanh" in set(embedded["source"]) <= {"tanh", "flat_edge"}
+    assert set(embedded["estimator"]) == {"vanilla"}
     vanilla = bound_curves(
         jax.random.key(0),
         tanh_truth,

@@ -24,6 +24,7 @@ from .curves import solve_witnesses as solve_witnesses
 from .curves import split_path_triangle as split_path_triangle
 from .curves import triangle_ratios as triangle_ratios
 from .curves import vanilla_flat_modulus as vanilla_flat_modulus
+from .curves import with_path_triangle as with_path_triangle
 from .curves import witness_path_triangle as witness_path_triangle
 from .figure import figure_bound as figure_bound
 from .figure import run_bound_figures as run_bound_figures

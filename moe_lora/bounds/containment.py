@@ -104,6 +104,10 @@ def _on_target(d: pd.DataFrame, config: BoundConfig) -> pd.Series:
     return d["inside"].astype(bool) & (np.abs(d["D"] / d["eps"] - 1) <= config.constraint_tol)
 
 
+#: Columns every merged row takes from the unit's own rows.
+_KEPT_COLUMNS = ("triangle_constant", "triangle_random", "triangle_path", "truth", "estimator")
+
+
 def contain(own: pd.DataFrame, embedded: pd.DataFrame, config: BoundConfig) -> pd.DataFrame:
     """A unit's curves ``own`` with other witnesses of its family merged in (``embed_rows``: a
     contained family's, re-evaluated in vanilla; ``flat_set_rows``: its own flat set's).
@@ -112,7 +116,7 @@ def contain(own: pd.DataFrame, embedded: pd.DataFrame, config: BoundConfig) -> p
     witnesses of both at that target (an embedded target vanilla's search did not have adds a row);
     an M row per eta of ``own``, the largest D among both sets' witnesses inside N(G*) with
     L2 <= eta. ``interpolated`` is recomputed from the merged m-curve (never below ``value``).
-    Every row keeps vanilla's own ``triangle_constant``, ``truth`` and ``estimator``.
+    Every row keeps the unit's own triangle constants, truth and estimator (``_KEPT_COLUMNS``).
     """
     if embedded.empty:
         return own
@@ -151,8 +155,9 @@ def contain(own: pd.DataFrame, embedded: pd.DataFrame, config: BoundConfig) -> p
             r["interpolated"] = max(float(r["value"]), interpolate_modulus(m_curve, eta))
             M_rows.append(r)
         for r in m_rows + M_rows:
-            for col in ("triangle_constant", "truth", "estimator"):
-                r[col] = mine[col].iloc[0]
+            for col in _KEPT_COLUMNS:
+                if col in mine.columns:
+                    r[col] = mine[col].iloc[0]
         out += m_rows + M_rows
     return pd.DataFrame(out).reset_index(drop=True)[own.columns]
 
@@ -165,6 +170,8 @@ _UNIT_COLUMNS = (
     "L_star",
     "extra",
     "triangle_constant",
+    "triangle_random",
+    "triangle_path",
     "quadrature_order",
     "radius",
     "kappa",
