@@ -17,6 +17,17 @@ the runs' own [rates] rules, one truth at a time and pooled over the family's fo
 
     python benchmarks/verdicts_inside.py --pool \
         --out figures/data/verdicts_inside_pooled_verdicts.csv
+
+``--setting d2`` applies the same rule to today's setting (d = 2, r = 1, p = 2, exact flat sets;
+``simulations/verdicts.toml``, whose one truth per family is seed 0's) for tanh and sigmoid, the two
+families whose D fell too slowly there, with vanilla on each tanh truth; this rule was also fixed
+before its runs (``simulations/verdicts_inside_d2_*.toml``). Seed 0's truths are kept where they
+pass (their runs are ``verdicts`` and ``verdicts_vanilla``); the new truths are the first seeds from
+1 on:
+
+    python benchmarks/verdicts_inside.py --setting d2 > benchmarks/results/verdicts_inside_d2.txt
+    python benchmarks/verdicts_inside.py --setting d2 --pool \
+        --out figures/data/verdicts_inside_d2_pooled_verdicts.csv
 """
 
 from __future__ import annotations
@@ -29,8 +40,38 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 INSIDE = 0.6
-FAMILIES = ("tanh", "sigmoid", "gelu", "linear")
 PER_FAMILY = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """Where the rule is applied: the base config, its families, the seeds whose committed runs are
+    candidates (drawn at the base thresholds), and the names of the new configs and runs."""
+
+    base: str
+    families: tuple[str, ...]
+    candidates: int  # seeds 0 .. candidates - 1 have committed runs
+    prefix: str  # new configs: simulations/{prefix}_{family}_s{seed}.toml
+    runs: tuple[str, str]  # candidate runs (shared, vanilla): figures/data/{run}_s{seed}, or
+    # figures/data/{run} where seed 0 alone is a candidate
+
+
+SETTINGS = {
+    "d3": Setting(
+        "verdicts_identifiable_s0.toml",
+        ("tanh", "sigmoid", "gelu", "linear"),
+        4,
+        "verdicts_inside",
+        ("verdicts_identifiable", "verdicts_identifiable_vanilla"),
+    ),
+    "d2": Setting(
+        "verdicts.toml",
+        ("tanh", "sigmoid"),
+        1,
+        "verdicts_inside_d2",
+        ("verdicts", "verdicts_vanilla"),
+    ),
+}
 
 
 def _truth(cfg, family: str, seed: int, threshold: float | None):
@@ -56,22 +97,22 @@ def _passes(t) -> bool:
     return min(t.separation, t.gate_strength, t.expert_separation) >= INSIDE
 
 
-def truth_seeds(verbose: bool = True) -> dict[str, list[int]]:
+def truth_seeds(setting: Setting, verbose: bool = True) -> dict[str, list[int]]:
     """Per family, the seeds of its four truths by the rule above (printing each step)."""
     from moe_lora.config import ConfigError, load_config
 
     say = print if verbose else (lambda *a, **k: None)
-    base = load_config(ROOT / "simulations" / "verdicts_identifiable_s0.toml")
+    base = load_config(ROOT / "simulations" / setting.base)
     out = {}
-    for family in FAMILIES:
+    for family in setting.families:
         kept = []
         say(f"{family}:")
-        for seed in range(4):
+        for seed in range(setting.candidates):
             t = _truth(base, family, seed, None)
             ok = _passes(t)
             kept += [seed] if ok else []
             say(f"  seed {seed} (threshold 0.5): {_stats(t)} -> {'kept' if ok else 'replaced'}")
-        seed = 4
+        seed = setting.candidates
         while len(kept) < PER_FAMILY:
             try:
                 t = _truth(base, family, seed, INSIDE)
@@ -81,32 +122,32 @@ def truth_seeds(verbose: bool = True) -> dict[str, list[int]]:
                 kept.append(seed)
                 say(f"  seed {seed} (threshold {INSIDE}): {_stats(t)} -> added")
                 for name in (family, "vanilla") if family == "tanh" else (family,):
-                    path = ROOT / "simulations" / f"verdicts_inside_{name}_s{seed}.toml"
-                    say(f"    {path.name} draws this truth: {_same(_committed_truth(path), t)}")
+                    path = ROOT / "simulations" / f"{setting.prefix}_{name}_s{seed}.toml"
+                    same = _same(_committed_truth(path), t) if path.exists() else "no config"
+                    say(f"    {path.name} draws this truth: {same}")
             seed += 1
         say(f"  truths: seeds {kept}")
         out[family] = kept
     return out
 
 
-def run_dirs(seeds: dict[str, list[int]]) -> dict[str, list[Path]]:
-    """Per estimator (the four families and vanilla, on the tanh truths), its committed runs."""
+def run_dirs(setting: Setting, seeds: dict[str, list[int]]) -> dict[str, list[Path]]:
+    """Per estimator (the families and vanilla, on the tanh truths), its committed runs."""
     data = ROOT / "figures" / "data"
 
     def run(family: str, seed: int) -> Path:
-        if seed < 4:
-            arm = (
-                "verdicts_identifiable_vanilla" if family == "vanilla" else "verdicts_identifiable"
-            )
-            return data / f"{arm}_s{seed}"
-        return data / f"verdicts_inside_{family}_s{seed}"
+        if seed < setting.candidates:
+            shared, vanilla = setting.runs
+            arm = vanilla if family == "vanilla" else shared
+            return data / (f"{arm}_s{seed}" if setting.candidates > 1 else arm)
+        return data / f"{setting.prefix}_{family}_s{seed}"
 
-    out = {f: [run(f, s) for s in seeds[f]] for f in FAMILIES}
+    out = {f: [run(f, s) for s in seeds[f]] for f in setting.families}
     out["vanilla"] = [run("vanilla", s) for s in seeds["tanh"]]
     return out
 
 
-def pool(out: Path | None) -> None:
+def pool(setting: Setting, out: Path | None) -> None:
     """The verdicts of each estimator's four truths, per truth and pooled; printed, and saved."""
     import pandas as pd
 
@@ -115,7 +156,7 @@ def pool(out: Path | None) -> None:
     from moe_lora.verdicts import format_verdicts, pooled_table, summary_rows
 
     tables = []
-    for estimator, dirs in run_dirs(truth_seeds(verbose=False)).items():
+    for estimator, dirs in run_dirs(setting, truth_seeds(setting, verbose=False)).items():
         missing = [str(d) for d in dirs if not (d / "results.parquet").exists()]
         if missing:
             print(f"{estimator}: not pooled, runs missing: {', '.join(missing)}")
@@ -125,7 +166,7 @@ def pool(out: Path | None) -> None:
             df, manifest = load_results(d)
             rates = experiment_of(manifest).config.rates
             runs.append((d, df[df["estimator"] == estimator], rates, manifest["name"]))
-        tables.append(pooled_table(runs).assign(run="verdicts_inside"))
+        tables.append(pooled_table(runs).assign(run=setting.prefix))
     if not tables:
         raise SystemExit("no estimator has all its runs committed")
     table = pd.concat(tables, ignore_index=True)
@@ -155,9 +196,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pool", action="store_true", help="pool the committed runs' verdicts")
     ap.add_argument("--out", type=Path, help="with --pool: where the verdict rows go (CSV)")
+    ap.add_argument("--setting", choices=sorted(SETTINGS), default="d3")
     args = ap.parse_args()
     jax.config.update("jax_enable_x64", True)
     if args.pool:
-        pool(args.out)
+        pool(SETTINGS[args.setting], args.out)
     else:
-        truth_seeds()
+        truth_seeds(SETTINGS[args.setting])
