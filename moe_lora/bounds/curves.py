@@ -665,8 +665,8 @@ def with_path_triangle(truth: Truth, estimator: Model, rows: pd.DataFrame, point
     if "theta" not in out.columns or out.empty:
         return out
     (L,) = set(out["L"].astype(int))
+    stored = out["theta"].map(lambda t: isinstance(t, (list, tuple, np.ndarray)) and len(t) > 0)
     for loss in dict.fromkeys(out["loss"]):
-        stored = out["theta"].map(lambda t: isinstance(t, (list, tuple, np.ndarray)) and len(t) > 0)
         here = out[(out["loss"] == loss) & stored]
         here = here.drop_duplicates(subset=["D", "l2"])
         if here.empty:
