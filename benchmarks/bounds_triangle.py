@@ -54,6 +54,7 @@ BINS = ((0.0, 0.01), (0.01, 0.1), (0.1, np.inf))
 def main(units: Path, seed: int, write: bool = False) -> None:
     jax.config.update("jax_enable_x64", True)
     from moe_lora.bounds import with_path_triangle, witness_path_triangle
+    from moe_lora.bounds.curves import has_parameters
 
     print(
         f"{'unit':22s} {'C triples':>9s} {'path max':>8s} {'C used':>7s} {'witnesses':>9s}  "
@@ -72,7 +73,7 @@ def main(units: Path, seed: int, write: bool = False) -> None:
         d = rows[rows["loss"] == "D"]
         used = d["triangle_constant"].iloc[0]
         triples = d["triangle_random"].iloc[0] if "triangle_random" in d else used
-        rows = rows[(rows["loss"] == "D") & rows["theta"].map(lambda t: t is not None and len(t))]
+        rows = rows[(rows["loss"] == "D") & rows["theta"].map(has_parameters)]
         rows = rows.drop_duplicates(subset=["D", "l2"])
         if rows.empty:
             print(f"{through}/{est} L={L}: no witness with parameters")

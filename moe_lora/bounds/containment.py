@@ -28,7 +28,7 @@ from ..parameterization import Model, Vanilla, to_vanilla_params
 from ..truth import Truth
 from ..voronoi import Exponents
 from .config import BoundConfig, loss_exponents
-from .curves import _problem, _split_truth, _Unravel, interpolate_modulus
+from .curves import _problem, _split_truth, _Unravel, has_parameters, interpolate_modulus
 from .quadrature import Quadrature
 
 
@@ -70,7 +70,7 @@ def embed_rows(
     out = []
     for row in rows.to_dict("records"):
         theta = row.get("theta")
-        if not isinstance(theta, (list, tuple, np.ndarray)) or len(theta) == 0:
+        if not has_parameters(theta):
             continue  # an M row of G* itself: no witness
         try:
             raw = to_vanilla_params(

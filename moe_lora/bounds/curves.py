@@ -648,6 +648,12 @@ def witness_path_triangle(
     return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(W, bases.dtype)))
 
 
+def has_parameters(theta) -> bool:
+    """Whether a bound row's ``theta`` holds a witness's raw parameters (rows of G* itself, and
+    rows read from units computed before ``theta`` was stored, hold None or NaN)."""
+    return isinstance(theta, (list, tuple, np.ndarray)) and len(theta) > 0
+
+
 def with_path_triangle(truth: Truth, estimator: Model, rows: pd.DataFrame, points: int = 64):
     """A unit's rows with ``triangle_constant`` raised, per loss, to the largest ratio along its
     own witnesses' paths (``witness_path_triangle``, column ``triangle_path``; NaN where no witness
@@ -665,7 +671,7 @@ def with_path_triangle(truth: Truth, estimator: Model, rows: pd.DataFrame, point
     if "theta" not in out.columns or out.empty:
         return out
     (L,) = set(out["L"].astype(int))
-    stored = out["theta"].map(lambda t: isinstance(t, (list, tuple, np.ndarray)) and len(t) > 0)
+    stored = out["theta"].map(has_parameters)
     for loss in dict.fromkeys(out["loss"]):
         here = out[(out["loss"] == loss) & stored]
         here = here.drop_duplicates(subset=["D", "l2"])
