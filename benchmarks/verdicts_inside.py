@@ -21,7 +21,8 @@ the runs' own [rates] rules, one truth at a time and pooled over the family's fo
 ``--setting d2`` applies the same rule to today's setting (d = 2, r = 1, p = 2, exact flat sets;
 ``simulations/verdicts.toml``, whose one truth per family is seed 0's) for tanh and sigmoid, the two
 families whose D fell too slowly there, with vanilla on each tanh truth; this rule was also fixed
-before its runs (``simulations/verdicts_inside_d2_*.toml``). Seed 0's truths are kept where they
+before its runs (``simulations/verdicts_inside_d2_*.toml``). gelu and linear were added to it later,
+unchanged, before their own runs. Seed 0's truths are kept where they
 pass (their runs are ``verdicts`` and ``verdicts_vanilla``); the new truths are the first seeds from
 1 on:
 
@@ -66,7 +67,7 @@ SETTINGS = {
     ),
     "d2": Setting(
         "verdicts.toml",
-        ("tanh", "sigmoid"),
+        ("tanh", "sigmoid", "gelu", "linear"),
         1,
         "verdicts_inside_d2",
         ("verdicts", "verdicts_vanilla"),
