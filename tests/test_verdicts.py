@@ -102,3 +102,41 @@ def test_summary_keeps_pooled_rows_only_where_there_are_several_truths():
     table = verdict_table(pd.concat([many, one]), rules, bootstrap=50).assign(run="r")
     kept = summary_rows(table)
     assert list(zip(kept["estimator"], kept["truth"])) == [("tanh", "pooled"), ("vanilla", "t")]
+
+
+def _summary_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verdicts_summary.py"
+    spec = importlib.util.spec_from_file_location("verdicts_summary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_counts_each_truths_verdict():
+    script = _summary_script()
+    rules = [dict(label="D", metric="D", prediction="sqrt_log_n_over_n", alternative=-0.25)]
+    rows = [_table(lambda n: n**-0.5, 0.05, truth=f"t{k}", seed=k) for k in range(3)]
+    rows.append(_table(lambda n: n**-0.1, 0.05, truth="slow", seed=9))
+    table = verdict_table(pd.concat(rows), rules, bootstrap=100)
+    median = verdict_table(pd.concat(rows), rules, bootstrap=100, statistic="median")
+    (row,) = script.summary(pd.concat([table, median]))
+    assert row["truths"] == "4: 3 steeper, 1 shallower"
+    pooled = table[table["truth"] == "pooled"].iloc[0]
+    assert row["mean"].startswith(f"{pooled['slope']:.2f} [")
+
+
+def test_readme_verdict_summary_is_the_scripts_output(capsys):
+    """The README's summary table is generated (benchmarks/verdicts_summary.py), not typed."""
+    from pathlib import Path
+
+    _summary_script().main()
+    printed = capsys.readouterr().out.strip()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- benchmarks/verdicts_summary.py -->") + len(
+        "<!-- benchmarks/verdicts_summary.py -->"
+    )
+    block = readme[start : readme.index("<!-- end -->", start)].strip()
+    assert block == printed
