@@ -184,6 +184,26 @@ def test_more_data_lowers_the_test_error_for_both_students_and_compiles_once():
         assert not np.allclose(again.function_error, large.function_error)
 
 
+def test_a_learning_rate_grid_keeps_the_best_validation_loss_of_its_single_rate_fits():
+    """The grid is the single-rate fits side by side: its record is the one of the rate whose
+    fit has the lowest validation loss, and it says which rate that was."""
+    rates = (3e-3, 3e-2)
+    config = dataclasses.replace(TINY, steps=60, patience=60, learning_rates=list(rates))
+    assert config.learning_rates == rates and hash(config)  # a TOML list, made static
+    key = jax.random.key(5)
+    teacher, X_test = hd.teacher_and_test(key, config)
+    fit = lambda c: hd.fit_replicate(jax.random.key(6), teacher, X_test, c, hd.LoRAStudent(), 12)
+    grid = fit(config)
+    singles = [
+        fit(dataclasses.replace(config, learning_rates=None, learning_rate=r)) for r in rates
+    ]
+    assert singles[0].val_loss != singles[1].val_loss  # the two rates really differ
+    best = singles[int(np.argmin([float(r.val_loss) for r in singles]))]
+    assert float(grid.learning_rate) == float(best.learning_rate)
+    for name in ("val_loss", "function_error", "gate_error", "steps", "start"):
+        np.testing.assert_allclose(getattr(grid, name), getattr(best, name), rtol=1e-10)
+
+
 @pytest.mark.slow
 def test_unit_is_deterministic_and_a_seed_does_not_depend_on_its_block():
     config = dataclasses.replace(TINY, steps=40, starts=1)
@@ -218,6 +238,10 @@ def test_unit_is_deterministic_and_a_seed_does_not_depend_on_its_block():
         (dict(finisher="bfgs"), "Unknown finisher"),
         (dict(val_fraction=1.0), "val_fraction"),
         (dict(d_k=0), "d_k must be an integer >= 1, got 0"),
+        (dict(learning_rates=[]), "learning_rates must be a non-empty list .* got \\[\\]"),
+        (dict(learning_rates=[1e-2, -1e-3]), "learning_rates must be positive .* got -0.001"),
+        (dict(learning_rates=[1e-2, 1e-2]), "learning_rates must be distinct"),
+        (dict(learning_rates="1e-2"), "learning_rates must be a non-empty list"),
     ],
 )
 def test_bad_configs_name_the_value_and_the_expectation(kwargs, match):

@@ -37,6 +37,10 @@ class HeadConfig:
         gating: ``"softmax"`` or ``"sigmoid"`` attention. truth: one of ``TRUTHS``.
         update_q, update_v: teacher update sizes ||B_Q A_Q||_F / ||W_Q0||_F and ||B_V A_V||_F /
         ||W_V0||_F. learning_rate, steps: Adam's step size and step budget.
+        learning_rates: a grid of step sizes tuned per fit on the validation split (``None``: only
+            ``learning_rate``). Every start is trained at every rate, and the (start, rate) pair
+            with the lowest validation loss, after the finisher, is kept; the record says which
+            rate (``HeadRecord.learning_rate``). Each student is tuned on its own fits.
         val_fraction: share of the n sequences held out for early stopping (at least one).
         patience: early stopping after this many steps without a better validation loss.
         starts: random starts per fit. finisher: one of ``FINISHERS``. lm_iterations: its cap.
@@ -61,6 +65,7 @@ class HeadConfig:
     update_q: float = 1.0
     update_v: float = 0.5
     learning_rate: float = 1e-2
+    learning_rates: tuple[float, ...] | None = None
     steps: int = 2000
     val_fraction: float = 0.2
     patience: int = 200
@@ -114,6 +119,18 @@ class HeadConfig:
             )
         for name in ("sigma", "update_q", "update_v", "learning_rate"):
             checks.positive(name, checks.real(name, getattr(self, name)))
+        if self.learning_rates is not None:
+            rates = self.learning_rates
+            if isinstance(rates, (str, bytes)) or not hasattr(rates, "__len__") or not rates:
+                raise ValueError(
+                    f"learning_rates must be a non-empty list of positive step sizes, got {rates!r}"
+                )
+            rates = tuple(
+                checks.positive("learning_rates", checks.real("learning_rates", r)) for r in rates
+            )
+            if len(set(rates)) != len(rates):
+                raise ValueError(f"learning_rates must be distinct, got {list(rates)}")
+            object.__setattr__(self, "learning_rates", tuple(float(r) for r in rates))
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
             raise ValueError(f"val_fraction must be a float in (0, 1), got {self.val_fraction!r}")
         checks.one_of("activation", self.activation, tuple(ACTIVATIONS))
@@ -121,6 +138,11 @@ class HeadConfig:
         checks.one_of("gating", self.gating, GATINGS)
         checks.one_of("truth", self.truth, TRUTHS)
         checks.one_of("finisher", self.finisher, FINISHERS)
+
+    @property
+    def rate_grid(self) -> tuple[float, ...]:
+        """The step sizes every start is trained at: ``learning_rates``, or ``(learning_rate,)``."""
+        return (self.learning_rate,) if self.learning_rates is None else self.learning_rates
 
     @property
     def width(self) -> int:

@@ -7,8 +7,10 @@ and updates stop once the validation loss has not improved for ``patience`` step
 fit: vmapped, the loop runs until the batch's last fit stops, and stopped fits stay where they
 are). ``finisher="lm"`` continues from Adam's best point with Levenberg-Marquardt
 (``moe_lora.optimize.LevenbergMarquardt``) on the training split; ``"lm_if_better"`` keeps that
-point only where its validation loss is not above Adam's. Several starts per fit (vmapped); the
-start with the lowest validation loss is kept.
+point only where its validation loss is not above Adam's. Several starts per fit (vmapped), each
+trained at every step size of ``config.rate_grid``; the (start, step size) pair with the lowest
+validation loss is kept, so a grid ``learning_rates`` tunes the step size per fit, and so per
+student, on the validation split.
 
 Every record says whether the fit reached the teacher: ``underfit`` is set when its training loss
 is above ``UNDERFIT_RATIO`` times the teacher's on the same data.
@@ -54,7 +56,8 @@ class HeadRecord(NamedTuple):
         underfit: train_loss > ``UNDERFIT_RATIO`` train_loss_truth (the fit did not reach the
         teacher). finisher_iterations: Levenberg-Marquardt iterations (0 without a finisher).
         finisher_kept: the finisher's point was kept (always with ``"lm"``, never with ``"none"``).
-        start: index of the kept start.
+        start: index of the kept start. learning_rate: Adam's step size of the kept fit (one of
+        ``config.rate_grid``).
     """
 
     function_error: Float[Array, ""]
@@ -70,6 +73,7 @@ class HeadRecord(NamedTuple):
     finisher_iterations: Int[Array, ""]
     finisher_kept: Bool[Array, ""]
     start: Int[Array, ""]
+    learning_rate: Float[Array, ""]
 
 
 def split_sizes(config: HeadConfig, n: int) -> tuple[int, int]:
@@ -91,16 +95,19 @@ def train_student(
     params0,
     train,
     val,
+    learning_rate=None,
 ):
     """Adam with early stopping from ``params0`` for one start: (best params, steps to best,
     stopped, best val loss).
+
+    ``learning_rate`` (traced under ``vmap`` over a grid) defaults to ``config.learning_rate``.
 
     Full-batch steps in a ``lax.while_loop`` that ends after ``config.steps`` steps or once the
     validation loss has not improved for ``patience`` steps; the parameters with the best
     validation loss are returned. Under ``vmap`` the loop runs until the batch's last fit stops;
     a stopped fit's parameters no longer move, so its result does not depend on its batch.
     """
-    opt = optax.adam(config.learning_rate)
+    opt = optax.adam(config.learning_rate if learning_rate is None else learning_rate)
     loss = lambda p, X, Y: mean_squared_error(
         config, weights, student.factors(config, family, p), X, Y
     )
@@ -182,19 +189,26 @@ def fit_replicate(
 def fit_from(
     starts, teacher: Teacher, X_test, config: HeadConfig, student: HeadStudent, train, val
 ) -> HeadRecord:
-    """Fit from a batch of starts (leading axis), keep the best validation loss, score it."""
+    """Fit from a batch of starts (leading axis), each at every step size of ``config.rate_grid``;
+    keep the best validation loss, score it."""
     w, fam = teacher.weights, teacher.family
     val_loss = lambda p: mean_squared_error(config, w, student.factors(config, fam, p), *val)
+    # candidate i is start i // L at step size i % L
+    rates = config.rate_grid
+    L = len(rates)
+    starts = jax.tree.map(lambda x: jnp.repeat(x, L, axis=0), starts)
+    count = jax.tree.leaves(starts)[0].shape[0]
+    lrs = jnp.tile(jnp.asarray(rates, dtype=jax.tree.leaves(starts)[0].dtype), count // L)
     best, steps, stopped, adam_val = jax.vmap(
-        lambda p: train_student(config, student, fam, w, p, train, val)
-    )(starts)
+        lambda p, lr: train_student(config, student, fam, w, p, train, val, lr)
+    )(starts, lrs)
     if config.finisher == "none":
-        iters, kept = jnp.zeros(config.starts, jnp.int32), jnp.zeros(config.starts, bool)
+        iters, kept = jnp.zeros(count, jnp.int32), jnp.zeros(count, bool)
     else:
         finished, iters = jax.vmap(
             lambda p: finish_least_squares(config, student, fam, w, p, train)
         )(best)
-        kept = jnp.ones(config.starts, bool)
+        kept = jnp.ones(count, bool)
         if config.finisher == "lm_if_better":
             kept = jax.vmap(val_loss)(finished) <= adam_val
         pick = lambda new, old: jnp.where(
@@ -226,5 +240,6 @@ def fit_from(
         underfit=~(train_loss <= UNDERFIT_RATIO * train_loss_truth),
         finisher_iterations=iters[s],
         finisher_kept=kept[s],
-        start=s.astype(jnp.int32),
+        start=(s // L).astype(jnp.int32),
+        learning_rate=lrs[s],
     )

@@ -137,7 +137,6 @@ def head_unit(
         "hidden": config.width,
         "separate_trunks": config.separate_trunks,
         "update_q": config.update_q,
-        "learning_rate": config.learning_rate,
         "parameters": s.parameter_count(config),
     }
     return head_rows(record, student=s.name, n=n, seeds=seeds, labels=labels)
