@@ -2,7 +2,7 @@
 
     python benchmarks/head_lr_compare.py
 
-Reads ``figures/data/attention_head_lr/results.parquet`` (tuned, ``simulations/attention_head_lr.toml``)
+Reads ``figures/data/attention_head_lr/results.parquet`` (tuned; ``attention_head_lr.toml``)
 and ``figures/data/attention_head_sweeps/results.parquet`` (untuned; same key, seeds and sizes, so
 each seed sees the same data in both). Prints, per variation, student and n: the median function
 error untuned and tuned, the median paired log-ratio log(tuned / untuned), and how often each
@@ -22,11 +22,13 @@ KEYS = ["variation", "student", "n", "seed"]
 
 def compare(tuned: pd.DataFrame, untuned: pd.DataFrame, metric: str = "function_error"):
     """One row per (variation, student, n) present in both tables."""
-    both = tuned.merge(untuned, on=KEYS, suffixes=("_tuned", "_untuned"))
+    both = tuned[KEYS + [metric, "learning_rate"]].merge(
+        untuned[KEYS + [metric]], on=KEYS, suffixes=("_tuned", "_untuned")
+    )
     rows = []
     for (variation, student, n), g in both.groupby(KEYS[:3], sort=False):
         log_ratio = np.log(g[f"{metric}_tuned"] / g[f"{metric}_untuned"])
-        kept = g["learning_rate_tuned"].value_counts()
+        kept = g["learning_rate"].value_counts()
         rows.append(
             {
                 "variation": variation,

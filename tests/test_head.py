@@ -204,6 +204,31 @@ def test_a_learning_rate_grid_keeps_the_best_validation_loss_of_its_single_rate_
         np.testing.assert_allclose(getattr(grid, name), getattr(best, name), rtol=1e-10)
 
 
+def test_tuned_against_untuned_comparison_pairs_seeds():
+    """benchmarks/head_lr_compare.py pairs each seed's tuned fit with its untuned one."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "head_lr_compare.py"
+    spec = importlib.util.spec_from_file_location("head_lr_compare", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    keys = dict(variation="v", student="lora", n=16)
+    untuned = pd.DataFrame([dict(keys, seed=k, function_error=0.1) for k in range(4)])
+    # seed 3 is absent from the untuned table and must not count
+    errors, rates = [0.05, 0.2, 0.1, 9.0], [3e-2, 3e-2, 1e-2, 3e-3]
+    tuned = pd.DataFrame(
+        [
+            dict(keys, seed=k, function_error=e, learning_rate=r)
+            for k, (e, r) in enumerate(zip(errors, rates))
+        ]
+    )
+    (row,) = script.compare(tuned, untuned[untuned.seed < 3]).to_dict("records")
+    assert row["seeds"] == 3 and row["tuned_better"] == 1
+    assert row["tuned_median"] == pytest.approx(0.1) and row["log_ratio_median"] == pytest.approx(0)
+    assert (row["kept_0.003"], row["kept_0.01"], row["kept_0.03"]) == (0, 1, 2)
+
+
 @pytest.mark.slow
 def test_unit_is_deterministic_and_a_seed_does_not_depend_on_its_block():
     config = dataclasses.replace(TINY, steps=40, starts=1)

@@ -144,6 +144,14 @@ def test_ray_run_of_a_study_gives_the_local_table(config, reference, tmp_path):
             {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2, "seeds_per_unit": 0}},
             r"study\.seeds_per_unit: seeds_per_unit must be an integer >= 1, got 0",
         ),
+        (
+            {
+                "kind": "attention_head",
+                "study": {"sizes": [4], "seeds": 2},
+                "head": {"learning_rates": [1e-2, 0.0]},
+            },
+            r"head: learning_rates must be positive and finite, got 0.0",
+        ),
         ({"kind": "attention_head"}, r"study: missing required table \[study\]"),
         (
             {"kind": "attention_head", "study": {"sizes": [4], "seeds": 2, "grain": 1}},
