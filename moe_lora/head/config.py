@@ -126,11 +126,12 @@ class HeadConfig:
                     f"learning_rates must be a non-empty list of positive step sizes, got {rates!r}"
                 )
             rates = tuple(
-                checks.positive("learning_rates", checks.real("learning_rates", r)) for r in rates
+                float(checks.positive("learning_rates", checks.real("learning_rates", r)))
+                for r in rates
             )
             if len(set(rates)) != len(rates):
                 raise ValueError(f"learning_rates must be distinct, got {list(rates)}")
-            object.__setattr__(self, "learning_rates", tuple(float(r) for r in rates))
+            object.__setattr__(self, "learning_rates", rates)
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
             raise ValueError(f"val_fraction must be a float in (0, 1), got {self.val_fraction!r}")
         checks.one_of("activation", self.activation, tuple(ACTIVATIONS))

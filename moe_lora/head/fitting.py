@@ -197,8 +197,9 @@ def fit_from(
     rates = config.rate_grid
     L = len(rates)
     starts = jax.tree.map(lambda x: jnp.repeat(x, L, axis=0), starts)
-    count = jax.tree.leaves(starts)[0].shape[0]
-    lrs = jnp.tile(jnp.asarray(rates, dtype=jax.tree.leaves(starts)[0].dtype), count // L)
+    leaf = jax.tree.leaves(starts)[0]
+    count = leaf.shape[0]
+    lrs = jnp.tile(jnp.asarray(rates, dtype=leaf.dtype), count // L)
     best, steps, stopped, adam_val = jax.vmap(
         lambda p, lr: train_student(config, student, fam, w, p, train, val, lr)
     )(starts, lrs)
