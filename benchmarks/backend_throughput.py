@@ -34,7 +34,7 @@ def main(
     config: str, sizes, estimators, replicates: int, batch: int, out: Path | None
 ) -> pd.DataFrame:
     exp = ml.load_experiment(config)
-    label = ml.TruthLabel("tanh")
+    label = ml.TruthLabel("tanh", seed=exp.seed)
     truth, key, X_eval = exp.draw_truths()[label], exp.sim_key(label), exp.x_eval()
     cfg = exp.fit_config(max(exp.extra_components))
     device = jax.devices()[0]

@@ -181,7 +181,7 @@ def main():
     exp = load_experiment(args.config)
     truths = exp.draw_truths()
     through = exp.config.truth.through
-    label = ml.TruthLabel(through[-1] if "tanh" not in through else "tanh")
+    label = ml.TruthLabel(through[-1] if "tanh" not in through else "tanh", seed=exp.seed)
     truth = truths[label]
     extra = max(exp.extra_components)
     base_cfg = exp.fit_config(extra)

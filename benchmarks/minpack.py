@@ -46,7 +46,7 @@ def main(
     config: str, sizes, estimators, replicates: int, stat_tol: float, out: Path
 ) -> pd.DataFrame:
     exp = ml.load_experiment(config)
-    label = ml.TruthLabel("tanh")
+    label = ml.TruthLabel("tanh", seed=exp.seed)
     truth = exp.draw_truths()[label]
     base = exp.fit_config(max(exp.extra_components))
     # 0 turns the precision rule off (the gradient test alone), as ``fit.stat_tol = 0`` does.

@@ -45,7 +45,7 @@ def run_case(
 
     exp = load_experiment(ROOT / "simulations" / "overspecified.toml")
     label = "tanh"
-    truth = exp.draw_truths()[ml.TruthLabel(label)]
+    truth = exp.draw_truths()[ml.TruthLabel(label, seed=exp.seed)]
     est = exp.model(estimator)
     base = exp.fit_config(max(exp.extra_components))
     finisher = dataclasses.replace(

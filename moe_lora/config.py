@@ -215,6 +215,14 @@ class TruthSection(Section):
 
     NAME: ClassVar[str] = "truth"
     through: tuple[str, ...] | None = key(list, None)
+    #: The truth axis: the seeds every family in ``through`` is drawn at (default: the config's
+    #: ``seed``). Each seed roots its truths' keys exactly as the top-level ``seed`` of a config
+    #: of that seed alone (``moe_lora.experiment``).
+    seeds: tuple[int, ...] | None = key(list, None)
+    #: Per family: ``[[truth.draws]]`` with ``through``, ``seeds`` and optionally ``estimators``
+    #: (those that fit its truths; default every estimator that contains it). Resolved by
+    #: ``Config.from_dict`` from ``through`` and ``seeds`` when not given.
+    draws: tuple[dict, ...] | None = key(list, None)
     components: int = key(int, 2)
     latent_dim: int = key(int, 2)
     scale: float = key(_NUM, default_of(draw_truth, "scale"))
@@ -236,6 +244,80 @@ class TruthSection(Section):
                         f"expected non-vanilla estimators {list(ESTIMATORS[1:])}, got {e!r}",
                     )
             self.set("through", tuple(self.through))
+        if self.draws is not None:
+            self.set("draws", tuple(self.draws))
+        if self.seeds is not None:
+            self.set("seeds", check_seeds(self, "seeds", self.seeds))
+            if self.draws is not None:
+                self.fail("seeds", "give the seeds either here or in [[truth.draws]], not both")
+
+
+def check_seeds(section: Section, where: str, seeds) -> tuple[int, ...]:
+    """A non-empty list of distinct integer seeds, as a tuple; errors name ``<section>.<where>``."""
+    if not isinstance(seeds, (list, tuple)):
+        section.fail(where, f"expected a list of integer seeds, got {seeds!r}")
+    for s in seeds:
+        check_type(f"{section.NAME}.{where}[]", s, (int,))
+    if not seeds or len(set(seeds)) != len(seeds):
+        section.fail(where, f"expected distinct integer seeds, got {list(seeds)!r}")
+    return tuple(seeds)
+
+
+def resolve_draws(truth: TruthSection, estimators, seed: int) -> tuple[dict, ...]:
+    """The truth axis of a config: one ``{through, seeds, estimators}`` per family drawn.
+
+    From ``[[truth.draws]]`` if given, else every family of ``truth.through`` at ``truth.seeds``
+    (default: the config's ``seed``), fitted by every estimator that contains it (itself and
+    vanilla). Errors name the key.
+    """
+    fitting = lambda t: [e for e in estimators if e in ("vanilla", t)]  # noqa: E731
+    if truth.draws is None:
+        seeds = truth.seeds or (seed,)
+        return tuple(
+            {"through": t, "seeds": list(seeds), "estimators": fitting(t)} for t in truth.through
+        )
+    if not truth.draws:
+        truth.fail("draws", "expected at least one [[truth.draws]] table")
+    out, seen = [], set()
+    for i, draw in enumerate(truth.draws):
+        where = f"draws[{i}]"
+        if not isinstance(draw, dict):
+            truth.fail(where, f"expected a table, got {draw!r}")
+        unknown, missing = (
+            set(draw) - {"through", "seeds", "estimators"},
+            {"through", "seeds"} - set(draw),
+        )
+        if unknown or missing:
+            truth.fail(
+                where,
+                f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; expected "
+                "through, seeds and optionally estimators",
+            )
+        t = draw["through"]
+        if t not in ESTIMATORS[1:]:
+            truth.fail(
+                f"{where}.through",
+                f"expected a non-vanilla estimator {list(ESTIMATORS[1:])}, got {t!r}",
+            )
+        seeds = check_seeds(truth, f"{where}.seeds", draw["seeds"])
+        fit = draw.get("estimators", fitting(t))
+        for e in fit:
+            if e not in estimators or e not in ("vanilla", t):
+                truth.fail(
+                    f"{where}.estimators",
+                    f"{e!r} cannot fit a truth drawn through {t!r}; expected estimators of the "
+                    f"config that contain it: {fitting(t)}",
+                )
+        if not fit:
+            truth.fail(f"{where}.estimators", "expected at least one estimator")
+        for s in seeds:
+            if (t, s) in seen:
+                truth.fail(f"{where}.seeds", f"the truth through {t!r} at seed {s} is listed twice")
+            seen.add((t, s))
+        out.append(
+            {"through": t, "seeds": list(seeds), "estimators": [e for e in estimators if e in fit]}
+        )
+    return tuple(out)
 
 
 def parse_sizes(section: Section, spec) -> tuple[int, ...]:
@@ -638,14 +720,28 @@ class Config:
                 f"estimators: expected a non-empty list without repeats, got {estimators!r}"
             )
         truth = sections["truth"]
-        through = truth.through or tuple(e for e in estimators if e != "vanilla") or ("tanh",)
+        seed = raw.get("seed", 0)
+        if truth.draws is not None:
+            draws = resolve_draws(truth, estimators, seed)
+            through = tuple(dict.fromkeys(d["through"] for d in draws))
+            if truth.through is not None and set(truth.through) != set(through):
+                raise ConfigError(
+                    f"truth.through: {list(truth.through)} differs from the families of "
+                    f"[[truth.draws]] {list(through)}; give one of them"
+                )
+        else:
+            through = truth.through or tuple(e for e in estimators if e != "vanilla") or ("tanh",)
+            truth = dataclasses.replace(truth, through=list(through))
+            draws = resolve_draws(truth, estimators, seed)
         for e in estimators:
-            if e != "vanilla" and e not in through:
+            if not any(e in d["estimators"] for d in draws):
                 raise ConfigError(
                     f"estimators: {e!r} fits no truth (truth.through = {list(through)}); "
                     "a shared estimator only contains the truth drawn through itself"
                 )
-        sections["truth"] = dataclasses.replace(truth, through=list(through))
+        sections["truth"] = dataclasses.replace(
+            truth, through=list(through), seeds=None, draws=list(draws)
+        )
         if sections["minimax"] is not None and truth.components < 2:
             raise ConfigError(
                 "minimax: the family merges true atoms 0 and 1; truth.components must be >= 2"
@@ -653,7 +749,7 @@ class Config:
         return cls(
             name=raw.get("name") or name,
             description=raw.get("description", ""),
-            seed=raw.get("seed", 0),
+            seed=seed,
             estimators=tuple(estimators),
             **sections,
         )

@@ -11,11 +11,17 @@ delta < 1. Truth labels are ``TruthLabel(through, delta)``, written ``tanh`` and
 vanilla fits all of them, a shared estimator the truth drawn through itself (same maps), so each
 reparameterized estimator is compared with vanilla on the same truth, data sets and starts.
 
-Keys (all from ``seed``; changing them would change every committed table):
-``keys = split(key(seed), 4)`` are the maps, truth, held-out and simulation roots. Estimator
-names fold into the maps and truth roots by their index in ``ESTIMATORS``; truth labels fold
-into the simulation root by the CRC-32 of their text (``label_index``), so a truth's data do not
-depend on which other truths a config has.
+A config's truths form an axis (``[truth] seeds`` or ``[[truth.draws]]``): every family is
+drawn at each of its seeds, and the table's ``seed`` column says which. A config with one seed
+is the sweep it always was.
+
+Keys (all from the truth's seed; changing them would change every committed table):
+``keys(seed) = split(key(seed), 4)`` are the maps, truth, held-out and simulation roots of the
+truths drawn at ``seed``. Estimator names fold into the maps and truth roots by their index in
+``ESTIMATORS``; truth labels fold into the simulation root by the CRC-32 of their text
+(``label_index``), so a truth's data do not depend on which other truths a config has. So the
+rows of seed ``s`` of a study are bit for bit those of the config of seed ``s`` alone (its
+top-level ``seed = s``): every single-seed run is a slice of the study that lists its seed.
 """
 
 from __future__ import annotations
@@ -43,28 +49,31 @@ _FAMILY_GATE_KEY = 0
 
 
 class TruthLabel(NamedTuple):
-    """A truth of a sweep: the parameterization it is drawn through, and its family's delta.
+    """A truth of a sweep: the parameterization it is drawn through, its family's delta, and the
+    seed it is drawn at (the table's ``seed`` column; None where only the text matters).
 
-    ``str(label)`` is its name in tables and unit ids: ``tanh`` or ``tanh@delta=0.25``.
+    ``str(label)`` is its name in the table's ``truth`` column: ``tanh`` or ``tanh@delta=0.25``
+    (the seed is a column of its own).
 
-    >>> label = TruthLabel("tanh", 0.25)
-    >>> str(label), TruthLabel.parse("tanh@delta=0.25") == label
+    >>> label = TruthLabel("tanh", 0.25, seed=3)
+    >>> str(label), TruthLabel.parse("tanh@delta=0.25", seed=3) == label
     ('tanh@delta=0.25', True)
     """
 
     through: str
     delta: float | None = None
+    seed: int | None = None
 
     def __str__(self) -> str:
         return self.through if self.delta is None else f"{self.through}@delta={self.delta:g}"
 
     @classmethod
-    def parse(cls, text) -> TruthLabel:
-        """The label of ``str(label)`` (a ``TruthLabel`` is returned as is)."""
+    def parse(cls, text, seed: int | None = None) -> TruthLabel:
+        """The label of ``str(label)`` drawn at ``seed`` (a ``TruthLabel`` is returned as is)."""
         if isinstance(text, TruthLabel):
             return text
         through, _, delta = str(text).partition("@delta=")
-        return cls(through, float(delta) if delta else None)
+        return cls(through, float(delta) if delta else None, seed)
 
 
 def label_index(label) -> int:
@@ -88,7 +97,8 @@ class ReplicateBlock:
 
 @dataclasses.dataclass(frozen=True)
 class Unit(ReplicateBlock):
-    """One work unit of a sweep: replicates [start, stop) of (truth, estimator, L* + extra, n)."""
+    """One work unit of a sweep: replicates [start, stop) of (truth, estimator, L* + extra, n);
+    the truth's label carries its seed."""
 
     truth: TruthLabel
     estimator: str
@@ -104,7 +114,12 @@ class Unit(ReplicateBlock):
     def id(self) -> str:
         """The unit's name, unique in its experiment: also its result file's name."""
         block = f"r{self.start}-{self.stop - 1}"
-        return f"{self.truth}__{self.estimator}__L+{self.extra}__n{self.n}__{block}"
+        seed = "" if self.truth.seed is None else f"s{self.truth.seed}__"
+        return f"{seed}{self.truth}__{self.estimator}__L+{self.extra}__n{self.n}__{block}"
+
+    @property
+    def seed(self) -> int | None:
+        return self.truth.seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +133,10 @@ class SweepContext:
 
     name: str
     truths: dict
+    #: (seed, estimator name) -> Model: an estimator's maps are drawn from its truth's seed.
     models: dict
-    X_eval: object
+    #: seed -> held-out inputs.
+    X_eval: dict
     sim_keys: dict
     fit_configs: dict
     components: int
@@ -128,8 +145,12 @@ class SweepContext:
     replicates_per_batch: int
 
     def with_models(self, models: dict) -> SweepContext:
-        """The same context with other estimators (``moe_lora.runs.run_estimator``)."""
-        return dataclasses.replace(self, models=models)
+        """The same context with other estimators, name -> Model, the same at every seed
+        (``moe_lora.runs.run_estimator``)."""
+        seeds = {s for s, _ in self.models}
+        return dataclasses.replace(
+            self, models={(s, name): m for s in seeds for name, m in models.items()}
+        )
 
     def compute(self, unit: Unit) -> tuple[pd.DataFrame, float, bool]:
         """Fit one unit: (its table rows, wall seconds, whether it compiled)."""
@@ -138,12 +159,12 @@ class SweepContext:
         rec = simulate_replicates(
             self.sim_keys[unit.truth],
             self.truths[unit.truth],
-            self.models[unit.estimator],
+            self.models[unit.seed, unit.estimator],
             unit.n,
             sigma=self.sigma,
             replicates=np.arange(unit.start, unit.stop),
             config=self.fit_configs[unit.extra],
-            X_eval=self.X_eval,
+            X_eval=self.X_eval[unit.seed],
             design=self.design,
             batch=self.replicates_per_batch,
         )
@@ -156,6 +177,7 @@ class SweepContext:
         truth = self.truths[unit.truth]
         identifiers = {
             "experiment": self.name,
+            "seed": unit.seed,
             "truth": str(unit.truth),
             "through": unit.truth.through,
             "delta": unit.truth.delta,
@@ -217,8 +239,14 @@ class Experiment:
         ]
 
     def truth_summaries(self, truths: dict) -> dict:
-        """Truth label -> ``truth_summary`` (for the manifest and the Ray workers' check)."""
-        return {str(label): truth_summary(t) for label, t in truths.items()}
+        """Truth name -> ``truth_summary`` (for the manifest and the Ray workers' check): the
+        label's text, with ``@seed=<seed>`` where the config has several seeds."""
+        return {self.truth_name(label): truth_summary(t) for label, t in truths.items()}
+
+    def truth_name(self, label: TruthLabel) -> str:
+        """A truth's name in the manifest: ``tanh``, or ``tanh@seed=3`` in a study of several
+        seeds."""
+        return str(label) if len(self.seeds) == 1 else f"{label}@seed={label.seed}"
 
     def context(self, truths: dict | None = None) -> SweepContext:
         """What every unit shares: the truths (drawn unless given), estimators, held-out inputs,
@@ -227,8 +255,12 @@ class Experiment:
         return SweepContext(
             name=self.name,
             truths=truths,
-            models={name: self.model(name) for name in self.estimators},
-            X_eval=self.x_eval(),
+            models={
+                (seed, name): self.model(name, seed)
+                for seed in {label.seed for label in truths}
+                for name in self.estimators
+            },
+            X_eval={seed: self.x_eval(seed) for seed in {label.seed for label in truths}},
             sim_keys={label: self.sim_key(label) for label in truths},
             fit_configs={extra: self.fit_config(extra) for extra in self.extra_components},
             components=self.components,
@@ -239,9 +271,10 @@ class Experiment:
 
     def describe(self) -> str:
         blocks = -(-self.replicates // self.config.replicates_per_unit)
+        seeds = f" at {len(self.seeds)} truth seeds" if len(self.seeds) > 1 else ""
         return (
             f"{len(self.units())} units ({len(self.sizes)} sizes x {len(self.pairs())} "
-            "truth-estimator pairs "
+            f"truth-estimator pairs{seeds} "
             f"x {len(self.extra_components)} settings x {blocks} replicate blocks)"
         )
 
@@ -266,6 +299,8 @@ class Experiment:
 
     # Shorthands for what every caller reads.
     name = property(lambda self: self.config.name)
+    #: The config's top-level seed: with one truth seed (no truth axis) the root of every key;
+    #: with a truth axis only the bootstraps' seed (``summaries``).
     seed = property(lambda self: self.config.seed)
     estimators = property(lambda self: self.config.estimators)
     spec = property(lambda self: self.config.model.spec)
@@ -276,6 +311,21 @@ class Experiment:
     design = property(lambda self: self.config.data.input_design)
     #: The settings L - L* (``fit.extra_components``).
     extra_components = property(lambda self: self.config.fit.extra_components)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The truth axis: every seed a truth is drawn at, in increasing order."""
+        return tuple(sorted({s for d in self.config.truth.draws for s in d["seeds"]}))
+
+    def _seed(self, seed: int | None) -> int:
+        """``seed``, or the only truth seed if None."""
+        if seed is not None:
+            return seed
+        if len(self.seeds) != 1:
+            raise ValueError(
+                f"{self.name} draws its truths at seeds {list(self.seeds)}; name the seed"
+            )
+        return self.seeds[0]
 
     @property
     def deltas(self) -> tuple[float, ...] | None:
@@ -292,12 +342,13 @@ class Experiment:
             jacobian=f.jacobian,
         )
 
-    def keys(self) -> PRNGKeyArray:
-        """(maps, truth, eval, sim) keys, all derived from ``seed``."""
-        return jax.random.split(jax.random.key(self.seed), 4)
+    def keys(self, seed: int | None = None) -> PRNGKeyArray:
+        """(maps, truth, eval, sim) keys of the truths drawn at ``seed`` (default: the only
+        one), all derived from it as a config's top-level ``seed`` alone once did."""
+        return jax.random.split(jax.random.key(self._seed(seed)), 4)
 
-    def model(self, name: str) -> Model:
-        """The estimator ``name`` with its fixed maps (drawn from the seed and the name)."""
+    def model(self, name: str, seed: int | None = None) -> Model:
+        """The estimator ``name`` with its fixed maps (drawn from the truth seed and the name)."""
         f, t = self.config.fit, self.config.truth
         bounds = dict(bound=float(f.bound), bias_bound=float(f.bias_bound))
         if name == "vanilla":
@@ -308,14 +359,17 @@ class Experiment:
             else nonlinear(name, t.latent_dim, **bounds)
         )
         return make_model(
-            self.spec, param, key=jax.random.fold_in(self.keys()[0], ESTIMATORS.index(name))
+            self.spec, param, key=jax.random.fold_in(self.keys(seed)[0], ESTIMATORS.index(name))
         )
 
     def truth_labels(self) -> list[TruthLabel]:
-        """Every truth: each drawn one, then its family members (delta < 1), in config order."""
+        """Every truth: per seed, each drawn one, then its family members (delta < 1), in
+        config order."""
         return [
-            TruthLabel(t, d)
-            for t in self.config.truth.through
+            TruthLabel(draw["through"], d, seed)
+            for seed in self.seeds
+            for draw in self.config.truth.draws
+            if seed in draw["seeds"]
             for d in (None, *(x for x in self.deltas or () if x != 1))
         ]
 
@@ -325,11 +379,11 @@ class Experiment:
         out = {}
         for label in self.truth_labels():
             if label.delta is None:
-                key = jax.random.fold_in(self.keys()[1], ESTIMATORS.index(label.through))
+                key = jax.random.fold_in(self.keys(label.seed)[1], ESTIMATORS.index(label.through))
                 try:
                     out[label] = draw_truth(
                         key,
-                        self.model(label.through),
+                        self.model(label.through, label.seed),
                         self.components,
                         scale=float(t.scale),
                         min_separation=float(t.min_separation),
@@ -338,11 +392,13 @@ class Experiment:
                         design=self.design,
                     )
                 except ValueError as e:
-                    raise ConfigError(f"[truth] (through {label.through}): {e}") from None
+                    raise ConfigError(
+                        f"[truth] (through {label.through}, seed {label.seed}): {e}"
+                    ) from None
             else:
                 try:
                     out[label] = merging_truth(
-                        out[TruthLabel(label.through)],
+                        out[TruthLabel(label.through, None, label.seed)],
                         label.delta,
                         key=jax.random.key(_FAMILY_GATE_KEY),
                         design=self.design,
@@ -351,22 +407,26 @@ class Experiment:
                     raise ConfigError(f"minimax.deltas: delta={label.delta} gives {e}") from None
         return out
 
-    def x_eval(self):
-        """Fixed held-out inputs for the L2 error."""
-        return sample_inputs(self.keys()[2], self.config.data.n_eval, self.spec.d, self.design)
+    def x_eval(self, seed: int | None = None):
+        """Fixed held-out inputs for the L2 error of the truths drawn at ``seed``."""
+        return sample_inputs(self.keys(seed)[2], self.config.data.n_eval, self.spec.d, self.design)
 
     def sim_key(self, label) -> PRNGKeyArray:
         """Simulation key of one truth: shared by all its estimators and settings (paired data)."""
-        return jax.random.fold_in(self.keys()[3], label_index(label))
+        label = TruthLabel.parse(label)
+        return jax.random.fold_in(self.keys(label.seed)[3], label_index(label))
 
     def pairs(self) -> list[tuple[TruthLabel, str]]:
         """(truth label, estimator) pairs that are fitted: an estimator fits the truths it
-        contains."""
+        contains that its ``[[truth.draws]]`` entry lists (default all), in the config's order."""
+        fitting = {
+            (d["through"], s): d["estimators"] for d in self.config.truth.draws for s in d["seeds"]
+        }
         return [
             (lab, e)
             for lab in self.truth_labels()
             for e in self.estimators
-            if e in ("vanilla", lab.through)
+            if e in fitting[lab.through, lab.seed]
         ]
 
 

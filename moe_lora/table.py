@@ -28,6 +28,7 @@ from .simulate import Record
 #: Identifier columns and their dtypes, in table order (``replicate`` comes from the unit).
 ID_COLUMNS = {
     "experiment": object,
+    "seed": np.int64,
     "truth": object,
     "through": object,
     "delta": np.float64,
@@ -43,8 +44,9 @@ ID_COLUMNS = {
     "truth_expert_separation": np.float64,
 }
 
-#: Columns that identify a row, in sort order.
-KEY_COLUMNS = ["truth", "estimator", "extra", "n", "replicate"]
+#: Columns that identify a row, in sort order. ``seed``: the seed the truth is drawn at (the
+#: truth axis of a study; tables of runs made before it get their manifest's seed when loaded).
+KEY_COLUMNS = ["seed", "truth", "estimator", "extra", "n", "replicate"]
 
 #: Array fields of ``Record`` whose per-atom columns take another prefix than the field name.
 INDEXED = {"weights": "weight", "restart_risks": "restart_risk"}

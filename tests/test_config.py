@@ -42,7 +42,8 @@ def test_base_config_resolves_with_defaults():
         and exp.config.truth.through == ("tanh",)
         and exp.extra_components == (1,)
     )
-    assert exp.pairs() == [(TruthLabel("tanh"), "vanilla"), (TruthLabel("tanh"), "tanh")]
+    tanh = TruthLabel("tanh", seed=0)  # the truth axis: one seed, the config's
+    assert exp.pairs() == [(tanh, "vanilla"), (tanh, "tanh")]
     assert exp.config.fit.damping == "marquardt" and exp.config.model.gating == "softmax"
     assert (
         exp.fit_config(1).n_components == 3

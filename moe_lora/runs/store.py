@@ -325,7 +325,7 @@ def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
     m = read_manifest(out)
     path = out / "results.parquet"
     if path.exists():
-        return pd.read_parquet(path), m
+        return with_recorded_keys(pd.read_parquet(path), m), m
     exp = experiment_of(m)
     all_units = exp.units()
     missing = missing_units(all_units, out)
@@ -336,3 +336,15 @@ def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
             file=sys.stderr,
         )
     return merge_units(all_units, exp.key_columns, out), m
+
+
+def with_recorded_keys(df: pd.DataFrame, m: dict) -> pd.DataFrame:
+    """The table of a run made before one of its kind's key columns existed, with that column
+    filled from the manifest's value of the same name (a sweep's ``seed``: a run of one seed is
+    the slice of that seed of a study)."""
+    keys = experiment_of(m).key_columns
+    for column in keys:
+        if column not in df and column in m:
+            at = df.columns.get_loc("experiment") + 1 if "experiment" in df else 0
+            df.insert(at, column, m[column])
+    return df
