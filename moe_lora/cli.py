@@ -256,7 +256,7 @@ def _plot(args) -> int:
 
 
 def _verdicts(args) -> int:
-    from .verdicts import command
+    from .verdict_runs import command
 
     return command(args.dirs, args.out, args.config, args.summary, args.pool, args.rule)
 

@@ -44,13 +44,13 @@ def loglog_slope(n, y) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def _slopes(log_n: np.ndarray, log_y: np.ndarray) -> np.ndarray:
+def loglog_slopes(log_n: np.ndarray, log_y: np.ndarray) -> np.ndarray:
     """Least-squares slopes of many curves at once: log_y has shape (..., N)."""
     x = log_n - log_n.mean()
     return ((log_y - log_y.mean(-1, keepdims=True)) * x).sum(-1) / (x @ x)
 
 
-def _cube(df: pd.DataFrame, metric: str, sizes: np.ndarray) -> np.ndarray:
+def value_cube(df: pd.DataFrame, metric: str, sizes: np.ndarray) -> np.ndarray:
     """Values as an array (G truths, N sizes, R replicates), NaN-padded."""
     groups = sorted(df["delta"].fillna(-1).unique()) if "delta" in df else [-1]
     R = int(df.groupby(["n"] + (["delta"] if "delta" in df else []), dropna=False).size().max())
@@ -63,7 +63,7 @@ def _cube(df: pd.DataFrame, metric: str, sizes: np.ndarray) -> np.ndarray:
     return cube
 
 
-def _statistic(cube: np.ndarray, statistic: str) -> np.ndarray:
+def cell_statistic(cube: np.ndarray, statistic: str) -> np.ndarray:
     """(..., G, N, R) -> (..., N): per-n mean/median, then the worst over the family G."""
     with np.errstate(all="ignore"):
         per = np.nanmedian(cube, -1) if statistic == "median" else np.nanmean(cube, -1)
@@ -88,7 +88,7 @@ def bootstrap_resample(cube: np.ndarray, draws: int, rng: np.random.Generator) -
     """``draws`` bootstrap resamples of the last axis of ``cube``, each cell separately.
 
     The replicates present in a cell (not NaN; they come first along the last axis, as
-    ``_cube`` lays them out) are drawn with replacement, as many as the axis is long; a cell
+    ``value_cube`` lays them out) are drawn with replacement, as many as the axis is long; a cell
     with none stays NaN. With ``bootstrap_indices``, the package's bootstraps.
 
     Args:
@@ -128,8 +128,8 @@ def _in_range(df: pd.DataFrame, metric: str, statistic: str, n_min, n_max):
     sizes = np.sort(sel["n"].unique())
     if len(sizes) < 2:
         return sizes, None, None
-    cube = _cube(sel, metric, sizes)
-    return sizes, cube, _statistic(cube, statistic)
+    cube = value_cube(sel, metric, sizes)
+    return sizes, cube, cell_statistic(cube, statistic)
 
 
 def _bootstrap_lines(cube: np.ndarray, sizes, statistic: str, draws: int, seed: int):
@@ -138,8 +138,8 @@ def _bootstrap_lines(cube: np.ndarray, sizes, statistic: str, draws: int, seed: 
     boot = bootstrap_resample(cube, draws, np.random.default_rng(seed))
     log_n = np.log(np.asarray(sizes, float))
     with np.errstate(all="ignore"):
-        log_y = np.log(_statistic(boot, statistic))
-        b = _slopes(log_n, log_y)
+        log_y = np.log(cell_statistic(boot, statistic))
+        b = loglog_slopes(log_n, log_y)
     return b, log_y.mean(-1) - b * log_n.mean()
 
 
@@ -187,21 +187,26 @@ def slope_table(
 ) -> pd.DataFrame:
     """One row per (curve, metric, statistic): slope, bootstrap CI, fit range, certified fraction.
 
-    Curves are (truth, estimator, extra) over the rows without ``delta`` (the drawn truths);
+    Curves are (seed, truth, estimator, extra) over the rows without ``delta`` (the drawn
+    truths; ``seed`` where the table has it);
     if the table holds families of truths (``delta`` values), also (through, estimator, extra)
     over each whole family with the worst mean (median) over its members at each n: statistic
     ``"minimax-mean"`` (``"minimax-median"``), with ``truth`` set to ``through``.
     """
     rows = []
+    # A study's truths are (seed, truth) pairs: each seed's curve is its own.
+    seed = ["seed"] if "seed" in df else []
     curves = [
         (
             single_truths(df).drop(columns="delta", errors="ignore"),
-            ["truth", "estimator", "extra"],
+            [*seed, "truth", "estimator", "extra"],
             "",
         )
     ]
     if not families(df).empty:
-        curves.append((df.assign(truth=df["through"]), ["truth", "estimator", "extra"], "minimax-"))
+        curves.append(
+            (df.assign(truth=df["through"]), [*seed, "truth", "estimator", "extra"], "minimax-")
+        )
     for frame, group, prefix in curves:
         for keys, sub in frame.groupby(group, sort=True):
             in_range = sub[(sub["n"] >= (n_min or 0)) & (sub["n"] <= (n_max or np.inf))]
@@ -243,11 +248,13 @@ def format_slope_table(table: pd.DataFrame, level: float = 0.95) -> str:
         f"{int(level * 100)}% CI{'':9s} {'n range':>15s} {'R':>3s} {'cert':>5s}"
     )
     lines = [head, "-" * len(head)]
+    several = "seed" in table and table["seed"].nunique() > 1
     for r in table.itertuples(index=False):
         ci = f"[{r.ci_low:6.3f}, {r.ci_high:6.3f}]"
         rng = f"{r.n_min}-{r.n_max}" if r.n_min is not None else "-"
+        truth = f"{r.truth} s{r.seed}" if several else r.truth
         lines.append(
-            f"{r.truth:10s} {r.estimator:9s} {r.extra:>4d} {r.metric:8s} {r.statistic:14s} "
+            f"{truth:10s} {r.estimator:9s} {r.extra:>4d} {r.metric:8s} {r.statistic:14s} "
             f"{r.slope:7.3f} {ci:17s} "
             f"{rng:>15s} {r.replicates:>3d} {r.certified_fraction:5.2f}"
         )

@@ -21,19 +21,41 @@ A disagreeing row also says on which side of the prediction the interval lies (`
 the theory's rates are upper bounds, O(sqrt(log n / n)), so a slope steeper than the
 prediction's does not contradict the bound, and a shallower one does.
 
-Each rule is applied per truth and pooled over the truths of each estimator (the statistic at
-each n over all replicates of all its truths; bootstrap over those rows).
+Each rule is applied per truth (a truth is a (seed, label) pair of a study, and a run of its
+own where several runs are read together) and pooled over the truths of each estimator: the
+statistic at each n over all replicates of all its truths, its interval a hierarchical
+bootstrap (``hierarchical_slopes``: resample the truths, then the replicates within each, at
+every n; at least ``POOLED_DRAWS`` draws), so the interval carries the variation between truths
+as well as the noise within them. Per-truth rows stay beside the pooled one.
+
+A verdict is **borderline** when it changes with the bootstrap's seed: every row is judged at
+the ``STABILITY_SEEDS`` seeds 0, 1, ..., 4; the row reports seed 0's interval and verdict, and
+``borderline`` is true when any of the five verdicts differs from it (``verdicts_by_seed``
+lists them). Five seeds catch a verdict whose interval ends within Monte-Carlo error of a
+reference: such a verdict flips at some seed with high probability, and one that never flips
+is decided by more than the bootstrap's own noise.
+
+This module is pure (tables in, tables out); ``moe_lora.verdict_runs`` reads run directories.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from .rates import curve_slope
+from .rates import (
+    cell_statistic,
+    curve_slope,
+    loglog_slope,
+    loglog_slopes,
+    percentile_interval,
+    value_cube,
+)
 from .table import single_truths
 
 #: Reference curves of n a prediction or an alternative may name.
@@ -45,6 +67,13 @@ REFERENCE_CURVES: dict[str, Callable] = {
     "constant": lambda n: np.ones_like(n),
 }
 AGREES, DISAGREES, UNDECIDED = "agrees", "disagrees", "undecided"
+#: Least bootstrap draws of a pooled interval (the config's ``[rates] bootstrap`` if larger).
+POOLED_DRAWS = 10_000
+#: Bootstrap seeds at which every verdict is judged; it is borderline if they disagree.
+STABILITY_SEEDS = 5
+#: The columns that name one truth of a table: its seed (a study's truth axis), its label, and
+#: its run where several runs are read together (``pooled_table``).
+TRUTH_COLUMNS = ("source", "seed", "truth")
 
 
 def check_reference(where: str, value) -> None:
@@ -90,6 +119,49 @@ def verdict(ci_low: float, ci_high: float, prediction: float, alternative: float
     return UNDECIDED if ci_low <= alternative <= ci_high else AGREES
 
 
+def _references(df: pd.DataFrame, prediction, alternative, n_min, n_max):
+    """(sizes in range, prediction's local slope, alternative's local slope)."""
+    check_reference("prediction", prediction)
+    check_reference("alternative", alternative)
+    sizes = np.sort(
+        df.loc[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf)), "n"].unique()
+    )
+    if len(sizes) < 2:
+        return sizes, np.nan, np.nan
+    return sizes, local_slope(prediction, sizes), local_slope(alternative, sizes)
+
+
+def _decide(res: dict, sizes, pred: float, alt: float, seeds: list[tuple[float, float]]) -> dict:
+    """The verdict of seed 0's interval (in ``res``), and the verdicts of every seed's."""
+    decided = [verdict(lo, hi, pred, alt) if len(sizes) >= 2 else UNDECIDED for lo, hi in seeds]
+    return dict(
+        prediction_slope=pred,
+        alternative_slope=alt,
+        verdict=decided[0],
+        # Which side of the prediction a disagreeing interval lies on: the theory's rates are
+        # upper bounds (O(.)), so "steeper" does not contradict them, "shallower" does.
+        side="steeper" if res["ci_high"] < pred else "shallower" if res["ci_low"] > pred else "",
+        borderline=len(set(decided)) > 1,
+        verdicts_by_seed=",".join(decided),
+    )
+
+
+def _row(res: dict, metric, statistic, prediction, alternative, decided: dict) -> dict:
+    """A verdict row in the table's column order."""
+    return (
+        res
+        | dict(
+            metric=metric,
+            statistic=statistic,
+            prediction=prediction,
+            prediction_slope=decided.pop("prediction_slope"),
+            alternative=alternative,
+            alternative_slope=decided.pop("alternative_slope"),
+        )
+        | decided
+    )
+
+
 def judge(
     df: pd.DataFrame,
     metric: str,
@@ -102,31 +174,118 @@ def judge(
     bootstrap: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    stability_seeds: int = STABILITY_SEEDS,
 ) -> dict:
-    """Slope, interval, the two references' local slopes over the same sizes, and the verdict of one
-    curve."""
-    check_reference("prediction", prediction)
-    check_reference("alternative", alternative)
-    res = curve_slope(
-        df, metric, statistic, n_min=n_min, n_max=n_max, bootstrap=bootstrap, level=level, seed=seed
+    """Slope, interval, the two references' local slopes over the same sizes, and the verdict of
+    one truth's curve (its replicates resampled at every n), judged at ``stability_seeds``
+    bootstrap seeds from ``seed`` on (module docstring, "borderline")."""
+    sizes, pred, alt = _references(df, prediction, alternative, n_min, n_max)
+    kw = dict(n_min=n_min, n_max=n_max, bootstrap=bootstrap, level=level)
+    runs = [curve_slope(df, metric, statistic, **kw, seed=seed + k) for k in range(stability_seeds)]
+    res = runs[0]
+    decided = _decide(res, sizes, pred, alt, [(r["ci_low"], r["ci_high"]) for r in runs])
+    return _row(res, metric, statistic, prediction, alternative, decided)
+
+
+def hierarchical_slopes(
+    cube: np.ndarray, sizes, statistic: str, draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Slopes of ``draws`` hierarchical bootstrap resamples of a pooled curve.
+
+    Each resample draws T truths with replacement from the T of ``cube``, then, for each drawn
+    truth and each n, its replicates with replacement (as many as it has there); the statistic
+    at each n is taken over all the drawn replicates of all the drawn truths, and the log-log
+    slope refitted. Vectorised in blocks of draws.
+
+    Args:
+        cube: values, shape (T truths, N sizes, R replicates), missing replicates NaN at the end.
+        sizes: the N sample sizes.
+        statistic: ``"mean"`` or ``"median"``.
+        draws: number of resamples.
+        rng: the generator.
+
+    Returns:
+        Shape (draws,): the slopes (NaN where a resampled statistic is not positive).
+
+    >>> cube = np.stack([np.tile(k * np.array([1.0, 0.1])[:, None], 3) for k in (1.0, 2.0)])
+    >>> np.round(hierarchical_slopes(cube, [10, 100], "mean", 4, np.random.default_rng(0)), 9)
+    array([-1., -1., -1., -1.])
+    """
+    T, N, R = cube.shape
+    counts = (~np.isnan(cube)).sum(-1)  # (T, N)
+    log_n = np.log(np.asarray(sizes, float))
+    out = np.empty(draws)
+    block = max(1, 2_000_000 // max(T * N * R, 1))
+    for start in range(0, draws, block):
+        B = min(block, draws - start)
+        truths = rng.integers(0, T, size=(B, T))  # (B, T)
+        c = counts[truths]  # (B, T, N)
+        reps = (rng.random((B, T, N, R)) * np.maximum(c, 1)[..., None]).astype(int)
+        values = cube[truths[..., None, None], np.arange(N)[None, None, :, None], reps]
+        values = np.where(np.arange(R) < c[..., None], values, np.nan)  # (B, T, N, R)
+        pooled = values.transpose(0, 2, 1, 3).reshape(B, N, T * R)
+        with np.errstate(all="ignore"):
+            stat = np.nanmedian(pooled, -1) if statistic == "median" else np.nanmean(pooled, -1)
+            out[start : start + B] = loglog_slopes(log_n, np.log(stat))
+    return out
+
+
+def judge_pooled(
+    df: pd.DataFrame,
+    metric: str,
+    prediction,
+    alternative,
+    *,
+    truth_columns=("seed", "truth"),
+    statistic: str = "mean",
+    n_min=None,
+    n_max=None,
+    bootstrap: int = POOLED_DRAWS,
+    level: float = 0.95,
+    seed: int = 0,
+    stability_seeds: int = STABILITY_SEEDS,
+) -> dict:
+    """``judge`` of the curve pooled over the truths of ``df`` (told apart by ``truth_columns``):
+    the statistic at each n over every replicate of every truth; the interval of a hierarchical
+    bootstrap (``hierarchical_slopes``) with at least ``POOLED_DRAWS`` draws."""
+    sizes, pred, alt = _references(df, prediction, alternative, n_min, n_max)
+    draws = max(int(bootstrap), POOLED_DRAWS)
+    sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
+    base = dict(
+        n_min=int(sizes.min()) if len(sizes) else None,
+        n_max=int(sizes.max()) if len(sizes) else None,
+        points=len(sizes),
+        bootstrap_draws=draws,
     )
-    sizes = np.sort(
-        df.loc[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf)), "n"].unique()
-    )
-    pred = local_slope(prediction, sizes) if len(sizes) >= 2 else np.nan
-    alt = local_slope(alternative, sizes) if len(sizes) >= 2 else np.nan
-    return res | dict(
-        metric=metric,
-        statistic=statistic,
-        prediction=prediction,
-        prediction_slope=pred,
-        alternative=alternative,
-        alternative_slope=alt,
-        verdict=verdict(res["ci_low"], res["ci_high"], pred, alt) if len(sizes) >= 2 else UNDECIDED,
-        # Which side of the prediction a disagreeing interval lies on: the theory's rates are
-        # upper bounds (O(.)), so "steeper" does not contradict them, "shallower" does.
-        side="steeper" if res["ci_high"] < pred else "shallower" if res["ci_low"] > pred else "",
-    )
+    nan = dict(slope=np.nan, ci_low=np.nan, ci_high=np.nan, intercept=np.nan)
+    cube, stat = None, None
+    if len(sizes) >= 2 and metric in sel:
+        truths = [
+            value_cube(sub.drop(columns="delta", errors="ignore"), metric, sizes)[0]
+            for _, sub in sel.groupby(list(truth_columns), sort=True, dropna=False)
+        ]
+        R = max(t.shape[-1] for t in truths)
+        cube = np.stack(
+            [np.pad(t, ((0, 0), (0, R - t.shape[-1])), constant_values=np.nan) for t in truths]
+        )
+        values = cube.transpose(1, 0, 2).reshape(len(sizes), -1)
+        stat = cell_statistic(values[None, :, :], statistic)
+    intervals = []
+    if stat is None or not np.all(stat > 0):
+        res = base | nan
+        intervals = [(np.nan, np.nan)] * stability_seeds
+    else:
+        slope, intercept = loglog_slope(sizes, stat)
+        for k in range(stability_seeds):
+            slopes = hierarchical_slopes(
+                cube, sizes, statistic, draws, np.random.default_rng(seed + k)
+            )
+            intervals.append(percentile_interval(slopes, level))
+        res = base | dict(
+            slope=slope, ci_low=intervals[0][0], ci_high=intervals[0][1], intercept=intercept
+        )
+    decided = _decide(res, sizes, pred, alt, intervals)
+    return _row(res, metric, statistic, prediction, alternative, decided)
 
 
 def verdict_table(
@@ -139,14 +298,20 @@ def verdict_table(
     bootstrap: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    stability_seeds: int = STABILITY_SEEDS,
 ) -> pd.DataFrame:
-    """One row per (rule, estimator, extra, truth) and one pooled row per (rule, estimator, extra).
+    """One row per (rule, estimator, extra, truth) and one pooled row per (rule, estimator,
+    extra) with several truths.
 
     ``rules``: dicts with ``label``, ``metric``, ``prediction``, ``alternative`` and optionally
-    ``estimators`` (default: all) and ``extra`` (L - L* settings; default: all). Rows of drawn
-    truths only (no minimax ``delta`` families).
+    ``estimators`` (default: all) and ``extra`` (L - L* settings; default: all). A truth is one
+    value of the ``TRUTH_COLUMNS`` the table has (``seed`` and ``truth`` of a study; ``source``,
+    the run, where several runs are pooled, ``pooled_table``): a group-by, never a relabelling.
+    Rows of drawn truths only (no minimax ``delta`` families). Per-truth intervals resample
+    replicates with ``bootstrap`` draws; the pooled one is hierarchical (``judge_pooled``).
     """
     table = single_truths(df)
+    truth_columns = [c for c in TRUTH_COLUMNS if c in table]
     rows = []
     for rule in rules:
         sel = table
@@ -158,26 +323,23 @@ def verdict_table(
             statistic=rule.get("statistic", statistic),
             n_min=n_min,
             n_max=n_max,
-            bootstrap=bootstrap,
             level=level,
             seed=seed,
+            stability_seeds=stability_seeds,
         )
+        args = (rule["metric"], rule["prediction"], rule["alternative"])
         for (est, extra), sub in sel.groupby(["estimator", "extra"], sort=True):
-            truths = sorted(sub["truth"].unique())
             head = {"rule": rule["label"], "estimator": est, "extra": int(extra)}
-            for truth in truths:
-                res = judge(
-                    sub[sub["truth"] == truth],
-                    rule["metric"],
-                    rule["prediction"],
-                    rule["alternative"],
-                    **kw,
+            groups = list(sub.groupby(truth_columns, sort=True, dropna=False))
+            for keys, one in groups:
+                ids = dict(zip(truth_columns, keys))
+                res = judge(one, *args, bootstrap=bootstrap, **kw)
+                rows.append(head | ids | {"truths": 1} | res)
+            if len(groups) > 1:
+                res = judge_pooled(
+                    sub, *args, truth_columns=truth_columns, bootstrap=bootstrap, **kw
                 )
-                rows.append(head | {"truth": truth, "truths": 1} | res)
-            if len(truths) > 1:
-                pooled = sub.drop(columns="delta", errors="ignore")
-                res = judge(pooled, rule["metric"], rule["prediction"], rule["alternative"], **kw)
-                rows.append(head | {"truth": "pooled", "truths": len(truths)} | res)
+                rows.append(head | {"truth": "pooled", "truths": len(groups)} | res)
     return pd.DataFrame(rows)
 
 
@@ -190,95 +352,39 @@ def format_verdicts(table: pd.DataFrame, level: float = 0.95) -> str:
         "prediction (local slope) | alternative (local slope) | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in table.itertuples():
-        rng = f"{r.n_min:.3g}..{r.n_max:.3g} ({r.points} sizes)" if r.points else "none"
+    for r in table.to_dict("records"):
+        rng = f"{r['n_min']:.3g}..{r['n_max']:.3g} ({r['points']} sizes)" if r["points"] else "none"
+        notes = ", ".join(x for x in (r["side"], "borderline" if r.get("borderline") else "") if x)
         lines.append(
-            f"| {r.rule} | {r.estimator} | {r.extra} | {r.truth} | {r.slope:.2f} [{r.ci_low:.2f}, "
-            f"{r.ci_high:.2f}] | "
-            f"{rng} | {r.prediction} ({r.prediction_slope:.2f}) | {r.alternative} "
-            f"({r.alternative_slope:.2f}) | "
-            f"**{r.verdict}**{f' ({r.side})' if r.side else ''} |"
+            f"| {r['rule']} | {r['estimator']} | {r['extra']} | {truth_name(r)} | "
+            f"{r['slope']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] | {rng} | "
+            f"{r['prediction']} ({r['prediction_slope']:.2f}) | {r['alternative']} "
+            f"({r['alternative_slope']:.2f}) | **{r['verdict']}**"
+            f"{f' ({notes})' if notes else ''} |"
         )
     return "\n".join(lines)
+
+
+def truth_name(row) -> str:
+    """A verdict row's truth as text: ``tanh seed 3`` (a study), ``run/tanh seed 3`` (pooled runs),
+    ``pooled (4 truths)``.
+
+    >>> truth_name({"truth": "tanh", "seed": 3}), truth_name({"truth": "pooled", "truths": 4})
+    ('tanh seed 3', 'pooled (4 truths)')
+    """
+    if row["truth"] == "pooled":
+        return f"pooled ({row['truths']} truths)"
+    seed = row.get("seed")
+    text = (
+        str(row["truth"]) if seed is None or pd.isna(seed) else f"{row['truth']} seed {int(seed)}"
+    )
+    source = row.get("source")
+    return text if source is None or pd.isna(source) else f"{source}/{text}"
 
 
 def statistic_header(table: pd.DataFrame) -> str:
     stats = sorted(set(table["statistic"])) if len(table) else []
     return "/".join(stats) or "mean"
-
-
-def _load(run_dir, config=None):
-    """(results table, the [rates] section to read it by, run name) of one run directory.
-
-    ``config`` (a TOML path): read the rules from it instead of the run's recorded config; it
-    must describe the same computation (every section but ``[rates]`` equal), so rules added to a
-    committed config after its run was computed, but before its results were read, can be applied.
-    """
-    from .experiment import load_experiment
-    from .runs import load_results
-    from .runs.store import computed_part, experiment_of
-
-    df, manifest = load_results(run_dir)
-    recorded = experiment_of(manifest).config
-    if config is not None:
-        given = load_experiment(config).config
-        if computed_part(given) != computed_part(recorded):
-            raise ValueError(
-                f"{config} describes another computation than the one recorded in "
-                f"{run_dir}/manifest.json "
-                "(only [rates] may differ)"
-            )
-        recorded = given
-    return df, recorded.rates, manifest["name"]
-
-
-def verdicts_by(df: pd.DataFrame, rates) -> pd.DataFrame:
-    """``verdict_table`` of a results table by the rules, statistic and fit range of a config's
-    ``[rates]`` section (``moe_lora.config.RatesSection``)."""
-    return verdict_table(
-        df,
-        rates.verdicts,
-        statistic=rates.statistic,
-        n_min=rates.n_min,
-        n_max=rates.n_max,
-        bootstrap=rates.bootstrap,
-        level=rates.level,
-    )
-
-
-def run_verdicts(run_dir, config=None) -> pd.DataFrame:
-    """The verdict table of one run directory, by the rules of its config's ``[rates]`` (see
-    ``_load``)."""
-    df, rates, name = _load(run_dir, config)
-    return verdicts_by(df, rates).assign(run=name)
-
-
-def pooled_verdicts(run_dirs, name: str, configs=None) -> pd.DataFrame:
-    """The verdict table of several runs with the same rules, read as one table: truths are
-    relabelled ``<run>/<truth>``, so runs that differ only in seed give several truths per
-    estimator, judged one by one and pooled."""
-    configs = list(configs or [None] * len(run_dirs))
-    runs = [(d, *_load(d, c)) for d, c in zip(run_dirs, configs)]
-    return pooled_table(runs).assign(run=name)
-
-
-def pooled_table(runs) -> pd.DataFrame:
-    """The verdict table of several loaded runs with the same rules, read as one table.
-
-    ``runs``: (where, results table, ``[rates]`` section, run name) per run. Truths are relabelled
-    ``<run name>/<truth>``, so runs that differ only in seed give several truths per estimator,
-    judged one by one and pooled (``pooled_verdicts``, ``benchmarks/verdicts_extend.py``).
-    """
-    frames, rates = [], None
-    for where, df, r, run in runs:
-        if rates is not None and r != rates:
-            raise ValueError(
-                f"{where}: its [rates] section differs from the first run's; pooled runs need the "
-                "same rules"
-            )
-        rates = r
-        frames.append(df.assign(truth=run + "/" + df["truth"].astype(str)))
-    return verdicts_by(pd.concat(frames, ignore_index=True), rates)
 
 
 def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -290,44 +396,89 @@ def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([single, pooled]).sort_index(kind="stable")
 
 
-def command(
-    dirs, out=None, configs=None, summary: bool = False, pool: str | None = None, rules=None
-) -> int:
-    """``moe-lora verdicts DIR... [--config CONFIG...] [--summary] [--pool NAME]``: every run's
-    rules, one markdown table (``summary``: pooled rows only where a rule covers several truths;
-    ``pool``: the runs read as one, ``pooled_verdicts``; ``rules``: print only the rules with these
-    labels); DIR/verdicts.csv each (every row), or, pooled,
-    ``<first DIR>/../<NAME>_verdicts.csv``."""
-    from pathlib import Path
+def verdicts_by(df: pd.DataFrame, rates, **kwargs) -> pd.DataFrame:
+    """``verdict_table`` of a results table by the rules, statistic and fit range of a config's
+    ``[rates]`` section (``moe_lora.config.RatesSection``)."""
+    return verdict_table(
+        df,
+        rates.verdicts,
+        statistic=rates.statistic,
+        n_min=rates.n_min,
+        n_max=rates.n_max,
+        bootstrap=rates.bootstrap,
+        level=rates.level,
+        **kwargs,
+    )
 
-    configs = list(configs or [None] * len(dirs))
-    if len(configs) != len(dirs):
-        raise ValueError(
-            f"--config: expected one config per run directory ({len(dirs)}), got {len(configs)}"
-        )
-    if pool:
-        table = pooled_verdicts(dirs, pool, configs)
-        table.to_csv(Path(dirs[0]).parent / f"{pool}_verdicts.csv", index=False)
-    else:
-        tables = []
-        for d, c in zip(dirs, configs):
-            t = run_verdicts(d, c)
-            if t.empty:
-                raise ValueError(f"{d}: its config has no [[rates.verdicts]] rules")
-            t.to_csv(Path(d) / "verdicts.csv", index=False)
-            tables.append(t)
-        table = pd.concat(tables, ignore_index=True)
-    shown = summary_rows(table) if summary else table
-    if rules:
-        unknown = set(rules) - set(table["rule"])
-        if unknown:
+
+class Run(NamedTuple):
+    """A loaded run to pool: where it is, its table, its ``[rates]``, its name and its truths'
+    summaries (the manifest's ``truths``, None if unknown)."""
+
+    where: object
+    table: pd.DataFrame
+    rates: object
+    name: str
+    truths: dict | None = None
+
+
+def truth_summary_of(truths: dict | None, seed, label: str):
+    """The manifest's summary of the truth ``label`` drawn at ``seed`` (None if not recorded)."""
+    if not truths:
+        return None
+    return truths.get(f"{label}@seed={seed}", truths.get(str(label)))
+
+
+def check_distinct_truths(runs) -> None:
+    """Refuse to pool runs that hold the same truth for the same estimator and setting: the same
+    run name, the same (truth label, seed), or the same recorded truth summary. Pooling them
+    would count its replicates twice and narrow the interval."""
+    seen: dict = {}
+    names = [r.name for r in runs]
+    for name in set(names):
+        if names.count(name) > 1:
             raise ValueError(
-                f"--rule: no rule labelled {sorted(unknown)}; the rules are "
-                f"{sorted(set(table['rule']))}"
+                f"pooled runs: the run {name!r} is given {names.count(name)} times; a run is one "
+                "truth per seed and label, pooled once"
             )
-        shown = shown[shown["rule"].isin(rules)]
-    text = format_verdicts(shown)
-    print(text)
-    if out:
-        Path(out).write_text(text + "\n")
-    return 0
+    for r in runs:
+        t = single_truths(r.table)
+        seeds = t["seed"] if "seed" in t else pd.Series(np.nan, index=t.index)
+        keys = pd.DataFrame(
+            {"estimator": t["estimator"], "extra": t["extra"], "seed": seeds, "truth": t["truth"]}
+        ).drop_duplicates()
+        for est, extra, s, label in keys.itertuples(index=False):
+            summary = truth_summary_of(r.truths, s, label)
+            ids = [("label and seed", (est, extra, label, s))]
+            if summary is not None:
+                ids.append(("summary", (est, extra, json.dumps(summary, sort_keys=True))))
+            for what, key in ids:
+                if key in seen and seen[key] != r.name:
+                    raise ValueError(
+                        f"pooled runs: {seen[key]!r} and {r.name!r} hold the same truth "
+                        f"({label!r} at seed {s}, same {what}) for {est} (L - L* = {extra}); "
+                        "pooling it twice would count its replicates twice. Pool each truth once."
+                    )
+                seen[key] = r.name
+
+
+def pooled_table(runs, **kwargs) -> pd.DataFrame:
+    """The verdict table of several loaded runs with the same rules, read as one table.
+
+    ``runs``: ``Run`` (or (where, table, ``[rates]``, name[, truths]) tuples) per run. Each run's
+    rows keep its name in a ``source`` column, so its truths are told apart from the others' by
+    a group-by (``verdict_table``); runs that hold the same truth are refused
+    (``check_distinct_truths``).
+    """
+    runs = [Run(*r) for r in runs]
+    rates = None
+    for r in runs:
+        if rates is not None and r.rates != rates:
+            raise ValueError(
+                f"{r.where}: its [rates] section differs from the first run's; pooled runs need "
+                "the same rules"
+            )
+        rates = r.rates
+    check_distinct_truths(runs)
+    frames = [r.table.assign(source=r.name) for r in runs]
+    return verdicts_by(pd.concat(frames, ignore_index=True), rates, **kwargs)

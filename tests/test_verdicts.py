@@ -1,6 +1,8 @@
 """The verdict rule (``moe_lora.verdicts``) on synthetic tables with known slopes, and its config
 keys."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,3 +142,89 @@ def test_readme_verdict_summary_is_the_scripts_output(capsys):
     )
     block = readme[start : readme.index("<!-- end -->", start)].strip()
     assert block == printed
+
+
+def _study(slopes, noise=0.2, replicates=32):
+    """A study's table: one truth per seed, its own slope."""
+    frames = []
+    for seed, slope in enumerate(slopes):
+        t = _table(lambda n, s=slope: n**s, noise, truth="tanh", seed=seed, replicates=replicates)
+        frames.append(t.assign(seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_pooled_interval_resamples_truths_not_only_replicates():
+    from moe_lora.verdicts import POOLED_DRAWS, judge_pooled
+
+    # Four truths of clearly different slopes, little noise: resampling replicates alone gives
+    # an interval about as narrow as one truth's; resampling the truths spans their spread.
+    df = _study([-0.3, -0.45, -0.5, -0.6], noise=0.05)
+    pooled = judge_pooled(df, "D", -0.5, -0.25, stability_seeds=1)
+    assert pooled["bootstrap_draws"] >= POOLED_DRAWS == 10_000
+    one = judge(df[df["seed"] == 1], "D", -0.5, -0.25, bootstrap=400, stability_seeds=1)
+    assert pooled["ci_high"] - pooled["ci_low"] > 10 * (one["ci_high"] - one["ci_low"])
+    assert pooled["ci_low"] < -0.45 and pooled["ci_high"] > -0.33
+    # Truths that do not differ: the pooled interval is narrower than any one truth's.
+    same = judge_pooled(_study([-0.5] * 4), "D", -0.5, -0.25, stability_seeds=1)
+    single = judge(_study([-0.5])[lambda d: d["seed"] == 0], "D", -0.5, -0.25, stability_seeds=1)
+    assert same["ci_high"] - same["ci_low"] < single["ci_high"] - single["ci_low"]
+
+
+def test_pooling_is_a_group_by_and_keeps_each_truths_row():
+    rules = [dict(label="D", metric="D", prediction="inv_sqrt_n", alternative=-0.25)]
+    table = verdict_table(_study([-0.5] * 3), rules, bootstrap=100, stability_seeds=2)
+    assert table["truth"].tolist() == ["tanh"] * 3 + ["pooled"]
+    assert table["seed"].tolist()[:3] == [0, 1, 2] and table["truths"].iloc[-1] == 3
+
+
+def test_a_verdict_that_changes_with_the_bootstrap_seed_is_borderline():
+    from moe_lora.verdicts import STABILITY_SEEDS
+
+    df = _table(lambda n: n**-0.5, 0.3, replicates=8)
+    centre = judge(df, "D", -0.5, -2.0, bootstrap=200)["slope"]
+    # The prediction at the measured slope: every seed's interval holds it, far from its ends.
+    far = judge(df, "D", centre, -2.0, bootstrap=200)
+    assert len(far["verdicts_by_seed"].split(",")) == STABILITY_SEEDS == 5
+    assert far["borderline"] is False and far["verdict"] == "agrees"
+    # The prediction on seed 0's upper end: the seeds disagree on which side it falls.
+    edge = far["ci_high"]
+    near = [judge(df, "D", edge + eps, -2.0, bootstrap=200) for eps in (0.0, 0.002)]
+    assert all(r["borderline"] for r in near)
+    assert {"agrees", "disagrees"} <= set(near[0]["verdicts_by_seed"].split(","))
+
+
+def _run(name, df, truths=None):
+    from moe_lora.verdicts import Run
+
+    rates = _config({}).rates
+    rule = dict(label="D", metric="D", prediction="inv_sqrt_n", alternative=-0.25)
+    return Run(name, df, dataclasses.replace(rates, verdicts=(rule,)), name, truths)
+
+
+def test_pooling_the_same_truth_twice_is_refused():
+    from moe_lora.verdicts import pooled_table
+
+    a = _table(lambda n: n**-0.5, 0.2).assign(seed=1)
+    b = _table(lambda n: n**-0.5, 0.2, seed=5).assign(seed=2)
+    assert len(pooled_table([_run("a", a), _run("b", b)], stability_seeds=1)) == 3
+    with pytest.raises(ValueError, match="the run 'a' is given 2 times"):
+        pooled_table([_run("a", a), _run("a", b)])
+    with pytest.raises(ValueError, match=r"'a' and 'b' hold the same truth \('t' at seed 1"):
+        pooled_table([_run("a", a), _run("b", a)])
+    summary = {"atoms": [[0.5, 1.0]]}
+    with pytest.raises(ValueError, match="same summary"):
+        pooled_table([_run("a", a, {"t": summary}), _run("b", b, {"t": summary})])
+    # The same truth under another estimator is another curve, not a double count.
+    other = a.assign(estimator="vanilla")
+    assert len(pooled_table([_run("a", a), _run("b", other)], stability_seeds=1)) == 2
+
+
+def test_pooled_verdicts_are_fast():
+    import time
+
+    from moe_lora.verdicts import judge_pooled
+
+    df = _study([-0.5, -0.45, -0.55, -0.5])
+    t0 = time.perf_counter()
+    judge_pooled(df, "D", -0.5, -0.25)  # 5 seeds x 10,000 hierarchical draws
+    assert time.perf_counter() - t0 < 10
