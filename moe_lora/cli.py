@@ -261,6 +261,13 @@ def _verdicts(args) -> int:
     return command(args.dirs, args.out, args.config, args.summary, args.pool, args.rule)
 
 
+def _report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.dir, config_path=args.config))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="moe-lora",
@@ -340,12 +347,19 @@ def parser() -> argparse.ArgumentParser:
     verdicts.add_argument(
         "--pool",
         metavar="NAME",
-        help="read the runs as one table (same rules; truths relabelled <run>/<truth>)",
+        help="read the runs as one table (same rules; each run's truths its own; the same truth "
+        "twice is refused)",
     )
     verdicts.add_argument(
         "--rule", nargs="+", help="print only the rules with these labels (every rule is saved)"
     )
     verdicts.set_defaults(func=_verdicts)
+    report = sub.add_parser(
+        "report", help="write DIR/report.md: config, truths, verdicts, figure, diagnostics"
+    )
+    report.add_argument("dir", help="output directory of `moe-lora run` (a study)")
+    report.add_argument("--config", help="the config it was run from, for the commands")
+    report.set_defaults(func=_report)
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")
     plot.add_argument("dir", help="output directory of `moe-lora run`")
     plot.add_argument("--out", default="figures", help="figure directory (default figures/)")
