@@ -3,7 +3,7 @@
 
 A unit is ``simulate_replicates`` as ``moe-lora run`` calls it: one estimator, one n,
 ``--replicates`` replicates in vmapped batches of ``--batch`` (data, fit, score), over-specified (L
-= L* + 1) on the tanh truth of ``simulations/verdicts_vanilla.toml`` with its stopping rule. The
+= L* + 1) on the tanh truth of ``simulations/verdicts.toml`` with its stopping rule. The
 first call compiles, the second is timed. Printed per (estimator, n): the backend and device,
 compile seconds, fits per second, mean iterations, certified share.
 
@@ -97,7 +97,7 @@ def main(
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="simulations/verdicts_vanilla.toml")
+    ap.add_argument("--config", default="simulations/verdicts.toml")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--estimators", nargs="+", default=["vanilla", "tanh"])
     ap.add_argument("--replicates", type=int, default=8)

@@ -1,8 +1,8 @@
 """Levenberg-Marquardt variants and stopping rules, paired fit by fit on a subsample of the verdict
 sweeps.
 
-For every estimator of the configs (default ``simulations/verdicts.toml`` and its vanilla arm
-``simulations/verdicts_vanilla.toml``), every size of ``--sizes`` and replicates 0..R-1, the same
+For every estimator of the configs (default ``simulations/verdicts.toml``, its vanilla arm
+included), every size of ``--sizes`` and replicates 0..R-1, the same
 data are fitted from the same starts by each variant of the configs' finisher:
 
 * ``rule``: the config's finisher as it is (``stat_tol`` = 0.1, Nielsen damping update);
@@ -143,7 +143,7 @@ if __name__ == "__main__":
     ap.add_argument(
         "--configs",
         nargs="+",
-        default=["simulations/verdicts.toml", "simulations/verdicts_vanilla.toml"],
+        default=["simulations/verdicts.toml"],
     )
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--replicates", type=int, default=8)

@@ -133,7 +133,7 @@ def main(
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="simulations/verdicts_vanilla.toml")
+    ap.add_argument("--config", default="simulations/verdicts.toml")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--estimators", nargs="+", default=["vanilla", "tanh"])
     ap.add_argument("--replicates", type=int, default=4)

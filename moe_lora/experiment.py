@@ -297,6 +297,21 @@ class Experiment:
         rates = self.config.rates
         return run_figures(df, slopes=summaries["rates.csv"], n_min=rates.n_min, n_max=rates.n_max)
 
+    def holds(self, other: Experiment) -> bool:
+        """Whether ``other`` is a slice of this sweep: every unit of ``other`` is a unit of this
+        one (the same id: seed, truth, estimator, setting, n, replicates) computed with the same
+        model, truth thresholds, data, fit, execution and minimax family, so its rows are bit for
+        bit this sweep's (a single-seed run and the study that lists its seed)."""
+        a, b = self.config, other.config
+        if any(
+            getattr(a, k) != getattr(b, k)
+            for k in ("model", "data", "fit", "execution", "minimax", "bound")
+        ):
+            return False
+        plain = [dataclasses.replace(c.truth, through=None, draws=None) for c in (a, b)]
+        units = {u.id for u in self.units()}
+        return plain[0] == plain[1] and all(u.id in units for u in other.units())
+
     # Shorthands for what every caller reads.
     name = property(lambda self: self.config.name)
     #: The config's top-level seed: with one truth seed (no truth axis) the root of every key;

@@ -21,21 +21,27 @@ def load_run(run_dir, config=None) -> Run:
     and its truths' summaries.
 
     ``config`` (a TOML path): read the rules from it instead of the run's recorded config; it
-    must describe the same computation (every section but ``[rates]`` equal). The rules of
+    must describe the same computation (every section but ``[rates]`` equal), or a study of
+    which the run is a slice (``Experiment.holds``: a single-seed run read by the rules of the
+    study that replaced its config, a rule's ``estimators`` picking its rows). The rules of
     ``simulations/verdicts.toml`` were added this way after its run had been read (README,
     "Verdicts").
     """
     df, manifest = load_results(run_dir)
-    recorded = experiment_of(manifest).config
+    recorded = experiment_of(manifest)
+    rates = recorded.config.rates
     if config is not None:
-        given = load_experiment(config).config
-        if computed_part(given) != computed_part(recorded):
+        given = load_experiment(config)
+        same = computed_part(given.config) == computed_part(recorded.config)
+        study = hasattr(given, "holds") and given.holds(recorded)
+        if not (same or study):
             raise ValueError(
                 f"{config} describes another computation than the one recorded in "
-                f"{run_dir}/manifest.json (only [rates] may differ)"
+                f"{run_dir}/manifest.json (only [rates] may differ, or the run must be a slice of "
+                "the study it describes)"
             )
-        recorded = given
-    return Run(run_dir, df, recorded.rates, manifest["name"], manifest.get("truths"))
+        rates = given.config.rates
+    return Run(run_dir, df, rates, manifest["name"], manifest.get("truths"))
 
 
 def run_verdicts(run_dir, config=None) -> pd.DataFrame:

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moe_lora.kinds import experiment_from_dict
+from moe_lora.kinds import experiment_from_dict, load_experiment
+from moe_lora.runs import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = sorted(p.parent for p in (ROOT / "figures" / "data").glob("*/manifest.json"))
@@ -83,7 +84,7 @@ def _affordable(run_dir: Path) -> bool:
 def test_the_cheapest_unit_of_each_committed_sweep_is_reproduced(run_dir):
     exp = _experiment(run_dir)
     rows, _, _ = exp.context().compute(_cheapest(exp))
-    both = _paired(rows, pd.read_parquet(run_dir / "results.parquet"), list(exp.key_columns))
+    both = _paired(rows, load_results(run_dir)[0], list(exp.key_columns))
     for column in DATA_COLUMNS:
         np.testing.assert_allclose(both[column], both[column + "_committed"], rtol=1e-12)
     scale = both["sigma"] ** 2 / both["n"]
@@ -98,3 +99,94 @@ def test_a_unit_computed_twice_is_bit_for_bit_the_same():
     first = exp.context().compute(unit)[0]
     second = exp.context().compute(unit)[0]
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Studies: every committed single-seed run is the slice of its seed of one study config
+
+
+STUDIES = {
+    p.stem: p
+    for p in sorted((ROOT / "simulations").glob("*.toml"))
+    if "[[truth.draws]]" in p.read_text()
+}
+#: Committed sweeps whose config is its own (no truth axis), under the same name in simulations/.
+STANDALONE = {
+    "exact",
+    "minimax",
+    "overspecified",
+    "overspecified_stat",
+    "quick",
+    "verdicts_inside_d2_1e6_sigmoid_s4",
+}
+
+
+def _recorded(run_dir: Path):
+    """The experiment a committed run's manifest records, read with today's defaults (what the
+    config it was run from computes today)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return experiment_from_dict(manifest["config"], manifest["name"])
+
+
+def _is_slice(run, study) -> bool:
+    return study.holds(run)
+
+
+def _sweeps():
+    return [
+        d
+        for d in COMMITTED
+        if json.loads((d / "manifest.json").read_text()).get("kind", "sweep") == "sweep"
+    ]
+
+
+def test_every_committed_single_seed_run_is_a_slice_of_one_study():
+    studies = {name: load_experiment(path) for name, path in STUDIES.items()}
+    assert len(studies) >= 9 and all(len(s.seeds) >= 1 for s in studies.values())
+    slices = {}
+    for run_dir in _sweeps():
+        run = _recorded(run_dir)
+        hits = [name for name, study in studies.items() if _is_slice(run, study)]
+        if run_dir.name in STANDALONE:
+            assert hits == [] and (ROOT / "simulations" / f"{run_dir.name}.toml").exists()
+            continue
+        assert len(hits) == 1, (run_dir.name, hits)
+        slices.setdefault(hits[0], []).append(run_dir.name)
+    assert set(slices) == set(studies)
+    assert len(slices["verdicts_inside_d2"]) == 20
+
+
+def _cheapest_slices():
+    """Per study, its committed slice with the cheapest unit (within ``MAX_COST``)."""
+    out = []
+    for path in STUDIES.values():
+        study = load_experiment(path)
+        best = None
+        for run_dir in _sweeps():
+            run = _recorded(run_dir)
+            if not _is_slice(run, study):
+                continue
+            unit = _cheapest(run)
+            if unit.n * unit.fits <= MAX_COST and (best is None or unit.n * unit.fits < best[0]):
+                best = (unit.n * unit.fits, run_dir)
+        if best is not None:
+            out.append((path, best[1]))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("study_path", "run_dir"), _cheapest_slices(), ids=lambda p: Path(p).stem)
+def test_the_cheapest_unit_of_a_study_is_bit_for_bit_its_committed_slices(study_path, run_dir):
+    """The rows of the study's unit are bit for bit those of the committed run's config (computed
+    today); the committed rows themselves are checked by the test above, to round-off."""
+    study, run = load_experiment(study_path), _recorded(run_dir)
+    unit = _cheapest(run)
+    (mine,) = [u for u in study.units() if u.id == unit.id]
+    rows = study.context().compute(mine)[0]
+    expected = run.context().compute(unit)[0]
+    assert (rows["seed"] == unit.seed).all()
+    pd.testing.assert_frame_equal(
+        rows.drop(columns="experiment"), expected.drop(columns="experiment"), check_exact=True
+    )
