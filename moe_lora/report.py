@@ -253,3 +253,92 @@ scratch, run into an empty directory and compare the tables.
     path = run_dir / "report.md"
     path.write_text(text)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# The README's verdict block, from the canonical studies' reports
+
+#: The studies whose reports make the README's verdict block: (setting, run directory name).
+CANONICAL = (
+    ("d = 2, r = 1, p = 2 (exact flat sets for tanh, sigmoid, gelu)", "verdicts_inside_d2"),
+    ("d = 3, r = 1, p = 2 (none found)", "verdicts_inside"),
+)
+#: The README's markers around the block.
+README_MARKERS = ("<!-- moe-lora report: verdict summary -->", "<!-- end -->")
+_ORDER = ("tanh", "sigmoid", "gelu", "linear", "relu", "vanilla")
+
+
+def _cell(row) -> str:
+    notes = [x for x in (row["side"], "borderline" if row.get("borderline") else "") if x]
+    notes = [x for x in notes if isinstance(x, str)]
+    return (
+        f"{row['slope']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}] **{row['verdict']}**"
+        + (f", {', '.join(notes)}" if notes else "")
+    )
+
+
+def _split(rows: pd.DataFrame) -> str:
+    """How the per-truth mean-rule verdicts split, e.g. '2 agree, 2 shallower'."""
+    plain = {"agrees": "agree", "undecided": "undecided"}
+    words = rows.apply(
+        lambda r: r["side"] if r["verdict"] == "disagrees" else plain[r["verdict"]], axis=1
+    )
+    return ", ".join(f"{k} {w}" for w, k in words.value_counts().items())
+
+
+def verdict_summary(table: pd.DataFrame) -> list[dict]:
+    """Per estimator, its D rules of a study's verdict table: the pooled mean-rule and
+    median-rule rows and how the truths' mean-rule verdicts split. No verdict is typed: each cell
+    is a row of the table."""
+    table = table.fillna({"side": ""})
+    d = table[table["metric"] == "D"]
+    out = []
+    for est in _ORDER:
+        rows = d[d["estimator"] == est]
+        pooled = rows[rows["truth"] == "pooled"]
+        if pooled.empty:
+            continue
+        mean = pooled[pooled["statistic"] == "mean"].iloc[0]
+        median = pooled[pooled["statistic"] == "median"].iloc[0]
+        per_truth = rows[(rows["truth"] != "pooled") & (rows["statistic"] == "mean")]
+        out.append(
+            {
+                "estimator": est,
+                "prediction": f"{mean['prediction']} ({mean['prediction_slope']:.2f})",
+                "alternative": f"{mean['alternative']} ({mean['alternative_slope']:.2f})",
+                "mean": _cell(mean),
+                "median": _cell(median),
+                "truths": f"{int(mean['truths'])}: {_split(per_truth)}",
+            }
+        )
+    return out
+
+
+def readme_verdicts(data_dir) -> str:
+    """The README's verdict block: ``verdict_summary`` of each canonical study's
+    ``verdicts.csv`` (written by ``moe-lora report``)."""
+    lines = [
+        "| setting | estimator | pooled mean D slope | pooled median D slope "
+        "| per truth (mean rule) | prediction (local slope) | alternative (local slope) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ranges, draws = set(), set()
+    for setting, name in CANONICAL:
+        table = pd.read_csv(Path(data_dir) / name / "verdicts.csv")
+        ranges |= set(table[["n_min", "n_max", "points"]].itertuples(index=False, name=None))
+        draws |= set(table["bootstrap_draws"].dropna().astype(int))
+        for r in verdict_summary(table):
+            lines.append(
+                f"| {setting} | {r['estimator']} | {r['mean']} | {r['median']} | {r['truths']} "
+                f"| {r['prediction']} | {r['alternative']} |"
+            )
+    lines += [
+        "",
+        "Fit ranges (n_min, n_max, sizes): "
+        + "; ".join(f"{a:.3g}..{b:.3g} ({k})" for a, b, k in sorted(ranges))
+        + f". Pooled intervals: hierarchical bootstrap, {', '.join(map(str, sorted(draws)))} "
+        "draws; borderline: the verdict changes across bootstrap seeds 0-4. Studies: "
+        + ", ".join(f"[{name}](figures/data/{name}/report.md)" for _, name in CANONICAL)
+        + ".",
+    ]
+    return "\n".join(lines)

@@ -106,42 +106,37 @@ def test_summary_keeps_pooled_rows_only_where_there_are_several_truths():
     assert list(zip(kept["estimator"], kept["truth"])) == [("tanh", "pooled"), ("vanilla", "t")]
 
 
-def _summary_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "verdicts_summary.py"
-    spec = importlib.util.spec_from_file_location("verdicts_summary", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_summary_counts_each_truths_verdict():
-    script = _summary_script()
+    from moe_lora.report import verdict_summary
+
     rules = [dict(label="D", metric="D", prediction="sqrt_log_n_over_n", alternative=-0.25)]
     rows = [_table(lambda n: n**-0.5, 0.05, truth=f"t{k}", seed=k) for k in range(3)]
     rows.append(_table(lambda n: n**-0.1, 0.05, truth="slow", seed=9))
-    table = verdict_table(pd.concat(rows), rules, bootstrap=100)
-    median = verdict_table(pd.concat(rows), rules, bootstrap=100, statistic="median")
-    (row,) = script.summary(pd.concat([table, median]))
+    table = verdict_table(pd.concat(rows), rules, bootstrap=100, stability_seeds=2)
+    median = verdict_table(
+        pd.concat(rows), rules, bootstrap=100, statistic="median", stability_seeds=2
+    )
+    (row,) = verdict_summary(pd.concat([table, median]))
     assert row["truths"] == "4: 3 steeper, 1 shallower"
     pooled = table[table["truth"] == "pooled"].iloc[0]
     assert row["mean"].startswith(f"{pooled['slope']:.2f} [")
 
 
-def test_readme_verdict_summary_is_the_scripts_output(capsys):
-    """The README's summary table is generated (benchmarks/verdicts_summary.py), not typed."""
+def test_readme_verdict_summary_is_generated_from_the_canonical_studies_reports():
+    """The README's summary table is generated (``moe_lora.report.readme_verdicts``, from the
+    ``verdicts.csv`` that ``moe-lora report`` wrote in each canonical study), not typed."""
     from pathlib import Path
 
-    _summary_script().main()
-    printed = capsys.readouterr().out.strip()
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = readme.index("<!-- benchmarks/verdicts_summary.py -->") + len(
-        "<!-- benchmarks/verdicts_summary.py -->"
-    )
-    block = readme[start : readme.index("<!-- end -->", start)].strip()
-    assert block == printed
+    from moe_lora.report import CANONICAL, README_MARKERS, readme_verdicts
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    start = readme.index(README_MARKERS[0]) + len(README_MARKERS[0])
+    block = readme[start : readme.index(README_MARKERS[1], start)].strip()
+    assert block == readme_verdicts(root / "figures" / "data")
+    for _, name in CANONICAL:
+        report = (root / "figures" / "data" / name / "report.md").read_text()
+        assert f"# Study `{name}`" in report and "pooled (4 truths)" in report
 
 
 def _study(slopes, noise=0.2, replicates=32):
