@@ -295,7 +295,12 @@ class Experiment:
         from .figures import run_figures
 
         rates = self.config.rates
-        return run_figures(df, slopes=summaries["rates.csv"], n_min=rates.n_min, n_max=rates.n_max)
+        slopes = summaries["rates.csv"]
+        if "seed" in df and df["seed"].nunique() > 1:
+            # One panel per truth of the axis: its label with its seed (display only).
+            df = df.assign(truth=df["truth"] + " s" + df["seed"].astype(str))
+            slopes = slopes.assign(truth=slopes["truth"] + " s" + slopes["seed"].astype(str))
+        return run_figures(df, slopes=slopes, n_min=rates.n_min, n_max=rates.n_max)
 
     def holds(self, other: Experiment) -> bool:
         """Whether ``other`` is a slice of this sweep: every unit of ``other`` is a unit of this

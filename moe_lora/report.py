@@ -103,6 +103,22 @@ def figure_study(df: pd.DataFrame, metrics=("D", "l2_error")) -> Figure:
     return fig
 
 
+def provenance(manifest: dict) -> str:
+    """Where a run's rows come from: its package version and commit, or, for a study assembled
+    from committed single-seed runs, those runs and their commits."""
+    slices = manifest.get("slices")
+    if not slices:
+        return (
+            f"package {manifest.get('package_version')}, commit `{manifest.get('git_commit')}`, "
+            f"created {manifest.get('created')}"
+        )
+    commits = sorted({str(v.get("git_commit"))[:10] for v in slices.values()})
+    return (
+        f"assembled from {len(slices)} committed single-seed runs, each its slice at one seed "
+        f"({', '.join(sorted(slices))}; commits {', '.join(commits)})"
+    )
+
+
 def config_text(config: dict) -> str:
     """A resolved config (``Config.to_dict()``) in TOML layout, values as JSON (for reading; the
     manifest is the record).
@@ -207,8 +223,7 @@ def write_report(run_dir, *, config_path=None) -> Path:
 
 {config.get("description", "")}
 
-Run directory `{run_dir}`; package {manifest.get("package_version")}, commit
-`{manifest.get("git_commit")}`, created {manifest.get("created")}. {len(df)} fits, truth seeds
+Run directory `{run_dir}`; {provenance(manifest)}. {len(df)} fits, truth seeds
 {[int(s) for s in seeds]}.
 
 ## Config and truths

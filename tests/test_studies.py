@@ -130,3 +130,31 @@ def test_a_run_made_before_the_truth_axis_loads_with_its_manifests_seed(tmp_path
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     df, _ = load_results(tmp_path)
     assert list(df.columns[:3]) == ["experiment", "seed", "truth"] and df["seed"].tolist() == [7]
+
+
+def test_a_slice_is_read_by_the_rules_of_its_study(tmp_path):
+    import tomllib
+
+    from moe_lora.verdict_runs import load_run
+
+    rule = {"label": "D", "metric": "D", "prediction": "inv_sqrt_n", "alternative": -0.25}
+    alone = Experiment.from_dict(BASE | {"seed": 3})
+    manifest = {"name": "alone", "seed": 3, "kind": "sweep", "config": alone.config.to_dict()}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    pd.DataFrame({"seed": [3], "truth": ["tanh"], "D": [1.0]}).to_parquet(
+        tmp_path / "results.parquet"
+    )
+    study = tmp_path / "study.toml"
+    study.write_text(
+        "estimators = ['tanh', 'vanilla']\n[model]\nd = 2\ngate_scale = 3.0\n"
+        "[truth]\nmin_separation = 0.3\nseeds = [1, 3]\n"
+        "[data]\nsigma = 0.05\nsizes = [60]\nreplicates = 2\nn_eval = 50\n"
+        "[fit]\nextra_components = [1]\nmax_iter = 20\n[execution]\nreplicates_per_unit = 1\n"
+        f"[[rates.verdicts]]\n{chr(10).join(f'{k} = {json.dumps(v)}' for k, v in rule.items())}\n"
+    )
+    assert tomllib.loads(study.read_text())["truth"]["seeds"] == [1, 3]
+    assert load_run(tmp_path, study).rates.verdicts == (rule,)
+    other = tmp_path / "other.toml"
+    other.write_text(study.read_text().replace("seeds = [1, 3]", "seeds = [1, 2]"))
+    with pytest.raises(ValueError, match="must be a slice of the study"):
+        load_run(tmp_path, other)
