@@ -195,17 +195,17 @@ def slope_table(
     """
     rows = []
     # A study's truths are (seed, truth) pairs: each seed's curve is its own.
-    seed = ["seed"] if "seed" in df else []
+    axis = ["seed"] if "seed" in df else []
     curves = [
         (
             single_truths(df).drop(columns="delta", errors="ignore"),
-            [*seed, "truth", "estimator", "extra"],
+            [*axis, "truth", "estimator", "extra"],
             "",
         )
     ]
     if not families(df).empty:
         curves.append(
-            (df.assign(truth=df["through"]), [*seed, "truth", "estimator", "extra"], "minimax-")
+            (df.assign(truth=df["through"]), [*axis, "truth", "estimator", "extra"], "minimax-")
         )
     for frame, group, prefix in curves:
         for keys, sub in frame.groupby(group, sort=True):

@@ -158,3 +158,30 @@ def test_a_slice_is_read_by_the_rules_of_its_study(tmp_path):
     other.write_text(study.read_text().replace("seeds = [1, 3]", "seeds = [1, 2]"))
     with pytest.raises(ValueError, match="must be a slice of the study"):
         load_run(tmp_path, other)
+
+
+def test_the_slope_table_has_a_curve_per_truth_seed():
+    import numpy as np
+
+    from moe_lora.rates import format_slope_table, slope_table
+
+    n = np.repeat([100, 1000, 10000], 4)
+    rows = [
+        pd.DataFrame(
+            {
+                "seed": s,
+                "truth": "tanh",
+                "estimator": "tanh",
+                "extra": 1,
+                "n": n,
+                "D": n**slope,
+                "l2_error": n**-0.5,
+                "certified": True,
+            }
+        )
+        for s, slope in ((1, -0.5), (3, -0.25))
+    ]
+    table = slope_table(pd.concat(rows), statistics=("mean",), bootstrap=10, seed=5)
+    d = table[table["metric"] == "D"]
+    assert d["seed"].tolist() == [1, 3] and d["slope"].round(6).tolist() == [-0.5, -0.25]
+    assert "tanh s3" in format_slope_table(table)
