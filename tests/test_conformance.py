@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 
 import moe_lora as ml
+from moe_lora.config import ESTIMATORS
+from moe_lora.parameterization import ACTIVATIONS
 from moe_lora.simulate import TRACE_COUNT
 
+#: Every parameterization: vanilla, linear and one per activation of the registry
+#: (``moe_lora.parameterization.ACTIVATIONS``), so a new activation is tested by its entry alone.
 PARAMETERIZATIONS = [
     ml.Vanilla(),
     ml.linear(),
-    ml.nonlinear("tanh"),
-    ml.nonlinear("sigmoid"),
-    ml.nonlinear("gelu"),
-    ml.nonlinear("relu"),
+    *(ml.nonlinear(a) for a in ACTIVATIONS if a != "identity"),
 ]
 CONFIG = ml.FitConfig(
     n_components=3,
@@ -86,3 +87,11 @@ def test_conformance(par, gating):
     np.testing.assert_allclose(shuffled.D, rec.D[np.array([2, 0, 1])], rtol=1e-6)
     other = run(jax.random.key(5), 57)
     assert not np.array_equal(other.D, rec.D)
+
+
+def test_every_activation_is_an_estimator_a_config_may_name():
+    # A config names a parameterization by its estimator name; the name's position in
+    # ESTIMATORS folds into the keys of its maps and truths, so a new one is appended there.
+    named = {"vanilla", "linear", *(a for a in ACTIVATIONS if a != "identity")}
+    assert set(ESTIMATORS) == named
+    assert [p.name for p in PARAMETERIZATIONS[2:]] == [f"mlp-{a}" for a in ESTIMATORS[2:]]

@@ -64,6 +64,7 @@ def synthetic_table(deltas=(None,), replicates=8, seed=0) -> pd.DataFrame:
                 for n in SIZES:
                     ids = dict(
                         experiment="synthetic",
+                        seed=0,
                         truth=truth,
                         through="tanh",
                         delta=delta,
