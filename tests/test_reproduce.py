@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from moe_lora.config import manifest_config
 from moe_lora.kinds import experiment_from_dict, load_experiment
 from moe_lora.runs import load_results
 
@@ -48,7 +49,7 @@ def _experiment(run_dir: Path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     raw = manifest["config"]
     raw.setdefault("fit", {}).setdefault("jacobian", "jacfwd")
-    return experiment_from_dict(raw, manifest["name"])
+    return experiment_from_dict(manifest_config(raw), manifest["name"])
 
 
 def _cheapest(exp):
@@ -127,7 +128,7 @@ def _recorded(run_dir: Path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return experiment_from_dict(manifest["config"], manifest["name"])
+        return experiment_from_dict(manifest_config(manifest["config"]), manifest["name"])
 
 
 def _is_slice(run, study) -> bool:
