@@ -50,6 +50,13 @@ def _record(rng, n, C, extra, replicates):
         shared_gate=np.zeros(R, bool),
         D_shared_gate=np.zeros(R),
         cell_gate_gap=np.full((R, L_STAR), np.inf),
+        n_restarts=np.ones(R, np.int64),
+        n_near_best=np.ones(R, np.int64),
+        saturated=np.zeros(R, bool),
+        D_ambiguity_min=D,
+        D_ambiguity_max=D,
+        risk_oracle=np.full(R, np.nan),
+        D_oracle=np.full(R, np.nan),
     )
 
 
