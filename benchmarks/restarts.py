@@ -254,6 +254,15 @@ def saturation(df: pd.DataFrame, sigma: float = 0.02) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """A markdown table (3 significant digits)."""
+    fmt = lambda x: f"{x:.3g}" if isinstance(x, float) else str(x)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    rows = table.itertuples(index=False)
+    lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -263,6 +272,7 @@ def main() -> None:
     p.add_argument("--schemes", nargs="*", default=list(SCHEMES), choices=list(SCHEMES))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "restarts.csv")
     p.add_argument("--summary", action="store_true", help="print the table of --out only")
+    p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     a = p.parse_args()
     if not a.summary:
         exp, truths = setting()
@@ -291,11 +301,15 @@ def main() -> None:
                         flush=True,
                     )
     df = pd.read_csv(a.out)
+    tables = {"Screened against unscreened": summary(df)}
+    tables["Saturation of the unscreened restarts (best of the first R' of R)"] = saturation(df)
     with pd.option_context("display.width", 200, "display.max_rows", 500):
-        fmt = lambda x: f"{x:.3g}"
-        print(summary(df).to_string(index=False, float_format=fmt))
-        print("\nSaturation of the unscreened restarts (best of the first R' of R):")
-        print(saturation(df).to_string(index=False, float_format=fmt))
+        for title, table in tables.items():
+            if table.empty:
+                continue
+            print(f"\n{title}:")
+            fmt = lambda x: f"{x:.3g}"
+            print(markdown(table) if a.markdown else table.to_string(index=False, float_format=fmt))
 
 
 if __name__ == "__main__":
