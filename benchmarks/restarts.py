@@ -222,15 +222,57 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+#: Restart counts of the saturation curves (the first R' of the unscreened restarts).
+SATURATION_R = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def saturation(df: pd.DataFrame, sigma: float = 0.02) -> pd.DataFrame:
+    """Best-of-R' curves from the unscreened fits: per (family, n, R'), over fits, the share whose
+    best of the first R'/2 restarts is within 0.1 sigma^2 / n of the best of the first R'
+    (saturated at R' in the sense of docs/optimizer.md), and the median and largest gap of the
+    best of R' above the best of all R (sigma^2 / n)."""
+    out = []
+    for (family, n), g in df[df.scheme == "unscreened"].groupby(["family", "n"], sort=False):
+        scale = sigma**2 / n
+        risks = [np.array(r.split(), float) for r in g.restart_risks]
+        R = min(len(r) for r in risks)
+        for r in (r for r in SATURATION_R if r <= R):
+            best = lambda k: np.array([np.nanmin(x[:k]) for x in risks])
+            half = (best(max(r // 2, 1)) - best(r)) / scale
+            gap = (best(r) - best(R)) / scale
+            out.append(
+                {
+                    "family": family,
+                    "n": n,
+                    "R": r,
+                    "fits": len(risks),
+                    "saturated": float(np.mean(half <= 0.1)) if r > 1 else np.nan,
+                    "median_gap_to_best_of_all": float(np.median(gap)),
+                    "worst_gap_to_best_of_all": float(np.max(gap)),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A markdown table (3 significant digits)."""
+    fmt = lambda x: f"{x:.3g}" if isinstance(x, float) else str(x)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    rows = table.itertuples(index=False)
+    lines += ["| " + " | ".join(fmt(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     p.add_argument("--replicates", type=int, default=4)
     p.add_argument("--restarts", type=int, default=32)
-    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    p.add_argument("--schemes", nargs="*", default=list(SCHEMES), choices=list(SCHEMES))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "restarts.csv")
     p.add_argument("--summary", action="store_true", help="print the table of --out only")
+    p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     a = p.parse_args()
     if not a.summary:
         exp, truths = setting()
@@ -258,9 +300,16 @@ def main() -> None:
                         f"gap (sigma^2/n) {gaps}",
                         flush=True,
                     )
-    table = summary(pd.read_csv(a.out))
-    with pd.option_context("display.width", 200, "display.max_rows", 200):
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    df = pd.read_csv(a.out)
+    tables = {"Screened against unscreened": summary(df)}
+    tables["Saturation of the unscreened restarts (best of the first R' of R)"] = saturation(df)
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        for title, table in tables.items():
+            if table.empty:
+                continue
+            print(f"\n{title}:")
+            fmt = lambda x: f"{x:.3g}"
+            print(markdown(table) if a.markdown else table.to_string(index=False, float_format=fmt))
 
 
 if __name__ == "__main__":
