@@ -149,11 +149,10 @@ def main(argv=None) -> int:
         n_min=rates.n_min,
         n_max=rates.n_max,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"{args.name}.{ext}", dpi=150)
-    print(out / f"{args.name}.png")
+    from .palette import save_figure
+
+    save_figure(fig, args.out, args.name)
+    print(Path(args.out) / f"{args.name}.png")
     return 0
 
 
