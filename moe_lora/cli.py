@@ -428,7 +428,13 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``moe-lora`` command; returns its exit status (2 for a user error, printed as one line
     on stderr)."""
+    import warnings
+
     args = parser().parse_args(argv)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_: (
+        f"moe-lora {args.command}: warning: {message}\n"
+    )
     try:
         return args.func(args)
     except (ValueError, OSError) as e:  # ConfigError is a ValueError; OSError: paths
@@ -436,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
         print(f"moe-lora {args.command}: error: {one_line}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 def _os_error(e: OSError) -> str:
