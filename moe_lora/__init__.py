@@ -21,7 +21,6 @@ source is setup.cfg).
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from typing import TYPE_CHECKING
 
 #: Public name -> the module (relative to moe_lora) that defines it.
@@ -116,12 +115,31 @@ _NAMES = {
     "voronoi_cells": "voronoi",
     "voronoi_loss": "voronoi",
 }
-#: Submodules importable as attributes (``moe_lora.figures``).
+#: Public submodules, importable as attributes (``moe_lora.figures``) and in the API reference.
 _MODULES = (
-    "figures",
-    "rates",
-    "runs",
+    "kinds",
+    "config",
+    "checks",
+    "experiment",
     "table",
+    "rates",
+    "figures",
+    "palette",
+    "runs",
+    "bounds",
+    "head",
+    "head_study",
+    "model",
+    "attention",
+    "parameterization",
+    "truth",
+    "voronoi",
+    "losses",
+    "optimize",
+    "jacobian",
+    "fit",
+    "simulate",
+    "verdicts",
 )
 
 __all__ = [*_MODULES, *_NAMES, "__version__"]
@@ -129,9 +147,11 @@ __all__ = [*_MODULES, *_NAMES, "__version__"]
 
 def __getattr__(name: str):
     if name == "__version__":
+        from importlib import metadata
+
         try:
-            return importlib.metadata.version("moe_lora")
-        except importlib.metadata.PackageNotFoundError:  # a source tree never installed
+            return metadata.version("moe_lora")
+        except metadata.PackageNotFoundError:  # a source tree never installed
             return "0+unknown"
     if name in _NAMES:
         value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
