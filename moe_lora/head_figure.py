@@ -115,6 +115,7 @@ def figure_rates(
     """
     slopes = rate_slopes(table, metrics=metrics, n_min=n_min, n_boot=n_boot, seed=seed)
     variations = list(pd.unique(slopes["variation"]))
+    sizes = sorted(table["n"].unique())
     fig, axes = plt.subplots(
         len(variations),
         len(metrics),
@@ -145,7 +146,9 @@ def figure_rates(
             ax.axvline(n_min, color="0.6", ls=":", lw=1)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            # Decades only on x: the minor labels of a short log axis (2x10^1, 3x10^1, ...) overlap.
+            # The sizes themselves on x: the minor labels of a short log axis (2x10^1, 3x10^1,
+            # ...) overlap.
+            ax.set_xticks(sizes, [f"{t:g}" for t in sizes])
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.tick_params(labelsize=8)
             ax.set_xlabel("n (sequences)")

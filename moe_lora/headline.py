@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .figures import METRIC_LABELS, estimator_color
+from .palette import estimator_marker
 from .rates import bootstrap_indices, curve_slope
 from .table import single_truths
 
@@ -74,7 +75,7 @@ def figure_headline(
                 sizes,
                 stats[:, 0],
                 color=color,
-                marker="o",
+                marker=estimator_marker(est),
                 ms=3.5,
                 lw=1.6,
                 label=f"{est} mean: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] "
