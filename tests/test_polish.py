@@ -151,10 +151,12 @@ def test_corrupt_and_half_written_units_are_computed_again(finished, tmp_path, c
     second.write_bytes(b"not parquet")
     stale = run / "units" / f".{second.name}.abc123.tmp"  # left by a kill -9
     stale.write_bytes(b"partial")
+    stale_table = run / ".results.parquet.xyz.tmp"
+    stale_table.write_bytes(b"partial")
     assert cli.main(["run", str(cfg), "--out", str(run), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "corrupt or half-written" in err and "computed 2 units, 2 already present" in err
-    assert not stale.exists()
+    assert not stale.exists() and not stale_table.exists()
     pd.testing.assert_frame_equal(
         pd.read_parquet(run / "results.parquet"), pd.read_parquet(out / "results.parquet")
     )

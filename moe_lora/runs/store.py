@@ -268,9 +268,10 @@ def remove_stale_temporaries(out: str | Path) -> list[Path]:
             if free and tmp.exists():
                 tmp.unlink()
                 removed.append(tmp)
-    for tmp in sorted(out.glob(".*.tmp")):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
+    for name in ("manifest.json", "results.parquet", "results.csv"):  # written under the lock
+        for tmp in sorted(out.glob(f".{name}.*.tmp")):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
     return removed
 
 
