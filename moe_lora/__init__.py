@@ -21,6 +21,8 @@ source is setup.cfg).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 #: Public name -> the module (relative to moe_lora) that defines it.
@@ -165,6 +167,21 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: importing a submodule binds it to the package's attribute of
+    its name; where a public function has that name (``moe_lora.attention``, the function of
+    ``moe_lora/attention.py``), the function keeps it, as it did when the package imported
+    everything eagerly."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _NAMES.get(name) == name:
+            return  # looked up through __getattr__: the function
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the names above, imported eagerly

@@ -443,6 +443,10 @@ def test_help_imports_nothing_heavy():
 
 
 def test_every_public_name_resolves():
+    import inspect
+
+    moe_lora.AttentionWeights  # noqa: B018  (imports moe_lora/attention.py)
+    assert inspect.isfunction(moe_lora.attention)  # the function, not its module
     for name in moe_lora.__all__:
         assert getattr(moe_lora, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
