@@ -49,9 +49,14 @@ _NAMES = {
     "FitConfig": "fit",
     "FitResult": "fit",
     "InitConfig": "fit",
+    "Screen": "fit",
     "empirical_risk": "fit",
+    "estimate": "fit",
     "fit_least_squares": "fit",
     "initial_params": "fit",
+    "random_starts": "fit",
+    "screened_fit": "fit",
+    "split_starts": "fit",
     "split_truth": "fit",
     "truth_in": "fit",
     "ExperimentKind": "kinds",
@@ -211,9 +216,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the names above, imported eager
     from .fit import FitConfig as FitConfig
     from .fit import FitResult as FitResult
     from .fit import InitConfig as InitConfig
+    from .fit import Screen as Screen
     from .fit import empirical_risk as empirical_risk
+    from .fit import estimate as estimate
     from .fit import fit_least_squares as fit_least_squares
     from .fit import initial_params as initial_params
+    from .fit import random_starts as random_starts
+    from .fit import screened_fit as screened_fit
+    from .fit import split_starts as split_starts
     from .fit import split_truth as split_truth
     from .fit import truth_in as truth_in
     from .kinds import ExperimentKind as ExperimentKind
