@@ -99,13 +99,13 @@ def main(
         )
     summarize(table, out, fit_min_n, slopes_min_n)
     from moe_lora.head_figure import figure_data_efficiency, figure_rates
+    from moe_lora.palette import save_figure
 
     for stem, fig in (
         (f"{study.name}_data_efficiency", figure_data_efficiency(table)),
         (f"{study.name}_rates", figure_rates(table, n_min=slopes_min_n)),
     ):
-        for ext in ("png", "pdf"):
-            fig.savefig(figures / f"{stem}.{ext}", dpi=120)
+        save_figure(fig, figures, stem, dpi=120)
     return table
 
 

@@ -4,8 +4,9 @@ r"""The ``moe-lora`` command: run a sweep, print its rates, draw its figures.
         [--retries N]
     moe-lora bound CONFIG.toml [--out DIR] [--quiet]
     moe-lora merge DIR
-    moe-lora rates DIR
-    moe-lora plot DIR [--out figures/]
+    moe-lora rates DIR [--partial]
+    moe-lora plot DIR [--out figures/] [--partial]
+    moe-lora --version        (also: python -m moe_lora ...)
 
 A config's ``kind`` picks the experiment (``moe_lora.kinds``): ``sweep`` (the default;
 ``moe_lora.experiment``) or ``attention_head`` (``moe_lora.head_study``). The commands know an
@@ -19,6 +20,14 @@ ones, and writes the results table.
 ``plot`` saves every figure as PDF and PNG (the only place figures are written: the figure
 functions return Figures) and copies the results table, the manifest and the slope table next to
 them, into ``<out>/data/<experiment name>/``, so committed figures carry the data they came from.
+``rates`` and ``plot`` refuse a run with missing units unless ``--partial`` is given; then every
+file they write is marked: ``rates.partial.csv``, ``<stem>_partial.pdf`` with "PARTIAL" on the
+figure, ``data/<name>/results.partial.parquet``.
+
+Every user error (a bad config, path, manifest or option) is one line on stderr,
+``moe-lora <command>: error: ...``, naming the value and what was expected, with exit status 2.
+This module imports nothing heavy at the top, so that ``moe-lora --help`` starts fast
+(benchmarks/cli_startup.py); each command imports what it needs.
 """
 
 from __future__ import annotations
@@ -34,14 +43,38 @@ DPI = 150
 
 
 def save_figure(fig, out_dir, stem: str) -> list[Path]:
-    """Write ``fig`` to ``<out_dir>/<stem>.pdf`` and ``.png``; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.pdf", out / f"{stem}.png"]
-    for p in paths:
-        fig.savefig(p, dpi=DPI)
-    fig.clear()
-    return paths
+    """Write ``fig`` to ``<out_dir>/<stem>.pdf`` and ``.png`` in the one figure style
+    (``moe_lora.palette.save_figure``: TrueType fonts, no creation date, so an unchanged figure
+    gives the same bytes); returns the paths."""
+    from .palette import save_figure as save
+
+    return save(fig, out_dir, stem, dpi=DPI)
+
+
+def _partial_note(directory, partial: bool) -> int:
+    """The number of units missing in run ``directory``; refuses a partial run unless
+    ``partial``."""
+    from .runs.store import PartialRunError, experiment_of, missing_units, read_manifest
+
+    directory = Path(directory)
+    if (directory / "results.parquet").exists():
+        return 0
+    all_units = experiment_of(read_manifest(directory)).units()
+    missing = len(missing_units(all_units, directory))
+    if missing and not partial:
+        raise PartialRunError(
+            f"{directory}: {missing} of {len(all_units)} units missing; finish the run (the same "
+            "`moe-lora run` again) or pass --partial to use the present ones, marked PARTIAL"
+        )
+    return missing
+
+
+def _partial_name(name: str, missing: int) -> str:
+    """``rates.csv`` -> ``rates.partial.csv`` when units are missing."""
+    if not missing:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.partial.{suffix}" if dot else f"{name}.partial"
 
 
 def _check_backend_options(args) -> None:
@@ -174,15 +207,17 @@ def _merge(args) -> int:
         print(
             f"moe-lora merge: {report.name}: {len(report.missing)} of {report.total} units missing "
             f"in {args.dir}; "
-            "nothing written:"
+            "nothing written:",
+            file=sys.stderr,
         )
         for u in report.missing:
             rec = report.failed.get(u.id)
             why = f"  (failed after {rec['attempts']} attempts: {rec['error']})" if rec else ""
-            print(f"  {u.id}{why}")
+            print(f"  {u.id}{why}", file=sys.stderr)
         print(
             "Run the same `moe-lora run` command (or the missing shards) again to compute them, "
-            "then merge."
+            "then merge.",
+            file=sys.stderr,
         )
         return 1
     print(
@@ -196,12 +231,15 @@ def _rates(args) -> int:
     from .runs import load_results
     from .runs.store import experiment_of
 
+    missing = _partial_note(args.dir, args.partial)
     df, manifest = load_results(args.dir)
     exp = experiment_of(manifest)
     summaries = exp.summaries(df)
+    if missing:
+        print(f"PARTIAL: {missing} of {len(exp.units())} units missing; read with care")
     print(exp.format_summaries(summaries))
     for name, table in summaries.items():
-        path = Path(args.dir) / name
+        path = Path(args.dir) / _partial_name(name, missing)
         table.to_csv(path, index=False)
         print(f"saved {path}", file=sys.stderr)
     return 0
@@ -215,11 +253,13 @@ def _plot(args) -> int:
 
     bound = Path(args.dir) / "bound.parquet"
     try:
+        missing = _partial_note(args.dir, args.partial)
         df, manifest = load_results(args.dir)
     except FileNotFoundError:
         if not bound.exists():
             raise
         df, manifest = None, read_manifest(args.dir)  # curves of `moe-lora bound` without a sweep
+        missing = 0
     figures, summaries = {}, {}
     if df is not None:
         exp = experiment_of(manifest)
@@ -229,6 +269,13 @@ def _plot(args) -> int:
         from .bounds_figure import run_bound_figures
 
         figures |= run_bound_figures(pd.read_parquet(bound), df, manifest)
+    if missing:
+        from .palette import mark_partial
+
+        total = len(experiment_of(manifest).units())
+        figures = {
+            f"{stem}_partial": mark_partial(fig, missing, total) for stem, fig in figures.items()
+        }
     for stem, fig in figures.items():
         for p in save_figure(fig, args.out, stem):
             print(p)
@@ -237,7 +284,12 @@ def _plot(args) -> int:
     for base in ("sample_complexity", "sample_complexity_median"):
         stem = f"{manifest['name']}_{base}"
         stale = [Path(args.out) / f"{stem}.{ext}" for ext in ("pdf", "png")]
-        if df is not None and stem not in figures and any(p.exists() for p in stale):
+        if (
+            df is not None
+            and not missing
+            and stem not in figures
+            and any(p.exists() for p in stale)
+        ):
             for p in stale:
                 p.unlink(missing_ok=True)
             print(f"removed {stem}: no curve's eps spans a decade of 1 / eps", file=sys.stderr)
@@ -245,12 +297,15 @@ def _plot(args) -> int:
     data = Path(args.out) / "data" / manifest["name"]
     data.mkdir(parents=True, exist_ok=True)
     if df is not None:
-        df.to_parquet(data / "results.parquet", index=False)
-    if bound.exists():
-        shutil.copyfile(bound, data / "bound.parquet")
+        df.to_parquet(data / _partial_name("results.parquet", missing), index=False)
+    for source, target in (
+        (bound, data / "bound.parquet"),
+        (Path(args.dir) / "manifest.json", data / "manifest.json"),
+    ):
+        if source.exists() and not (target.exists() and source.samefile(target)):
+            shutil.copyfile(source, target)  # (re-plotting figures/data/<name> copies nothing)
     for name, table in summaries.items():
-        table.to_csv(data / name, index=False)
-    shutil.copyfile(Path(args.dir) / "manifest.json", data / "manifest.json")
+        table.to_csv(data / _partial_name(name, missing), index=False)
     print(data)
     return 0
 
@@ -273,6 +328,7 @@ def parser() -> argparse.ArgumentParser:
         prog="moe-lora",
         description="Sample-complexity simulations of LoRA as a mixture of experts.",
     )
+    p.add_argument("--version", action="version", version=f"moe-lora {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a sweep described by a TOML config (resumable)")
     run.add_argument("config", help="experiment config, e.g. simulations/quick.toml")
@@ -324,6 +380,7 @@ def parser() -> argparse.ArgumentParser:
         "rates", help="print and save (DIR/rates.csv) the slope table of a finished run"
     )
     rates.add_argument("dir", help="output directory of `moe-lora run`")
+    rates.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
     rates.set_defaults(func=_rates)
     verdicts = sub.add_parser(
         "verdicts",
@@ -363,17 +420,50 @@ def parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")
     plot.add_argument("dir", help="output directory of `moe-lora run`")
     plot.add_argument("--out", default="figures", help="figure directory (default figures/)")
+    plot.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
     plot.set_defaults(func=_plot)
     return p
 
 
+PARTIAL_HELP = (
+    "use a run with missing units; every file written is marked partial (refused without it)"
+)
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("moe_lora")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``moe-lora`` command; returns its exit status (2 for a user error, printed as one line
+    on stderr)."""
+    import warnings
+
     args = parser().parse_args(argv)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_: (
+        f"moe-lora {args.command}: warning: {message}\n"
+    )
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"moe-lora {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # ConfigError is a ValueError; OSError: paths
+        message = str(e) if not isinstance(e, OSError) or not e.filename else _os_error(e)
+        one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+        print(f"moe-lora {args.command}: error: {one_line}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _os_error(e: OSError) -> str:
+    """``[Errno 13] Permission denied: 'x'`` -> ``x: permission denied``."""
+    what = (e.strerror or str(e)).lower()
+    return f"{e.filename}: {what}" + (f" -> {e.filename2}" if e.filename2 else "")
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import inspect
 import math
+import re
 import tomllib
 import warnings
 from pathlib import Path
@@ -66,6 +68,60 @@ _REQUIRED = dataclasses.MISSING
 
 class ConfigError(ValueError):
     """A bad experiment config; the message names the offending key."""
+
+
+#: The largest sample size (``data.sizes``, ``data.n_eval``, a study's sizes) a config may ask
+#: for. A replicate holds its n inputs and outputs, the residual and a chunk of the Jacobian in
+#: float64, about 100 bytes per row at d = 2 before the optimizer's copies, times the replicates
+#: vmapped together: 10^8 rows is about 10 GB per replicate, the most a workstation holds; and
+#: XLA indexes arrays with 32-bit integers, so n must stay far below 2^31 whatever the memory.
+MAX_N = 10**8
+#: The most replicates (or seeds) a config may ask for: each is one fit per (truth, estimator,
+#: setting, n) and one row of the table; 10^6 fits of a cell are already CPU-months.
+MAX_REPLICATES = 10**6
+#: Seeds are 0 <= seed < 2^63: ``jax.random.key`` takes a 64-bit signed integer.
+MAX_SEED = 2**63 - 1
+#: A run name is a single, safe path component: ``runs/<name>`` and ``figures/data/<name>``.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name) -> str:
+    """Refuse a run ``name`` that is not a single safe path component (letters, digits, ``.``,
+    ``_``, ``-``; not starting with ``.``; at most 100 characters).
+
+    >>> check_name("quick_s0")
+    'quick_s0'
+    >>> check_name("../x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    moe_lora.config.ConfigError: name: expected a single path component ..., got '../x'
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(
+            "name: expected a single path component of letters, digits, '.', '_' and '-' (not "
+            f"starting with '.' or '-', at most 100 characters), got {name!r}"
+        )
+    return name
+
+
+def check_seed(seed) -> int:
+    """Refuse a seed outside 0 <= seed <= 2^63 - 1 (what ``jax.random.key`` takes)."""
+    check_type("seed", seed, (int,))
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed: expected an integer in [0, 2^63 - 1], got {seed}")
+    return seed
+
+
+def unknown_key(where: str, key: str, known) -> ConfigError:
+    """The error of an unknown key, with the closest known key when one is near.
+
+    >>> str(unknown_key("data", "sigam", ["sigma", "sizes"]))
+    "data.sigam: unknown key; did you mean 'sigma'? Expected one of ['sigma', 'sizes']"
+    """
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? Expected" if close else "expected"
+    prefix = f"{where}.{key}: unknown key" if where else f"{key}: unknown key at top level"
+    return ConfigError(f"{prefix}; {hint} one of {sorted(known)}")
 
 
 def default_of(owner, name: str):
@@ -134,7 +190,7 @@ class Section:
         keys = {f.name: f for f in dataclasses.fields(cls) if f.init}
         for k in body:
             if k not in keys:
-                raise ConfigError(f"{cls.NAME}.{k}: unknown key; expected one of {sorted(keys)}")
+                raise unknown_key(cls.NAME, k, keys)
         values = {}
         for k, f in keys.items():
             if k in body and body[k] is not None:
@@ -331,8 +387,12 @@ def parse_sizes(section: Section, spec) -> tuple[int, ...]:
         for k in ("min", "max", "count"):
             check_type(f"{section.NAME}.sizes.{k}", spec[k], _NUM if k != "count" else (int,))
         lo, hi, count = spec["min"], spec["max"], spec["count"]
-        if not (1 <= lo < hi) or count < 2:
-            section.fail("sizes", f"expected 1 <= min < max and count >= 2, got {spec!r}")
+        if not (1 <= lo < hi <= MAX_N) or not 2 <= count <= 1000:
+            section.fail(
+                "sizes",
+                f"expected 1 <= min < max <= {MAX_N:.0e} (MAX_N: the largest supported n) and "
+                f"2 <= count <= 1000, got {spec!r}",
+            )
         sizes = np.unique(np.round(np.geomspace(lo, hi, count)).astype(int))
         if len(sizes) != count:
             section.fail(
@@ -344,6 +404,10 @@ def parse_sizes(section: Section, spec) -> tuple[int, ...]:
         check_type(f"{section.NAME}.sizes[]", s, (int,))
     if not spec or any(s < 1 for s in spec) or len(set(spec)) != len(spec):
         section.fail("sizes", f"expected distinct positive integers, got {spec!r}")
+    if max(spec) > MAX_N:
+        section.fail(
+            "sizes", f"{max(spec)} is above the largest supported n, {MAX_N:.0e} (config.MAX_N)"
+        )
     return tuple(sorted(int(s) for s in spec))
 
 
@@ -367,6 +431,10 @@ class DataSection(Section):
     def __post_init__(self):
         self.positive("sigma")
         self.count("replicates", "n_eval")
+        if self.replicates > MAX_REPLICATES:
+            self.fail("replicates", f"expected at most {MAX_REPLICATES:.0e}, got {self.replicates}")
+        if self.n_eval > MAX_N:
+            self.fail("n_eval", f"expected at most {MAX_N:.0e} (config.MAX_N), got {self.n_eval}")
         self.set("sizes", parse_sizes(self, self.sizes))
         self.set(
             "input_design", self.build(Design, kind=self.design, scale=float(self.design_scale))
@@ -516,6 +584,9 @@ class RatesSection(Section):
 
     def __post_init__(self):
         self.count("bootstrap")
+        self.count("n_min", "n_max")
+        if self.n_min is not None and self.n_max is not None and self.n_min > self.n_max:
+            self.fail("n_min", f"expected n_min <= n_max, got {self.n_min} > {self.n_max}")
         if not 0 < self.level < 1:
             self.fail("level", f"expected a number in (0, 1), got {self.level!r}")
         if self.statistic not in ("mean", "median"):
@@ -720,12 +791,12 @@ class Config:
         raw = _migrate({k: v for k, v in raw.items() if v is not None})
         for k in raw:
             if k not in _TOP and k not in SECTIONS:
-                raise ConfigError(
-                    f"{k}: unknown key at top level; expected one of {sorted([*_TOP, *SECTIONS])}"
-                )
+                raise unknown_key("", k, [*_TOP, *SECTIONS])
         for k, types in _TOP.items():
             if k in raw:
                 check_type(k, raw[k], types)
+        check_name(raw.get("name") or name)
+        check_seed(raw.get("seed", 0))
         if "estimators" not in raw:
             raise ConfigError("estimators: missing required key")
         sections = {}
@@ -834,6 +905,12 @@ def read_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a directory, expected a TOML config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file, expected a TOML config") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 

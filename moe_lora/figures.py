@@ -33,7 +33,7 @@ from matplotlib.ticker import LogFormatter, NullFormatter
 from matplotlib.transforms import ScaledTranslation
 
 from . import rates
-from .palette import ESTIMATOR_COLORS, estimator_order
+from .palette import ESTIMATOR_COLORS, estimator_marker, estimator_order
 from .palette import estimator_color as estimator_color
 from .table import cell_patterns, dead_atoms, families, multi_cell, pooled_truth, single_truths
 
@@ -211,6 +211,8 @@ def figure_loss(
                 c["mean"],
                 color=color,
                 lw=1.8,
+                marker=estimator_marker(est),
+                ms=4,
                 label=_slope_label(
                     est,
                     slopes,
@@ -305,7 +307,13 @@ def figure_sample_complexity(
     }
     if not drawn:
         return None
-    fig, panels = _panels(df, "truth", "truth", "1 / eps", f"n(eps), {statistic} {metric}")
+    # Only panels with a drawn curve: the others are named in a note, not left empty.
+    shown = {(truth, extra) for truth, extra, _ in drawn}
+    hidden = sorted({(truth, extra) for truth, extra, _ in fits} - shown)
+    pairs = pd.MultiIndex.from_arrays([df["truth"], df["extra"]])
+    fig, panels = _panels(
+        df[pairs.isin(list(shown))], "truth", "truth", "1 / eps", f"n(eps), {statistic} {metric}"
+    )
     for ax, truth, extra, sub in panels:
         anchors, inv_eps, skipped = [], [], []
         for est in _estimators(sub):
@@ -317,27 +325,26 @@ def figure_sample_complexity(
             color, x = estimator_color(est), 1 / t["eps"].to_numpy()
             ax.fill_between(x, t["n_low"], t["n_high"], color=color, alpha=0.15, lw=0)
             ax.plot(
-                x, t["n"], color=color, lw=1.8, label=f"{est}: n ~ eps^{1 / t['slope'].iloc[0]:.2f}"
+                x,
+                t["n"],
+                color=color,
+                lw=1.8,
+                marker=estimator_marker(est),
+                markevery=max(1, len(x) // 6),
+                ms=4,
+                label=f"{est}: n ~ eps^{1 / t['slope'].iloc[0]:.2f}",
             )
             anchors.append((x[-1], float(t["n"].iloc[-1])))
             inv_eps += list(x)
-        if anchors:
-            _complexity_references(ax, np.asarray(inv_eps), max(anchors))
-        else:
-            ax.text(
-                0.5,
-                0.5,
-                "no curve spans a decade of 1 / eps",
-                ha="center",
-                va="center",
-                transform=ax.transAxes,
-                color="0.4",
-            )
+        _complexity_references(ax, np.asarray(inv_eps), max(anchors))
         extra_handles = []
         if skipped:
             label = "not drawn, eps spans < 1 decade: " + ", ".join(skipped)
             extra_handles.append(Line2D([], [], color="none", label=label))
         _legend(ax, *extra_handles)
+    if hidden:
+        names = "; ".join(f"truth {truth}, {_setting(extra)}" for truth, extra in hidden)
+        fig.supxlabel(f"no curve's eps spans a decade of 1 / eps (not drawn): {names}", fontsize=8)
     fig.suptitle(f"Sample complexity, fitted power law of the {statistic} {metric} (95% band)")
     return fig
 

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.ticker import NullFormatter
 
 from .head import REFERENCE, data_efficiency, error_bands, improvement, rate_slopes
-from .palette import STUDENT_COLORS
+from .palette import STUDENT_COLORS, estimator_marker
 
 COLORS = STUDENT_COLORS
 LABELS = {
@@ -46,7 +46,14 @@ def figure_data_efficiency(
         for student in pd.unique(part["student"]):
             s = part[part["student"] == student]
             color = COLORS.get(student)
-            left.plot(s["n"], s["center"], "o-", color=color, label=LABELS.get(student, student))
+            left.plot(
+                s["n"],
+                s["center"],
+                "-",
+                marker=estimator_marker(student),
+                color=color,
+                label=LABELS.get(student, student),
+            )
             left.fill_between(s["n"], s["lo"], s["hi"], color=color, alpha=0.25)
         left.set_yscale("log")
         left.set_ylabel(f"{metric.replace('_', ' ')} (median)")
@@ -60,7 +67,8 @@ def figure_data_efficiency(
             right.plot(
                 c["n"],
                 c["log_ratio_median"],
-                "o-",
+                "-",
+                marker=estimator_marker(candidate),
                 color=color,
                 label=LABELS.get(candidate, candidate),
             )
@@ -107,6 +115,7 @@ def figure_rates(
     """
     slopes = rate_slopes(table, metrics=metrics, n_min=n_min, n_boot=n_boot, seed=seed)
     variations = list(pd.unique(slopes["variation"]))
+    sizes = sorted(table["n"].unique())
     fig, axes = plt.subplots(
         len(variations),
         len(metrics),
@@ -131,11 +140,17 @@ def figure_rates(
                 color = COLORS.get(student)
                 interval = f"[{s['lo']:.2f}, {s['hi']:.2f}]"
                 label = f"{LABELS.get(student, student)}: slope {s['slope']:.2f} {interval}"
-                ax.plot(b["n"], b["center"], "o-", color=color, label=label, ms=3)
+                marker = estimator_marker(student)
+                ax.plot(b["n"], b["center"], "-", marker=marker, color=color, label=label, ms=3)
                 ax.fill_between(b["n"], b["lo"], b["hi"], color=color, alpha=0.25)
             ax.axvline(n_min, color="0.6", ls=":", lw=1)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            # The sizes themselves on x: the minor labels of a short log axis (2x10^1, 3x10^1,
+            # ...) overlap.
+            ax.set_xticks(sizes, [f"{t:g}" for t in sizes])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(labelsize=8)
             ax.set_xlabel("n (sequences)")
             ax.set_ylabel(f"{metric.replace('_', ' ')} (median)")
             ax.set_title(f"{variation}: {metric.replace('_', ' ')}", fontsize=9)

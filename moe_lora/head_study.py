@@ -39,7 +39,16 @@ import numpy as np
 import pandas as pd
 
 from . import kinds
-from .config import ConfigError, Section, check_type, key, parse_sizes
+from .config import (
+    MAX_REPLICATES,
+    ConfigError,
+    Section,
+    check_name,
+    check_seed,
+    check_type,
+    key,
+    parse_sizes,
+)
 from .experiment import ReplicateBlock
 from .head import STUDENTS, TRACE_COUNT, HeadConfig, head_unit, parameter_counts, teacher_and_test
 
@@ -88,6 +97,8 @@ class StudySection(Section):
             )
         self.set("sizes", sizes)
         self.count("seeds", "seeds_per_unit")
+        if self.seeds > MAX_REPLICATES:
+            self.fail("seeds", f"expected at most {MAX_REPLICATES:.0e}, got {self.seeds}")
         self.set("seeds_per_unit", min(self.seeds_per_unit or self.seeds, self.seeds))
         students = tuple(self.students)
         if (
@@ -131,6 +142,8 @@ class HeadStudyConfig:
                     f"{sorted(_TOP)}"
                 )
             check_type(k, v, _TOP[k])
+        check_name(raw.get("name") or name)
+        check_seed(raw.get("seed", 0))
         head = dict(raw.get("head", {}))
         _head("head", head)
         variations = {}

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .figures import METRIC_LABELS, estimator_color
+from .palette import estimator_marker
 from .rates import bootstrap_indices, curve_slope
 from .table import single_truths
 
@@ -74,7 +75,7 @@ def figure_headline(
                 sizes,
                 stats[:, 0],
                 color=color,
-                marker="o",
+                marker=estimator_marker(est),
                 ms=3.5,
                 lw=1.6,
                 label=f"{est} mean: slope {s['slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] "
@@ -149,11 +150,10 @@ def main(argv=None) -> int:
         n_min=rates.n_min,
         n_max=rates.n_max,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"{args.name}.{ext}", dpi=150)
-    print(out / f"{args.name}.png")
+    from .palette import save_figure
+
+    save_figure(fig, args.out, args.name)
+    print(Path(args.out) / f"{args.name}.png")
     return 0
 
 

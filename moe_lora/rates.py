@@ -16,6 +16,8 @@ slope recomputed, ``bootstrap`` times.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -192,7 +194,13 @@ def slope_table(
     if the table holds families of truths (``delta`` values), also (through, estimator, extra)
     over each whole family with the worst mean (median) over its members at each n: statistic
     ``"minimax-mean"`` (``"minimax-median"``), with ``truth`` set to ``through``.
+
+    Raises:
+        ValueError: ``n_min > n_max``, or no curve has a slope (no two sizes in the fit range).
+            A slope through only two sizes gets a ``UserWarning``: it has no residual to judge it.
     """
+    if n_min is not None and n_max is not None and n_min > n_max:
+        raise ValueError(f"rates: expected n_min <= n_max, got n_min = {n_min} > n_max = {n_max}")
     rows = []
     # A study's truths are (seed, truth) pairs: each seed's curve is its own.
     axis = ["seed"] if "seed" in df else []
@@ -237,7 +245,29 @@ def slope_table(
                         | res
                         | extra
                     )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    _check_slopes(table, n_min, n_max)
+    return table
+
+
+def _check_slopes(table: pd.DataFrame, n_min, n_max) -> None:
+    """Refuse a slope table without a single slope; warn of slopes through two sizes."""
+    if not len(table):
+        return  # no curve at all (an empty results table): nothing to judge
+    if table["slope"].isna().all():
+        sizes = "all sizes" if n_min is None and n_max is None else f"n in [{n_min}, {n_max}]"
+        raise ValueError(
+            f"rates: no slope: no curve has two sizes with positive values in the fit range "
+            f"({sizes}); widen [rates] n_min/n_max or run more sizes"
+        )
+    two = table[(table["points"] == 2) & table["slope"].notna()]
+    if len(two):
+        warnings.warn(
+            f"{len(two)} of {len(table)} slopes are fitted through only 2 sizes (no residual: "
+            "read their intervals with care)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def format_slope_table(table: pd.DataFrame, level: float = 0.95) -> str:

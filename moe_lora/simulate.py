@@ -304,6 +304,7 @@ def simulate_replicates(
     X_eval: Float[Array, "m d"],
     design: Design = Design(),
     batch: int | None = None,
+    allow_float32: bool = False,
 ) -> Record:
     """Fit ``estimator`` to fresh data of size n from ``truth``, for each replicate index.
 
@@ -324,6 +325,9 @@ def simulate_replicates(
             differently, so a fit's path can differ by a few iterations: converged fits agree
             (risk to about 1e-8 relative), but fits in vanilla's weight/value valley can end at
             different points of it (docs/results.md, "Empirical minimax").
+        allow_float32: run even when float64 is off. Without it, a call with
+            ``jax_enable_x64`` off is refused: in float32 D and the L2 error take other values and
+            no fit is certified.
 
     Returns:
         A ``Record`` whose every field has a leading replicate axis.
@@ -340,6 +344,12 @@ def simulate_replicates(
         >>> rec.D.shape, bool(rec.certified.all())
         ((2,), True)
     """
+    if not (jax.config.jax_enable_x64 or allow_float32):
+        raise ValueError(
+            "simulate_replicates measures in float64; call "
+            "jax.config.update('jax_enable_x64', True) first, or pass allow_float32=True to run "
+            "in float32 (other D and L2 values, no fit certified)"
+        )
     checks.integer("n", n, minimum=1)
     if not isinstance(sigma, (int, float)):
         raise FieldError("sigma", f"sigma must be a Python number, got {type(sigma).__name__}")

@@ -85,7 +85,7 @@ def test_rates_and_plot_of_a_study(config, reference, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ray_run_of_a_study_gives_the_local_table(config, reference, tmp_path):
-    import ray
+    ray = pytest.importorskip("ray")  # the ray extra
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)

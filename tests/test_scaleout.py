@@ -39,8 +39,9 @@ def reference(config, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    """A local Ray instance for this module; the CLI and ``run_sweep_ray`` use it as it is."""
-    import ray
+    """A local Ray instance for this module; the CLI and ``run_sweep_ray`` use it as it is (the
+    tests that use it skip where Ray, the ``ray`` extra, is not installed)."""
+    ray = pytest.importorskip("ray")
 
     with warnings.catch_warnings():
         # JAX warns at any fork once it has started (earlier tests started it here); ray.init's
@@ -140,7 +141,7 @@ def test_failing_unit_is_retried_recorded_and_named_by_merge(
     assert not (out / "results.parquet").exists()
 
     assert cli.main(["merge", str(out)]) == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # a refusal: on stderr
     assert f"1 of {N_UNITS} units missing" in printed
     assert (
         f"  {always}  (failed after 3 attempts: RuntimeError: injected failure in {always})"
@@ -288,7 +289,7 @@ def test_merge_names_missing_units_and_writes_nothing(config, tmp_path, capsys):
     assert cli.main(["run", str(config), "--out", str(out), "--shard", "1/4", "--quiet"]) == 0
     capsys.readouterr()
     assert cli.main(["merge", str(out)]) == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # a refusal: on stderr
     present = {p.stem for p in (out / "units").glob("*.parquet")}
     expected_missing = [u.id for u in load_experiment(config).units() if u.id not in present]
     assert len(present) == 2 and f"{len(expected_missing)} of {N_UNITS} units missing" in printed

@@ -217,8 +217,9 @@ def finish(
     failed: list[dict] | None = None,
 ) -> RunSummary:
     """Merge when every unit of ``all_units`` is present, and summarise the run."""
-    missing = store.missing_units(all_units, out)
-    results = None if missing else store.write_results(all_units, key_columns, out)
+    with store.directory_lock(out):
+        missing = store.missing_units(all_units, out)
+        results = None if missing else store.write_results(all_units, key_columns, out)
     failed = failed or []
     return RunSummary(
         len(todo) - len(failed),
@@ -245,7 +246,10 @@ def run_sweep(
     for its manifest, units, context and key columns.
 
     Units are independent and written atomically: stop the run at any time and start it again
-    with the same arguments to resume. ``out/timings.jsonl`` gets one line per computed unit
+    with the same arguments to resume. Each unit file records the hash of the config that made
+    it; a unit of another config is refused, a corrupt one computed again, and a unit another
+    live process is computing (its claim, ``store.claimed``) is left to it, so runs may share
+    ``out``. ``out/timings.jsonl`` gets one line per computed unit
     (wall and CPU seconds of this process, whether it compiled), kept apart from the results so
     that those do not depend on the machine.
     """
@@ -254,23 +258,28 @@ def run_sweep(
     t_start = time.perf_counter()
     truths = exp.draw_truths()
     all_units = exp.units()
-    store.write_or_check(out, store.manifest(manifest_entries(exp, truths)))
+    store.start_run(out, store.manifest(manifest_entries(exp, truths)), all_units)
+    config_hash = store.config_hash(exp.config.to_dict())
     mine = shard_units(all_units, shard)
     todo = [u for u in mine if not store.unit_path(out, u).exists()]
 
+    computed = []
+
     def keep(result: UnitResult) -> None:
-        store.write_unit(out, result.unit, result.frame)
+        store.write_unit(out, result.unit, result.frame, config_hash)
         store.record_timing(out, result.timing)
+        computed.append(result.unit)
 
     run_units(
-        compute_locally(exp.context(truths), todo),
+        compute_locally(exp.context(truths), store.claimed(out, todo)),
         todo,
         len(mine),
         on_result=keep,
         progress=progress,
         stream=stream,
     )
-    return finish(out, all_units, exp.key_columns, mine, todo, t_start)
+    # Units claimed by another run sharing ``out`` count as skipped.
+    return finish(out, all_units, exp.key_columns, mine, computed, t_start)
 
 
 # --------------------------------------------------------------------------------------------

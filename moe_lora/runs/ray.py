@@ -108,7 +108,7 @@ def unit_task(
     cpu = time.process_time()
     frame, seconds, compiled = compute(context, unit)
     cpu = time.process_time() - cpu
-    store.write_unit(out, unit, frame)
+    store.write_unit(out, unit, frame, store.config_hash(raw))
     return {
         "unit": unit.id,
         "fits": unit.fits,
@@ -215,7 +215,8 @@ def run_sweep_ray(
     t_start = time.perf_counter()
     all_units = exp.units()
     mine = shard_units(all_units, shard)
-    todo = [u for u in mine if not store.unit_path(out, u).exists()]
+    # A corrupt unit file counts as missing (``store.start_run`` removes it).
+    todo = [u for u in mine if not store.unit_complete(out, u)]
     failed: list[dict] = []
 
     def keep(result: UnitResult) -> None:
@@ -239,7 +240,7 @@ def run_sweep_ray(
         )
     try:
         truths = exp.draw_truths()
-        store.write_or_check(out, store.manifest(manifest_entries(exp, truths)))
+        store.start_run(out, store.manifest(manifest_entries(exp, truths)), all_units)
         if todo:
             results = compute_with_ray(
                 ray,

@@ -7,6 +7,11 @@ Layout of ``DIR``:
   separations); a run into a ``DIR`` holding another config is refused;
 * ``units/<unit id>.parquet``: one file per computed unit, written atomically (a temporary file
   in the same folder, then a rename), so an interrupted run loses at most the unit in progress;
+  its parquet metadata records ``config_hash`` (``config_hash``: the part of the config that
+  changes numbers), and a run refuses a unit file whose hash differs from its config's;
+* ``units/<unit id>.lock``: the claim of a unit being computed (an ``flock``, released when its
+  process ends, however it ends), so two runs into one directory never compute a unit twice;
+* ``.lock``: held while the manifest is checked or written and while the table is merged;
 * ``timings.jsonl``: one line per computed unit (wall and CPU seconds, whether it compiled);
 * ``failed.jsonl``: one line per unit a distributed backend gave up on;
 * ``results.parquet`` and ``results.csv``: the merged table, written once every unit is present.
@@ -19,8 +24,10 @@ kinds (``moe_lora.kinds``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -28,10 +35,13 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..config import ConfigError, manifest_config
 from ..kinds import experiment_from_dict, manifest_entries
@@ -85,30 +95,207 @@ def unit_path(out: str | Path, unit) -> Path:
     return Path(out) / "units" / f"{unit.id}.parquet"
 
 
-def write_unit(out: str | Path, unit, frame: pd.DataFrame) -> None:
-    """Store a computed unit's rows atomically."""
-    write_frame(unit_path(out, unit), frame)
+#: Parquet metadata key of a unit file's config hash.
+HASH_KEY = b"moe_lora.config_hash"
+#: Keys of a resolved config that change no number of the table (``[rates]`` reads the table).
+_NOT_COMPUTED = ("name", "description", "rates")
+
+
+def config_hash(config: dict) -> str:
+    """SHA-256 (hex, 16 characters) of the part of a resolved config (``config.to_dict()``, any
+    kind) that changes the numbers of the table: all but ``name``, ``description`` and
+    ``[rates]``.
+
+    >>> config_hash({"seed": 0, "name": "a"}) == config_hash({"seed": 0, "name": "b"})
+    True
+    >>> config_hash({"seed": 0}) == config_hash({"seed": 1})
+    False
+    """
+    computed = {k: v for k, v in config.items() if k not in _NOT_COMPUTED}
+    text = json.dumps(computed, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_unit(out: str | Path, unit, frame: pd.DataFrame, config_hash: str | None = None) -> None:
+    """Store a computed unit's rows atomically, with the hash of the config that made them in the
+    file's metadata."""
+    path = unit_path(out, unit)
+    if config_hash is None:
+        write_frame(path, frame)
+        return
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), HASH_KEY: config_hash.encode()}
+    )
+    fd, tmp = _temp_next_to(path)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def unit_hash(path: str | Path) -> str | None:
+    """The config hash recorded in a unit file (None for files written before 0.2.0).
+
+    Raises:
+        ValueError: the file is not a complete parquet file (corrupt or half-written).
+    """
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such unit file") from None
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
+    value = metadata.get(HASH_KEY)
+    return None if value is None else value.decode()
+
+
+def unit_complete(out: str | Path, unit) -> bool:
+    """Whether ``unit``'s result file is present and a complete parquet file."""
+    try:
+        unit_hash(unit_path(out, unit))
+    except ValueError:
+        return False
+    return True
+
+
+def check_units(out: str | Path, all_units: list, expected: str, *, manifest_was_there: bool):
+    """Check the present unit files of ``out`` before a run: remove corrupt or half-written ones
+    (they are computed again), refuse any whose config hash differs from ``expected``.
+
+    A unit file without a hash (written before 0.2.0) is accepted only when the manifest was
+    already there (it was checked against the config); without one nothing tells which config made
+    it.
+
+    Returns:
+        The paths removed as corrupt.
+
+    Raises:
+        ConfigError: a unit written for another config, or without a hash and without manifest.
+    """
+    removed, other, unhashed = [], [], []
+    for u in all_units:
+        path = unit_path(out, u)
+        if not path.exists():
+            continue
+        try:
+            h = unit_hash(path)
+        except ValueError:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            continue
+        if h is None:
+            unhashed.append(path)
+        elif h != expected:
+            other.append(path)
+    if other:
+        raise ConfigError(
+            f"{out}: {len(other)} unit files were computed with another config (config hash "
+            f"{unit_hash(other[0])} in {other[0].name}, this config's is {expected}); "
+            "resume with the config that made them or write to another --out directory"
+        )
+    if unhashed and not manifest_was_there:
+        raise ConfigError(
+            f"{out}: {len(unhashed)} unit files without a config hash (written before 0.2.0, "
+            f"e.g. {unhashed[0].name}) and no manifest.json to tell which config made them; "
+            "restore the manifest or write to another --out directory"
+        )
+    for path in removed:
+        print(f"warning: {path}: corrupt or half-written; computing it again", file=sys.stderr)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# Locks and claims
+
+
+@contextlib.contextmanager
+def directory_lock(out: str | Path) -> Iterator[None]:
+    """Hold ``out/.lock`` (an exclusive ``flock``; waits for another run to release it)."""
+    with _flock(Path(out) / ".lock", blocking=True) as held:
+        assert held
+        yield
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, blocking: bool) -> Iterator[bool]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield True
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def claimed(out: str | Path, todo: list) -> Iterator:
+    """The units of ``todo`` this process claims, one at a time: each is yielded while its claim
+    (``units/<id>.lock``) is held, and only if no other live process holds it and its result
+    file is still absent. The claim is released (and its file removed) when the next unit is
+    asked for, so the caller writes a unit's result before asking for the next one."""
+    folder = Path(out) / "units"
+    folder.mkdir(parents=True, exist_ok=True)
+    for u in todo:
+        lock = folder / f"{u.id}.lock"
+        with _flock(lock, blocking=False) as held:
+            if not held or unit_path(out, u).exists():
+                continue
+            try:
+                yield u
+            finally:
+                lock.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(out: str | Path) -> list[Path]:
+    """Remove the temporary files a killed writer left in ``out/units``: those of units whose
+    claim no live process holds. Call it holding ``directory_lock`` (which guards the temporary
+    files of the manifest and the merged table, also removed here)."""
+    out, removed = Path(out), []
+    for tmp in sorted((out / "units").glob(".*.tmp")):
+        unit_id = tmp.name[1:].split(".parquet.")[0]
+        with _flock(out / "units" / f"{unit_id}.lock", blocking=False) as free:
+            if free and tmp.exists():
+                tmp.unlink()
+                removed.append(tmp)
+    for name in ("manifest.json", "results.parquet", "results.csv"):  # written under the lock
+        for tmp in sorted(out.glob(f".{name}.*.tmp")):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 # --------------------------------------------------------------------------------------------
 # Manifest
 
 
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+
+
 def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
+    """The commit of moe_lora's own source tree: only if the package's folder is ``moe_lora/``
+    at the top of a git work tree (an editable install of the repository); None otherwise, e.g.
+    for a package installed into a ``.venv`` inside another project's repository."""
+    here = package = Path(__file__).resolve().parents[1]
     try:
-        res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
+        top = _git(["rev-parse", "--show-toplevel"], here)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() / "moe_lora" != package:
+            return None
+        res = _git(["rev-parse", "HEAD"], here)
         if res.returncode != 0:
             return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
+        dirty = _git(["status", "--porcelain", "--untracked-files=no"], here)
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -125,12 +312,20 @@ def library_versions() -> dict:
     return out
 
 
-def provenance() -> dict:
-    """Package version, git commit, library versions and the float64 flag of this process."""
-    from .. import __version__
+def package_version() -> str:
+    """moe_lora's version, from its installed metadata (setup.cfg's ``version``); ``0+unknown``
+    when the package runs from a source tree that was never installed."""
+    try:
+        return importlib.metadata.version("moe_lora")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
+
+def provenance() -> dict:
+    """Package version, git commit (None unless moe_lora runs from its own git tree), library
+    versions and the float64 flag of this process."""
     return {
-        "package_version": __version__,
+        "package_version": package_version(),
         "git_commit": _git_commit(),
         "libraries": library_versions(),
         "x64": bool(jax.config.jax_enable_x64),
@@ -149,14 +344,33 @@ def manifest(entries: dict) -> dict:
     }
 
 
+#: Keys every manifest has (older ones included).
+MANIFEST_KEYS = ("name", "seed", "config")
+
+
 def read_manifest(out: str | Path) -> dict:
-    """The manifest of run directory ``out``."""
+    """The manifest of run directory ``out``.
+
+    Raises:
+        FileNotFoundError: ``out`` has no manifest.
+        ConfigError: the manifest is not JSON or lacks a key (naming the file).
+    """
     path = Path(out) / "manifest.json"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no manifest; is {out} the output directory of `moe-lora run`?"
         )
-    return json.loads(path.read_text())
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); restore it or start a new run") from None
+    missing = [k for k in MANIFEST_KEYS if not isinstance(m, dict) or k not in m]
+    if missing or not isinstance(m["config"], dict):
+        raise ConfigError(
+            f"{path}: not a manifest of `moe-lora run` (missing keys {missing or ['config']}); "
+            "restore it or start a new run"
+        )
+    return m
 
 
 def experiment_of(m: dict):
@@ -169,26 +383,95 @@ def computed_part(config):
     return dataclasses.replace(config, rates=None) if hasattr(config, "rates") else config
 
 
+def _flat(d, prefix: str = "") -> dict:
+    """A nested dict as dotted keys -> values."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differing_keys(before: dict, after: dict) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs, in order.
+
+    >>> differing_keys({"data": {"sigma": 0.1, "n": 2}}, {"data": {"sigma": 0.2, "n": 2}})
+    ['data.sigma']
+    """
+    a, b = _flat(before), _flat(after)
+    return [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def _describe_differences(before: dict, after: dict, limit: int = 6) -> str:
+    a, b = _flat(before), _flat(after)
+    keys = differing_keys(before, after)
+    shown = [f"{k}: {a.get(k, '<absent>')!r} recorded, {b.get(k, '<absent>')!r} now" for k in keys]
+    more = f"; and {len(keys) - limit} more" if len(keys) > limit else ""
+    return "; ".join(shown[:limit]) + more
+
+
 def write_or_check(out: str | Path, m: dict) -> dict:
     """Create ``manifest.json`` holding the manifest ``m``, or check that an existing one holds the
-    same config (both read back through their kind); a config that differs only in ``[rates]``
-    (fit range, statistic, verdict rules) replaces the recorded one."""
+    same config, ``[rates]`` included (both read back through their kind, so that a manifest of an
+    older version with fewer defaults compares equal). The verdict rules are recorded when a run
+    first starts: a resume with other rules is refused, like one with another computation
+    (``moe-lora verdicts --config`` applies other rules to a finished run).
+
+    Raises:
+        ConfigError: the directory holds another config; the message names the keys that differ.
+    """
     path = Path(out) / "manifest.json"
     if path.exists():
-        old = json.loads(path.read_text())
-        before, config = experiment_of(old).config, experiment_of(m).config
-        if computed_part(before) != computed_part(config):
-            raise ConfigError(
-                f"{path} holds a different config (experiment {old.get('name')!r}); "
-                "resume with the same config or write to another --out directory"
-            )
+        old = read_manifest(out)
+        try:
+            before = experiment_of(old).config.to_dict()
+        except ConfigError as e:
+            raise ConfigError(f"{path}: the recorded config no longer reads: {e}") from None
+        config = experiment_of(m).config.to_dict()
         if before != config:
-            # Only [rates] changed: how the table is read, not what was computed. Record the new
-            # reading.
-            old["config"] = m["config"]
-            write_text(path, json.dumps(old, indent=1) + "\n")
+            raise ConfigError(
+                f"{path} holds a different config (experiment {old.get('name')!r}): "
+                f"{_describe_differences(before, config)}; resume with the same config or write "
+                "to another --out directory"
+            )
         return old
     write_text(path, json.dumps(m, indent=1) + "\n")
+    return m
+
+
+def prepare_directory(out: str | Path) -> Path:
+    """Create run directory ``out`` (and ``out/units``); a path that is a file, or a folder that
+    cannot be written, is a ``ConfigError`` naming it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file, expected a run directory")
+    try:
+        (out / "units").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create the run directory ({e.strerror})") from None
+    for folder in (out, out / "units"):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {out}: {folder} is not writable")
+    return out
+
+
+def start_run(out: str | Path, m: dict, all_units: list) -> dict:
+    """Everything a run does to its directory before computing, under ``directory_lock`` (so two
+    runs cannot race past the check): create it, write or check the manifest ``m``, remove the
+    temporary files of killed writers, check the present unit files (``check_units``).
+
+    Returns:
+        The manifest in force (the recorded one on a resume).
+    """
+    out = prepare_directory(out)
+    with directory_lock(out):
+        was_there = (out / "manifest.json").exists()
+        m = write_or_check(out, m)
+        remove_stale_temporaries(out)
+        expected = config_hash(experiment_of(m).config.to_dict())
+        check_units(out, all_units, expected, manifest_was_there=was_there)
     return m
 
 
@@ -203,8 +486,35 @@ def write_or_check_manifest(out: str | Path, exp, truths: dict) -> dict:
 
 
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one JSON line; a last line left half-written by a killed process is ended first,
+    so that it spoils only itself."""
+    with open(path, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+            ended = f.read(1) == b"\n"
+        else:
+            ended = True
+        f.write((("" if ended else "\n") + json.dumps(record) + "\n").encode())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines log; a line that is not a JSON object (one left half-written
+    by a killed process) is skipped with a warning naming the file and the line."""
+    records = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if not isinstance(rec, dict):
+            warning = f"warning: {path}:{i}: not a JSON record (half-written?); skipped"
+            print(warning, file=sys.stderr)
+            continue
+        records.append(rec)
+    return records
 
 
 def record_timing(out: str | Path, record: dict) -> None:
@@ -236,8 +546,7 @@ def read_failures(out: str | Path) -> dict[str, dict]:
     path = Path(out) / "failed.jsonl"
     if not path.exists():
         return {}
-    lines = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {rec["unit"]: rec for rec in lines}
+    return {rec["unit"]: rec for rec in read_jsonl(path) if "unit" in rec}
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +590,14 @@ class MergeReport:
     results: Path | None
 
 
+def is_partial(out: str | Path) -> bool:
+    """Whether run directory ``out`` has no merged table and misses units."""
+    out = Path(out)
+    if (out / "results.parquet").exists():
+        return False
+    return bool(missing_units(experiment_of(read_manifest(out)).units(), out))
+
+
 def merge_run(out: str | Path) -> MergeReport:
     """Check that every unit of the experiment in ``out/manifest.json`` has its result file, then
     merge them into ``results.parquet`` and ``results.csv``.
@@ -318,9 +635,19 @@ def merge_run(out: str | Path) -> MergeReport:
     return MergeReport(exp.name, len(all_units), [], {}, write_results(all_units, keys, out, df))
 
 
-def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
+def load_results(out: str | Path, *, partial: bool = True) -> tuple[pd.DataFrame, dict]:
     """(table, manifest) of a run directory; merges the present units if ``results.parquet`` is
-    absent."""
+    absent.
+
+    Args:
+        out: the run directory.
+        partial: accept a run with missing units (the default: the table of the present ones,
+            with a warning); False refuses such a run (``moe-lora rates`` and ``plot`` without
+            ``--partial``).
+
+    Raises:
+        PartialRunError: units are missing and ``partial`` is false.
+    """
     out = Path(out)
     m = read_manifest(out)
     path = out / "results.parquet"
@@ -329,10 +656,15 @@ def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
     exp = experiment_of(m)
     all_units = exp.units()
     missing = missing_units(all_units, out)
+    if missing and not partial:
+        raise PartialRunError(
+            f"{out}: {len(missing)} of {len(all_units)} units missing; finish the run (`moe-lora "
+            "run` again) or pass --partial to use the present ones, marked PARTIAL"
+        )
     if missing:
         print(
-            f"warning: {len(missing)} of {m['units']} units missing in {out}; using the present "
-            "ones",
+            f"warning: {len(missing)} of {len(all_units)} units missing in {out}; using the "
+            "present ones (PARTIAL)",
             file=sys.stderr,
         )
     return merge_units(all_units, exp.key_columns, out), m
@@ -348,3 +680,7 @@ def with_recorded_keys(df: pd.DataFrame, m: dict) -> pd.DataFrame:
             at = df.columns.get_loc("experiment") + 1 if "experiment" in df else 0
             df.insert(at, column, m[column])
     return df
+
+
+class PartialRunError(ValueError):
+    """A run with missing units, read where a finished one is needed."""
