@@ -256,6 +256,34 @@ def saturation(df: pd.DataFrame, sigma: float = 0.02) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def saturation_figure(table: pd.DataFrame):
+    """Median and largest gap of best-of-R' above best-of-all against R', a panel per n."""
+    import matplotlib.pyplot as plt
+
+    from moe_lora.palette import estimator_color, estimator_marker
+
+    sizes = sorted(table.n.unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
+    floor = 1e-3  # gaps below 1e-3 sigma^2 / n drawn at 1e-3 (log axis)
+    for ax, n in zip(axes[0], sizes):
+        for family, g in table[table.n == n].groupby("family", sort=False):
+            kw = dict(color=estimator_color(family), marker=estimator_marker(family))
+            ax.plot(g.R, np.maximum(g.median_gap_to_best_of_all, floor), label=family, **kw)
+            ax.plot(g.R, np.maximum(g.worst_gap_to_best_of_all, floor), ls=":", alpha=0.6, **kw)
+        ax.axhline(0.1, color="grey", lw=0.8, ls="--")
+        ax.set(xscale="log", yscale="log", xlabel="restarts R'", title=f"n = {n:g}")
+        ax.set_xticks(SATURATION_R, [str(r) for r in SATURATION_R])
+    axes[0][0].set_ylabel("best of R' - best of all (sigma^2 / n)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(
+        "Truth-free random restarts, unscreened: median (solid) and worst (dotted) gap of the best "
+        "of R' above the best of all R measured (0 at R' = R by construction)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A markdown table (3 significant digits)."""
     fmt = lambda x: f"{x:.3g}" if isinstance(x, float) else str(x)
@@ -275,6 +303,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "restarts.csv")
     p.add_argument("--summary", action="store_true", help="print the table of --out only")
     p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
+    p.add_argument(
+        "--figure",
+        type=Path,
+        help="also draw the saturation curves of --out (and of --also) into this folder",
+    )
+    p.add_argument("--also", type=Path, nargs="*", default=[], help="more results files")
     a = p.parse_args()
     if not a.summary:
         exp, truths = setting()
@@ -304,7 +338,19 @@ def main() -> None:
                     )
     df = pd.read_csv(a.out)
     tables = {"Screened against unscreened": summary(df)}
-    tables["Saturation of the unscreened restarts (best of the first R' of R)"] = saturation(df)
+    curves = pd.concat([saturation(df), *(saturation(pd.read_csv(f)) for f in a.also)])
+    # Where two files measured one (family, n), the one with more restarts.
+    R_max = curves.groupby(["family", "n", "fits"]).R.transform("max")
+    curves = curves[
+        R_max == curves.assign(R_max=R_max).groupby(["family", "n"]).R_max.transform("max")
+    ]
+    tables["Saturation of the unscreened restarts (best of the first R' of R)"] = curves
+    if a.figure is not None:
+        from moe_lora.palette import save_figure
+
+        data = ROOT / "figures" / "data" / "restart_saturation.csv"
+        curves.to_csv(data, index=False)
+        print(f"wrote {data} and", save_figure(saturation_figure(curves), a.figure, data.stem))
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         for title, table in tables.items():
             if table.empty:
