@@ -161,15 +161,14 @@ def test_every_committed_single_seed_run_is_a_slice_of_one_study():
         assert slices[name] == [name] and len(studies[name].seeds) > 1
 
 
-def _single_seed(study, seed: int):
-    """The config of seed ``seed`` alone, as the single-seed configs the studies replaced were
-    written: top-level ``seed``, the families drawn at it in ``truth.through``, no truth axis."""
+def _single_seed(study, unit):
+    """The config of ``unit``'s seed, family and estimator alone, as the single-seed configs the
+    studies replaced were written: top-level ``seed``, ``truth.through``, no truth axis."""
     raw = study.config.to_dict()
-    draws = [d for d in raw["truth"].pop("draws") if seed in d["seeds"]]
-    raw["truth"]["through"] = [d["through"] for d in draws]
-    fitting = {e for d in draws for e in d["estimators"]}
-    raw["estimators"] = [e for e in raw["estimators"] if e in fitting]
-    raw["seed"], raw["name"] = seed, f"{study.name}_s{seed}"
+    del raw["truth"]["draws"]
+    raw["truth"]["through"] = [unit.truth.through]
+    raw["estimators"] = [unit.estimator]
+    raw["seed"], raw["name"] = unit.seed, f"{study.name}_s{unit.seed}"
     return experiment_from_dict(raw, raw["name"])
 
 
@@ -193,7 +192,7 @@ def test_the_cheapest_unit_of_a_study_is_bit_for_bit_its_seeds_config_alone(stud
     seed_run_is_a_slice_of_one_study``), and its rows are checked above, to round-off."""
     study = load_experiment(study_path)
     unit = _cheapest(study)
-    alone = _single_seed(study, unit.seed)
+    alone = _single_seed(study, unit)
     assert study.holds(alone) and alone.seeds == (unit.seed,)
     (single,) = [u for u in alone.units() if u.id == unit.id]
     rows = study.context().compute(unit)[0]
