@@ -486,15 +486,67 @@ def figure_diagnostics(df: pd.DataFrame) -> Figure:
     return fig
 
 
+def figure_oracle(df: pd.DataFrame) -> Figure | None:
+    """The truth-free estimator against the oracle start on the same data (issue 36).
+
+    Per estimator (columns) and single truth: the median D (top) and L2 error (bottom) against n
+    of the estimate (solid, with the band between the medians of ``D_ambiguity_min`` and
+    ``D_ambiguity_max``: fits within sigma^2 / n of the best restart) and of the oracle-start fit
+    recorded beside it (``D_oracle``, dashed; the oracle's L2 is not recorded). None when the
+    table has no oracle diagnostic (``D_oracle`` absent or all NaN).
+    """
+    if "D_oracle" not in df or not np.isfinite(df["D_oracle"]).any():
+        return None
+    d = single_truths(df)
+    d = d[np.isfinite(d["D_oracle"])]
+    ests = _estimators(d)
+    fig, axes = _grid(2, len(ests), sharey="row")
+    for j, est in enumerate(ests):
+        sub, color = d[d["estimator"] == est], estimator_color(est)
+        top, bottom = axes[0, j], axes[1, j]
+        med = sub.groupby("n")[["D", "D_oracle", "D_ambiguity_min", "D_ambiguity_max"]].median()
+        top.plot(med.index, med["D"], color=color, marker="o", label="truth-free estimate")
+        top.fill_between(
+            med.index,
+            med["D_ambiguity_min"],
+            med["D_ambiguity_max"],
+            color=color,
+            alpha=0.2,
+            label="D-ambiguity (median min..max)",
+        )
+        top.plot(
+            med.index,
+            med["D_oracle"],
+            color=color,
+            ls="--",
+            marker="s",
+            mfc="none",
+            label="oracle start",
+        )
+        l2 = sub.groupby("n")["l2_error"].median()
+        bottom.plot(l2.index, l2, color=color, marker="o")
+        top.set_title(est, fontsize=9)
+        bottom.set_xlabel("n")
+        for ax in (top, bottom):
+            ax.set(xscale="log", yscale="log")
+            ax.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel("median D")
+    axes[1, 0].set_ylabel("median L2 error (estimate)")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle("Truth-free least-squares estimate against the oracle start, same data")
+    return fig
+
+
 def run_figures(
     df: pd.DataFrame, slopes: pd.DataFrame | None = None, *, n_min=None, n_max=None
 ) -> dict[str, Figure]:
     """Every figure that applies to a run's table, keyed by its file stem.
 
     Figures 1-3 when the table has single truths (``delta`` NaN), figure 4 when it has a family,
-    and the diagnostics always. Stems: ``loss_D``, ``loss_l2``, ``sample_complexity`` (and
+    the diagnostics always, and the estimate against the oracle start where the table records the
+    oracle diagnostic. Stems: ``loss_D``, ``loss_l2``, ``sample_complexity`` (and
     ``sample_complexity_median``, each only where a curve's eps spans a decade), ``minimax``,
-    ``diagnostics``, prefixed with ``<experiment>_`` for a single-experiment table.
+    ``diagnostics``, ``oracle``, prefixed with ``<experiment>_`` for a single-experiment table.
 
     Args:
         df: the results table.
@@ -530,6 +582,7 @@ def run_figures(
         )
         figures["minimax"] = figure_minimax(family, slopes=f)
     figures["diagnostics"] = figure_diagnostics(df)
+    figures["oracle"] = figure_oracle(df)
     return {_stem(df, stem): fig for stem, fig in figures.items() if fig is not None}
 
 

@@ -221,3 +221,21 @@ def test_headline_figure_draws_both_estimators_and_anchored_references():
         assert ref.get_ydata()[-1] == pytest.approx(tanh, rel=1e-9)
     with pytest.raises(ValueError, match=r"no rows of estimator\(s\) \['gelu'\]"):
         figure_headline(df, truth=truth, estimators=("vanilla", "gelu"))
+
+
+def test_the_oracle_figure_draws_estimate_band_and_oracle_only_where_recorded():
+    df = synthetic_table()
+    assert "synthetic_oracle" not in run_figures(df)  # no oracle diagnostic recorded
+    from moe_lora.figures import figure_oracle
+
+    df = df.assign(
+        D_oracle=2 * df["D"], D_ambiguity_min=0.5 * df["D"], D_ambiguity_max=1.5 * df["D"]
+    )
+    fig = run_figures(df)["synthetic_oracle"]
+    assert figure_oracle(df.assign(D_oracle=np.nan)) is None
+    top = [ax for ax in fig.axes if ax.get_visible() and ax.axison][: len(ESTIMATORS)]
+    for ax in top:
+        lines = _lines(ax)
+        est, oracle = lines["truth-free estimate"], lines["oracle start"]
+        np.testing.assert_allclose(oracle.get_ydata(), 2 * np.asarray(est.get_ydata()))
+        assert len(ax.collections) == 1  # the D-ambiguity band
