@@ -319,7 +319,15 @@ def _verdicts(args) -> int:
 def _report(args) -> int:
     from .report import write_report
 
-    print(write_report(args.dir, config_path=args.config))
+    missing = _partial_note(args.dir, args.partial)
+    path = write_report(args.dir, config_path=args.config)
+    if missing:  # marked: the header, and the file's name
+        marked = path.with_name(_partial_name(path.name, missing))
+        note = f"**PARTIAL: {missing} units missing; read with care.**\n\n"
+        marked.write_text(note + path.read_text())
+        path.unlink()
+        path = marked
+    print(path)
     return 0
 
 
@@ -416,6 +424,7 @@ def parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dir", help="output directory of `moe-lora run` (a study)")
     report.add_argument("--config", help="the config it was run from, for the commands")
+    report.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
     report.set_defaults(func=_report)
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")
     plot.add_argument("dir", help="output directory of `moe-lora run`")

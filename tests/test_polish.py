@@ -375,11 +375,15 @@ def test_simulate_replicates_refuses_float32():
 def test_rates_and_plot_refuse_a_partial_run_unless_asked(finished, tmp_path, capsys):
     run = _copy_run(finished[1], tmp_path / "run", units=slice(3))
     figures = tmp_path / "fig"
-    for command in (["rates", str(run)], ["plot", str(run), "--out", str(figures)]):
+    for command in (
+        ["rates", str(run)],
+        ["plot", str(run), "--out", str(figures)],
+        ["report", str(run)],
+    ):
         assert cli.main(command) == 2
         line = _error(capsys)
         assert "1 of 4 units missing" in line and "--partial" in line
-    assert not figures.exists()
+    assert not figures.exists() and not (run / "report.md").exists()
     assert cli.main(["rates", str(run), "--partial"]) == 0
     assert "PARTIAL: 1 of 4 units missing" in capsys.readouterr().out
     assert (run / "rates.partial.csv").exists() and not (run / "rates.csv").exists()
