@@ -489,20 +489,23 @@ def figure_diagnostics(df: pd.DataFrame) -> Figure:
 def figure_oracle(df: pd.DataFrame) -> Figure | None:
     """The truth-free estimator against the oracle start on the same data (issue 36).
 
-    Per estimator (columns) and single truth: the median D (top) and L2 error (bottom) against n
-    of the estimate (solid, with the band between the medians of ``D_ambiguity_min`` and
-    ``D_ambiguity_max``: fits within sigma^2 / n of the best restart) and of the oracle-start fit
-    recorded beside it (``D_oracle``, dashed; the oracle's L2 is not recorded). None when the
-    table has no oracle diagnostic (``D_oracle`` absent or all NaN).
+    Per estimator and setting (columns), single truths: the median D (top) and L2 error
+    (bottom) against n of the estimate (solid, with the band between the medians of
+    ``D_ambiguity_min`` and ``D_ambiguity_max``: fits within sigma^2 / n of the best restart)
+    and of the oracle-start fit recorded beside it (``D_oracle``, dashed; the oracle's L2 is
+    not recorded). None when the table has no oracle diagnostic (``D_oracle`` absent or all
+    NaN).
     """
     if "D_oracle" not in df or not np.isfinite(df["D_oracle"]).any():
         return None
     d = single_truths(df)
     d = d[np.isfinite(d["D_oracle"])]
-    ests = _estimators(d)
-    fig, axes = _grid(2, len(ests), sharey="row")
-    for j, est in enumerate(ests):
-        sub, color = d[d["estimator"] == est], estimator_color(est)
+    panels = [
+        (e, x) for e in _estimators(d) for x in sorted(d.loc[d["estimator"] == e, "extra"].unique())
+    ]
+    fig, axes = _grid(2, len(panels), sharey="row")
+    for j, (est, extra) in enumerate(panels):
+        sub, color = d[(d["estimator"] == est) & (d["extra"] == extra)], estimator_color(est)
         top, bottom = axes[0, j], axes[1, j]
         med = sub.groupby("n")[["D", "D_oracle", "D_ambiguity_min", "D_ambiguity_max"]].median()
         top.plot(med.index, med["D"], color=color, marker="o", label="truth-free estimate")
@@ -525,10 +528,11 @@ def figure_oracle(df: pd.DataFrame) -> Figure | None:
         )
         l2 = sub.groupby("n")["l2_error"].median()
         bottom.plot(l2.index, l2, color=color, marker="o")
-        top.set_title(est, fontsize=9)
+        top.set_title(f"{est}, {_setting(extra)}", fontsize=9)
         bottom.set_xlabel("n")
         for ax in (top, bottom):
             ax.set(xscale="log", yscale="log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.grid(True, alpha=0.3)
     axes[0, 0].set_ylabel("median D")
     axes[1, 0].set_ylabel("median L2 error (estimate)")

@@ -233,7 +233,7 @@ def test_the_oracle_figure_draws_estimate_band_and_oracle_only_where_recorded():
     )
     fig = run_figures(df)["synthetic_oracle"]
     assert figure_oracle(df.assign(D_oracle=np.nan)) is None
-    top = [ax for ax in fig.axes if ax.get_visible() and ax.axison][: len(ESTIMATORS)]
+    top = [ax for ax in fig.axes if ax.get_visible() and ax.axison][: 2 * len(ESTIMATORS)]
     for ax in top:
         lines = _lines(ax)
         est, oracle = lines["truth-free estimate"], lines["oracle start"]
