@@ -36,7 +36,15 @@ from .fit import FitConfig
 from .parameterization import Model, Vanilla, linear, make_model, nonlinear
 from .simulate import TRACE_COUNT, simulate_replicates
 from .table import KEY_COLUMNS, record_rows
-from .truth import Design, Truth, draw_truth, merging_truth, sample_inputs, truth_summary
+from .truth import (
+    Design,
+    Truth,
+    draw_truth,
+    merging_truth,
+    sample_inputs,
+    shared_gate_truth,
+    truth_summary,
+)
 
 #: The key of the sample that reports a family member's gate strength (``make_truth``).
 _FAMILY_GATE_KEY = 0
@@ -54,9 +62,14 @@ class TruthLabel(NamedTuple):
 
     through: str
     delta: float | None = None
+    #: None: the drawn truth or its merging family; ``"shared_gate"``: vanilla's hardest family
+    #: (``moe_lora.truth.shared_gate_truth``), written ``tanh@shared_gate=0.25``.
+    family: str | None = None
 
     def __str__(self) -> str:
-        return self.through if self.delta is None else f"{self.through}@delta={self.delta:g}"
+        if self.delta is None:
+            return self.through
+        return f"{self.through}@{self.family or 'delta'}={self.delta:g}"
 
     @classmethod
     def parse(cls, text) -> TruthLabel:
@@ -64,6 +77,9 @@ class TruthLabel(NamedTuple):
         if isinstance(text, TruthLabel):
             return text
         through, _, delta = str(text).partition("@delta=")
+        if not delta and "@shared_gate=" in through:
+            through, _, delta = through.partition("@shared_gate=")
+            return cls(through, float(delta), "shared_gate")
         return cls(through, float(delta) if delta else None)
 
 
@@ -311,12 +327,25 @@ class Experiment:
             self.spec, param, key=jax.random.fold_in(self.keys()[0], ESTIMATORS.index(name))
         )
 
+    @property
+    def family(self) -> str | None:
+        """The ``[minimax]`` family (``"merging"`` or ``"shared_gate"``), None without one."""
+        return None if self.config.minimax is None else self.config.minimax.family
+
     def truth_labels(self) -> list[TruthLabel]:
-        """Every truth: each drawn one, then its family members (delta < 1), in config order."""
+        """Every truth: each drawn one, then its family members (delta < 1), in config order.
+        Under ``family = "shared_gate"`` the merging members (for the shared maps) are followed
+        by the shared-gate members at every delta (for vanilla; delta = 1 is not the drawn truth
+        there)."""
+        gate = [("shared_gate", x) for x in self.deltas] if self.family == "shared_gate" else []
         return [
-            TruthLabel(t, d)
+            TruthLabel(t, d, f)
             for t in self.config.truth.through
-            for d in (None, *(x for x in self.deltas or () if x != 1))
+            for f, d in (
+                (None, None),
+                *((None, x) for x in self.deltas or () if x != 1),
+                *gate,
+            )
         ]
 
     def draw_truths(self) -> dict[TruthLabel, Truth]:
@@ -324,7 +353,18 @@ class Experiment:
         t = self.config.truth
         out = {}
         for label in self.truth_labels():
-            if label.delta is None:
+            if label.family == "shared_gate":
+                try:
+                    out[label] = shared_gate_truth(
+                        out[TruthLabel(label.through)],
+                        label.delta,
+                        self.model("vanilla"),
+                        key=jax.random.key(_FAMILY_GATE_KEY),
+                        design=self.design,
+                    )
+                except ValueError as e:
+                    raise ConfigError(f"minimax.deltas: delta={label.delta} gives {e}") from None
+            elif label.delta is None:
                 key = jax.random.fold_in(self.keys()[1], ESTIMATORS.index(label.through))
                 try:
                     out[label] = draw_truth(
@@ -366,8 +406,17 @@ class Experiment:
             (lab, e)
             for lab in self.truth_labels()
             for e in self.estimators
-            if e in ("vanilla", lab.through)
+            if e in self._fitters(lab)
         ]
+
+    def _fitters(self, label: TruthLabel) -> tuple[str, ...]:
+        """Estimators that fit ``label``: vanilla and the truth's own map; under the shared-gate
+        family vanilla fits the shared-gate members and the maps their merging members."""
+        if label.family == "shared_gate":
+            return ("vanilla",)
+        if label.delta is not None and self.family == "shared_gate":
+            return (label.through,)
+        return ("vanilla", label.through)
 
 
 # Kept for the callers of the module's old home of the loader (``moe_lora.load_experiment``).
