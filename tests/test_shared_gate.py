@@ -182,3 +182,23 @@ def test_shared_gate_pairs_vanilla_with_its_family_and_the_map_with_its_own():
     np.testing.assert_allclose(member.atoms.S[1] - member.atoms.S[0], 0.25 * g.E, atol=1e-13)
     for label in truths:
         assert TruthLabel.parse(str(label)) == label
+
+
+def test_the_draft_config_loads_with_both_families():
+    from pathlib import Path
+
+    from moe_lora.experiment import load_experiment
+
+    root = Path(__file__).resolve().parents[1] / "simulations"
+    exp = load_experiment(root / "minimax_shared_gate.toml")
+    assert exp.config.minimax.family == "shared_gate"
+    assert exp.config.minimax.maps_family == "merging"
+    fitted = {}
+    for label, e in exp.pairs():
+        fitted.setdefault(e, set()).add(
+            label.family or ("drawn" if label.delta is None else "merge")
+        )
+    assert fitted["vanilla"] == {"drawn", "shared_gate"}
+    assert all(fitted[m] == {"drawn", "merge"} for m in ("tanh", "sigmoid", "gelu", "linear"))
+    for name in ("bound_identifiable_s0", "bound_identifiable_vanilla_s0"):
+        assert load_experiment(root / f"{name}.toml").config.bound is not None
