@@ -8,6 +8,7 @@ into ``figures/data/bounds_identifiable/<config name>/bound/``. Then
 
     nice -n 10 python benchmarks/bounds_identifiable.py --part report \
         > benchmarks/results/bounds_identifiable.txt
+    nice -n 10 python benchmarks/bounds_identifiable.py --part table
     nice -n 10 python benchmarks/bounds_identifiable.py --part figures
 
 ``--part report`` concatenates every unit present (the tanh units are in both directories, the
@@ -77,8 +78,61 @@ def exponent(m: pd.DataFrame, floor: float, flat: float):
     return a, min(lo, hi), max(lo, hi), fit
 
 
-def report() -> None:
+def summaries(df: pd.DataFrame) -> list[dict]:
+    """One dict per (truth, estimator, L, loss): flat edge, M at the ends, a, LB(n), n(eps)."""
     from moe_lora.bounds import L2_FLOOR, le_cam_lower_bound
+
+    out = []
+    for (truth, est, L), g in df.groupby(["truth", "estimator", "L"], sort=False):
+        for loss, h in g.groupby("loss", sort=False):
+            inside = h[h.inside.astype(bool)]
+            m = inside[(inside.kind == "m") & inside.on_target.astype(bool)]
+            flat_rows = inside[inside.l2 <= L2_FLOOR]
+            flat = float(flat_rows.D.max()) if len(flat_rows) else 0.0
+            M = h[h.kind == "M"].sort_values("eta")
+            C = float(h.triangle_constant.max())
+            ne = {}
+            for x in EPS_N:
+                # n(eps) from the least on-target L2 at a target >= eps (m is an upper bound, so
+                # n(eps) a lower estimate); infinite where an exact flat witness reaches eps.
+                above = m[m.eps >= x]
+                ne[x] = (
+                    np.inf
+                    if flat >= x
+                    else (SIGMA**2 / above.l2.min() ** 2 if len(above) else np.nan)
+                )
+            out.append(
+                dict(
+                    truth=truth,
+                    estimator=est,
+                    L=int(L),
+                    extra=int(h.extra.iloc[0]),
+                    loss=loss,
+                    C=C,
+                    flat=flat,
+                    M_first=(float(M.eta.iloc[0]), float(M.value.iloc[0])),
+                    M_last=(float(M.eta.iloc[-1]), float(M.value.iloc[-1])),
+                    exponent=exponent(m, L2_FLOOR, flat),
+                    LB=le_cam_lower_bound(inside.D, inside.l2, N_LB, SIGMA, max(C, 1.0)),
+                    n_eps=ne,
+                )
+            )
+    return out
+
+
+N_LB = np.array([1e2, 1e3, 1e4, 1e5, 1e6])
+EPS_N = (1e-3, 1e-2, 1e-1)
+
+
+def _a(e) -> str:
+    if e is None:
+        return "-"
+    a, lo, hi, fit = e
+    return f"{a:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def report() -> None:
+    from moe_lora.bounds import L2_FLOOR
 
     df = load()
     df.to_parquet(DATA / "curves.parquet")
@@ -91,46 +145,68 @@ def report() -> None:
         f"L2 floor {L2_FLOOR:g}; witnesses inside the neighbourhood only; radius "
         f"{[float(x) for x in sorted(df.radius.unique())]}; sigma = {SIGMA} for LB and n(eps)\n"
     )
-    n = np.array([1e2, 1e3, 1e4, 1e5, 1e6])
-    eps_n = np.array([1e-3, 1e-2, 1e-1])
-    for (truth, est, L), g in df.groupby(["truth", "estimator", "L"], sort=False):
-        for loss, h in g.groupby("loss", sort=False):
-            inside = h[h.inside.astype(bool)]
-            m = inside[(inside.kind == "m") & inside.on_target.astype(bool)]
-            flat_rows = inside[inside.l2 <= L2_FLOOR]
-            flat = float(flat_rows.D.max()) if len(flat_rows) else 0.0
-            M = h[h.kind == "M"].sort_values("eta")
-            C = float(h.triangle_constant.max())
-            line = f"{truth:8s} {est:8s} L={L} {loss:4s} C={C:.2f}: "
-            line += f"flat set D >= {flat:.3g}" if flat > 0 else "no exact flat witness"
+    for s in summaries(df):
+        line = f"{s['truth']:8s} {s['estimator']:8s} L={s['L']} {s['loss']:4s} C={s['C']:.2f}: "
+        line += f"flat set D >= {s['flat']:.3g}" if s["flat"] > 0 else "no exact flat witness"
+        (e0, v0), (e1, v1) = s["M_first"], s["M_last"]
+        line += f"; M({e0:.0e}) = {v0:.3g}, M({e1:.0e}) = {v1:.3g}"
+        e = s["exponent"]
+        if e is None:
+            line += "; too few points above the flat set to fit a"
+        else:
+            a, lo, hi, fit = e
             line += (
-                f"; M({M.eta.iloc[0]:.0e}) = {M.value.iloc[0]:.3g}, "
-                f"M({M.eta.iloc[-1]:.0e}) = {M.value.iloc[-1]:.3g}"
+                f"; a = {_a(e)} ({len(fit)} pts, eps "
+                f"[{fit.eps.min():.2g}, {fit.eps.max():.2g}], m/eps "
+                f"[{(fit.l2 / fit.eps).min():.2g}, {(fit.l2 / fit.eps).max():.2g}])"
             )
-            e = exponent(m, L2_FLOOR, flat)
-            if e is None:
-                line += "; too few points above the flat set to fit a"
-            else:
-                a, lo, hi, fit = e
-                line += (
-                    f"; a = {a:.2f} [{lo:.2f}, {hi:.2f}] ({len(fit)} pts, eps "
-                    f"[{fit.eps.min():.2g}, {fit.eps.max():.2g}], m/eps "
-                    f"[{(fit.l2 / fit.eps).min():.2g}, {(fit.l2 / fit.eps).max():.2g}])"
-                )
-            lb = le_cam_lower_bound(inside.D, inside.l2, n, SIGMA, max(C, 1.0))
-            line += "; LB " + " ".join(f"{v:.2g}" for v in lb)
-            # n(eps) from the least on-target L2 at a target >= eps (m is an upper bound, so
-            # n(eps) a lower estimate); infinite where a flat witness reaches eps.
-            ne = []
-            for x in eps_n:
-                if flat >= x:
-                    ne.append("inf")
-                    continue
-                above = m[m.eps >= x]
-                ne.append(f"{SIGMA**2 / above.l2.min() ** 2:.2g}" if len(above) else "-")
-            line += "; n(eps) " + " ".join(ne)
-            print(line)
-    print("\nLB at n = " + " ".join(f"{x:.0e}" for x in n) + "; n(eps) at eps = " + str(eps_n))
+        line += "; LB " + " ".join(f"{v:.2g}" for v in s["LB"])
+        line += "; n(eps) " + " ".join(f"{v:.2g}" for v in s["n_eps"].values())
+        print(line)
+    print(
+        "\nLB at n = "
+        + " ".join(f"{x:.0e}" for x in N_LB)
+        + "; n(eps) at eps = "
+        + " ".join(f"{x:g}" for x in EPS_N)
+    )
+
+
+def table() -> None:
+    """The markdown table of docs/bounds.md (from curves.parquet)."""
+    df = pd.read_parquet(DATA / "curves.parquet")
+    rows = summaries(df)
+    by = {(s["truth"], s["estimator"], s["L"], s["loss"]): s for s in rows}
+    print(
+        "| family (truth) | L | exact flat set: largest D at L2 <= 1e-13, D (D_1 .. D_4) "
+        "| a for D [95%] | a for D_2 [95%] | n(eps), D: eps = 1e-3, 1e-2, 1e-1 | reading |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    seen = []
+    for s in rows:
+        k = (s["truth"], s["estimator"], s["L"])
+        if k in seen:
+            continue
+        seen.append(k)
+        get = {loss: by.get(k + (loss,)) for loss in ("D", "D_1", "D_2", "D_3", "D_4")}
+        flats = [get[x]["flat"] if get[x] else np.nan for x in get]
+        flat = (
+            "none"
+            if np.nansum(flats) == 0
+            else f"{flats[0]:.3g} ({', '.join(f'{x:.3g}' for x in flats[1:])})"
+        )
+        d, d2 = get["D"], get["D_2"]
+        ne = " / ".join("inf" if np.isinf(v) else f"{v:.1e}" for v in d["n_eps"].values())
+        if flats[0] > 0:
+            reading = f"infinite below eps = {flats[0]:.3g}"
+        elif d["exponent"] is not None:
+            reading = "polynomial"
+        else:
+            reading = "-"
+        L = "L*" if s["extra"] == 0 else f"L* + {s['extra']}"
+        print(
+            f"| {s['estimator']} ({s['truth']}) | {L} | {flat} | {_a(d['exponent'])} "
+            f"| {_a(d2['exponent']) if d2 else '-'} | {ne} | {reading} |"
+        )
 
 
 def figure():
@@ -192,9 +268,9 @@ def figure():
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("report", "figures"), required=True)
+    parser.add_argument("--part", choices=("report", "table", "figures"), required=True)
     args = parser.parse_args()
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    report() if args.part == "report" else figure()
+    {"report": report, "table": table, "figures": figure}[args.part]()
