@@ -39,9 +39,14 @@ from .experiment import TruthLabel as TruthLabel
 from .fit import FitConfig as FitConfig
 from .fit import FitResult as FitResult
 from .fit import InitConfig as InitConfig
+from .fit import Screen as Screen
 from .fit import empirical_risk as empirical_risk
+from .fit import estimate as estimate
 from .fit import fit_least_squares as fit_least_squares
 from .fit import initial_params as initial_params
+from .fit import random_starts as random_starts
+from .fit import screened_fit as screened_fit
+from .fit import split_starts as split_starts
 from .fit import split_truth as split_truth
 from .fit import truth_in as truth_in
 from .kinds import ExperimentKind as ExperimentKind

@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import checks
-from .fit import JACOBIANS, FitConfig, InitConfig
+from .fit import JACOBIANS, SCREENS, STARTS, FitConfig, InitConfig, Screen
 from .model import FieldError, ModelSpec
 from .optimize import LevenbergMarquardt
 from .parameterization import Vanilla
@@ -297,7 +297,12 @@ class FitSection(Section):
     Levenberg-Marquardt and restarts."""
 
     NAME: ClassVar[str] = "fit"
-    FIELD_KEYS: ClassVar[dict] = {"chunk_size": "rows_per_chunk"}
+    FIELD_KEYS: ClassVar[dict] = {
+        "chunk_size": "rows_per_chunk",
+        "rows": "screen_rows",
+        "iters": "screen_iters",
+        "keep": "screen_keep",
+    }
     extra_components: tuple[int, ...] = key(list, [0])
     bound: float = key(_NUM, default_of(Vanilla, "bound"))
     bias_bound: float = key(_NUM, default_of(Vanilla, "bias_bound"))
@@ -307,6 +312,18 @@ class FitSection(Section):
     stat_tol: float = key(_NUM, 0.0)  # 0: off (LevenbergMarquardt's None; TOML has no null)
     # A config always chunks J^T J (LevenbergMarquardt's None, unchunked, is for small problems).
     rows_per_chunk: int = key(int, 16384)
+    #: Truth-free starts by default (``InitConfig``); ``"oracle"``: the near-truth starts of
+    #: the committed oracle-start tables, counted by ``near_truth`` and ``random``.
+    starts: str = key(str, default_of(InitConfig, "starts"))
+    restarts: int = key(int, default_of(InitConfig, "restarts"))
+    split_scale: float = key(_NUM, default_of(InitConfig, "split_scale"))
+    #: ``"subsample"`` or ``"halving"`` (``Screen``); ``"none"``: every restart to the end.
+    screen: str = key(str, default_of(Screen, "kind"))
+    screen_rows: int = key(int, default_of(Screen, "rows"))
+    screen_iters: int = key(int, default_of(Screen, "iters"))
+    screen_keep: int = key(int, default_of(Screen, "keep"))
+    #: Run the oracle fit beside a truth-free estimate (``risk_oracle``, ``D_oracle``).
+    oracle: bool = key(bool, default_of(InitConfig, "oracle"))
     near_truth: int = key(int, default_of(InitConfig, "near_truth"))
     random: int = key(int, default_of(InitConfig, "random"))
     near_truth_scale: float = key(_NUM, default_of(InitConfig, "near_truth_scale"))
@@ -344,10 +361,23 @@ class FitSection(Section):
                 chunk_size=self.rows_per_chunk,
             ),
         )
+        if self.starts not in STARTS:
+            self.fail("starts", f"expected one of {list(STARTS)}, got {self.starts!r}")
+        if self.screen not in (*SCREENS, "none"):
+            self.fail("screen", f"expected one of {[*SCREENS, 'none']}, got {self.screen!r}")
+        kind = "subsample" if self.screen == "none" else self.screen
+        screen = self.build(
+            Screen, kind=kind, rows=self.screen_rows, iters=self.screen_iters, keep=self.screen_keep
+        )
         self.set(
             "init",
             self.build(
                 InitConfig,
+                starts=self.starts,
+                restarts=self.restarts,
+                split_scale=float(self.split_scale),
+                screen=None if self.screen == "none" else screen,
+                oracle=self.oracle,
                 near_truth=self.near_truth,
                 random=self.random,
                 near_truth_scale=float(self.near_truth_scale),
@@ -666,6 +696,13 @@ class Config:
                     "a shared estimator only contains the truth drawn through itself"
                 )
         sections["truth"] = dataclasses.replace(truth, through=list(through))
+        fit = sections["fit"]
+        if fit.starts in ("split", "mix") and truth.components + min(fit.extra_components) < 2:
+            raise ConfigError(
+                f"fit.starts: {fit.starts!r} splits an (L - 1)-component fit, so needs L >= 2; "
+                f"truth.components + min(fit.extra_components) = "
+                f"{truth.components + min(fit.extra_components)}"
+            )
         if sections["minimax"] is not None and truth.components < 2:
             raise ConfigError(
                 "minimax: the family merges true atoms 0 and 1; truth.components must be >= 2"
@@ -705,6 +742,22 @@ class Config:
         """Replicates in one work unit (``execution.replicates_per_unit``, at most all)."""
         per_unit = self.execution.replicates_per_unit
         return self.data.replicates if per_unit is None else min(per_unit, self.data.replicates)
+
+
+def manifest_config(raw: dict) -> dict:
+    """A manifest's recorded config, read as the computation that made it.
+
+    Runs made before truth-free starts (``fit.starts``) record no ``fit.starts``: every one of
+    them was fitted from the oracle start, so they read back as ``starts = "oracle"``, not as
+    today's truth-free default.
+
+    >>> manifest_config({"fit": {"max_iter": 10}})["fit"]["starts"]
+    'oracle'
+    """
+    fit = raw.get("fit")
+    if isinstance(fit, dict) and "starts" not in fit and raw.get("kind", "sweep") == "sweep":
+        return {**raw, "fit": {**fit, "starts": "oracle"}}
+    return raw
 
 
 def read_toml(path: str | Path) -> dict:

@@ -140,6 +140,20 @@ def _residual_count(residual_fn, theta, data):
     return per_row * data[0].shape[0]
 
 
+class LMState(NamedTuple):
+    """The Levenberg-Marquardt loop state: the iterate, R, J^T J, J^T r, the damping mu and its
+    growth factor nu, the iteration count and the stop reason (-1 while running)."""
+
+    theta: Float[Array, " P"]
+    R: Float[Array, ""]
+    A: Float[Array, "P P"]
+    g: Float[Array, " P"]
+    mu: Float[Array, ""]
+    nu: Float[Array, ""]
+    k: Int[Array, ""]
+    reason: Int[Array, ""]
+
+
 @dataclasses.dataclass(frozen=True)
 class LevenbergMarquardt:
     """Levenberg-Marquardt with Nielsen's damping update (Madsen, Nielsen, Tingleff 2004, alg.
@@ -222,6 +236,39 @@ class LevenbergMarquardt:
         ``normal_eqs`` (optional): ``(theta, data, chunk_size) -> (R, J^T J, J^T r)`` in closed
         form (``moe_lora.jacobian``); default ``normal_equations`` (``jax.jacfwd``).
         """
+        init, body = self.iteration(residual_fn, theta0, canonicalize, data, normal_eqs)
+        state = jax.lax.while_loop(lambda s: s.reason == _RUNNING, body, init(theta0))
+        return state.theta, self.stats(state)
+
+    def start(self, residual_fn, theta0, canonicalize=None, data=None, normal_eqs=None) -> LMState:
+        """The loop state at theta0 (no iteration yet); continue it with ``advance``."""
+        return self.iteration(residual_fn, theta0, canonicalize, data, normal_eqs)[0](theta0)
+
+    def advance(
+        self, state: LMState, budget, residual_fn, canonicalize=None, data=None, normal_eqs=None
+    ) -> LMState:
+        """Iterate from ``state`` until it stops or has made ``budget`` iterations in all.
+
+        The iterations are those of ``run``: ``start`` then ``advance`` to ``max_iter`` is
+        ``run``. A state left running (``state.reason == -1``) can be advanced again.
+        """
+        body = self.iteration(residual_fn, state.theta, canonicalize, data, normal_eqs)[1]
+        return jax.lax.while_loop(lambda s: (s.reason == _RUNNING) & (s.k < budget), body, state)
+
+    @staticmethod
+    def stats(state: LMState) -> Stats:
+        """What ``run`` reports about a loop state."""
+        return Stats(
+            state.R,
+            2 * jnp.linalg.norm(state.g),
+            relative_gradient(state.theta, state.R, 2 * state.g),
+            state.k,
+            state.reason,
+        )
+
+    def iteration(self, residual_fn, theta0, canonicalize=None, data=None, normal_eqs=None):
+        """(init, body): ``init(theta0)`` is the loop state at theta0 and ``body(state)`` one
+        damped Gauss-Newton iteration (see ``run`` for the arguments)."""
         canonicalize = canonicalize or (lambda t: t)
         if normal_eqs is None:
             evaluate = lambda theta: normal_equations(residual_fn, theta, data, self.chunk_size)
@@ -259,28 +306,25 @@ class LevenbergMarquardt:
             mu = jnp.where(accept, mu * jnp.maximum(1 / 3, 1 - (2 * rho - 1) ** 3), mu * nu)
             nu = jnp.where(accept, 2.0, 2 * nu)
             k = k + 1
-            return theta, R, A, g, mu, nu, k, status(theta, R, A, g, k, small_step)
+            return LMState(theta, R, A, g, mu, nu, k, status(theta, R, A, g, k, small_step))
 
-        theta0 = canonicalize(theta0)
-        R, A, g = evaluate(theta0)
-        mu0 = self.tau * (jnp.max(jnp.diag(A)) if self.damping == "levenberg" else 1.0)
-        zero = jnp.zeros((), jnp.int32)
-        state = (
-            theta0,
-            R,
-            A,
-            g,
-            mu0,
-            jnp.asarray(2.0, R.dtype),
-            zero,
-            status(theta0, R, A, g, zero, False),
-        )
-        theta, R, A, g, _, _, k, reason = jax.lax.while_loop(
-            lambda s: s[-1] == _RUNNING, body, state
-        )
-        return theta, Stats(
-            R, 2 * jnp.linalg.norm(g), relative_gradient(theta, R, 2 * g), k, reason
-        )
+        def init(theta0):
+            theta0 = canonicalize(theta0)
+            R, A, g = evaluate(theta0)
+            mu0 = self.tau * (jnp.max(jnp.diag(A)) if self.damping == "levenberg" else 1.0)
+            zero = jnp.zeros((), jnp.int32)
+            return LMState(
+                theta0,
+                R,
+                A,
+                g,
+                mu0,
+                jnp.asarray(2.0, R.dtype),
+                zero,
+                status(theta0, R, A, g, zero, False),
+            )
+
+        return init, body
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ or a replicate does not change the others; its data and its starts use separate 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -18,7 +19,15 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from . import checks
-from .fit import FitConfig, empirical_risk, fit_least_squares, initial_params, truth_in
+from .fit import (
+    FitConfig,
+    InitConfig,
+    empirical_risk,
+    estimate,
+    fit_least_squares,
+    initial_params,
+    truth_in,
+)
 from .losses import score
 from .model import FieldError, mixture_weights
 from .parameterization import Model, atoms
@@ -36,6 +45,13 @@ RISK_SLACK = 1e-10
 #: vanilla's exact flat set (docs/model.md, "Identifiability") their experts can then trade
 #: without changing f. Gates here are O(1) (gate_scale 3 in the committed configs).
 SHARED_GATE_TOL = 1e-3
+
+#: Finished restarts within this many sigma^2 / n of the best risk count as near-best
+#: (``Record.n_near_best``, the D-ambiguity columns).
+NEAR_BEST = 1.0
+
+#: A fit is saturated when two finished restarts reach the best risk to this many sigma^2 / n.
+SATURATION_TOL = 0.1
 
 
 class Record(NamedTuple):
@@ -67,6 +83,16 @@ class Record(NamedTuple):
             its cell (inf if it holds fewer than two).
         shared_gate: some cell holds two atoms whose gates agree to ``SHARED_GATE_TOL``.
         D_shared_gate: the part of D (mass and parameter terms) from such cells.
+        n_restarts: starts the estimate was chosen from (``InitConfig.candidates``).
+        n_near_best: finished restarts whose risk is within ``NEAR_BEST`` sigma^2 / n of the
+            best (the best included): fits the data cannot tell apart.
+        saturated: at least two finished restarts reached the best risk to within
+            ``SATURATION_TOL`` sigma^2 / n: the best minimum was found twice, independently.
+        D_ambiguity_min, D_ambiguity_max: the smallest and largest D among those near-best
+            restarts (the D-ambiguity of fits the data cannot tell apart).
+        risk_oracle, D_oracle: the oracle fit (one near-truth start, ``InitConfig.oracle``) on
+            the same data, a labelled diagnostic that never takes part in the estimate; NaN
+            when it is not run.
     """
 
     risk: Float[Array, ""]
@@ -97,6 +123,13 @@ class Record(NamedTuple):
     shared_gate: Bool[Array, ""]
     D_shared_gate: Float[Array, ""]
     cell_gate_gap: Float[Array, " L_star"]
+    n_restarts: Int[Array, ""]
+    n_near_best: Int[Array, ""]
+    saturated: Bool[Array, ""]
+    D_ambiguity_min: Float[Array, ""]
+    D_ambiguity_max: Float[Array, ""]
+    risk_oracle: Float[Array, ""]
+    D_oracle: Float[Array, ""]
 
 
 class Decomposition(NamedTuple):
@@ -169,16 +202,41 @@ def simulate_replicate(
     design: Design,
     config: FitConfig,
 ) -> Record:
-    """One replicate: draw n pairs, fit from every start, certify the best and score it."""
+    """One replicate: draw n pairs, fit from every start, certify the best and score it.
+
+    Truth-free starts (``InitConfig.starts`` other than ``"oracle"``) come from
+    ``fold_in(k_init, 1)``; the oracle fit (a diagnostic, or the estimate of ``"oracle"``
+    configs) from ``k_init``, so the oracle diagnostic is the fit an oracle-start config makes on
+    the same data. ``true_params`` start the oracle fit and certify; nothing else reads them.
+    """
     k_data, k_init = jax.random.split(key)
     data = sample_dataset(k_data, truth, n, sigma, design)
-    fit = fit_least_squares(
-        estimator, data, initial_params(k_init, estimator, true_params, config), config
-    )
+    init = config.init
+    if init.truth_free:
+        fit = estimate(jax.random.fold_in(k_init, 1), estimator, data, config)
+    else:
+        fit = fit_least_squares(
+            estimator, data, initial_params(k_init, estimator, true_params, config), config
+        )
     fitted = atoms(estimator, fit.params)
     risk_truth = empirical_risk(estimator, true_params, data)
     scores = score(estimator, fitted, truth.model, truth.atoms, X_eval)
     weights = mixture_weights(fitted.c, estimator.spec.gating)
+    D_of = lambda params: (
+        score(estimator, atoms(estimator, params), truth.model, truth.atoms, X_eval).D.total
+    )
+    scale = sigma**2 / n
+    gap = jnp.where(jnp.isfinite(fit.finished_risks), fit.finished_risks - fit.stats.risk, jnp.inf)
+    near = gap <= NEAR_BEST * scale
+    D_finished = jax.vmap(D_of)(fit.finished_params)
+    nan = jnp.full((), jnp.nan, fit.stats.risk.dtype)
+    risk_oracle, D_oracle = nan, nan
+    if init.oracle:
+        oracle = dataclasses.replace(config, init=InitConfig(starts="oracle"))
+        ofit = fit_least_squares(
+            estimator, data, initial_params(k_init, estimator, true_params, oracle), oracle
+        )
+        risk_oracle, D_oracle = ofit.stats.risk, D_of(ofit.params)
     return Record(
         risk=fit.stats.risk,
         risk_truth=risk_truth,
@@ -201,6 +259,13 @@ def simulate_replicate(
         weights=weights,
         value_norm=jnp.sqrt(jnp.sum(fitted.V**2, axis=(-2, -1))),
         **decompose(scores.D, fitted.S)._asdict(),
+        n_restarts=jnp.asarray(fit.restart_risks.shape[0], jnp.int32),
+        n_near_best=jnp.sum(near).astype(jnp.int32),
+        saturated=jnp.sum(gap <= SATURATION_TOL * scale) >= 2,
+        D_ambiguity_min=jnp.min(jnp.where(near, D_finished, jnp.inf)),
+        D_ambiguity_max=jnp.max(jnp.where(near, D_finished, -jnp.inf)),
+        risk_oracle=risk_oracle,
+        D_oracle=D_oracle,
     )
 
 

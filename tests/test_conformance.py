@@ -28,7 +28,11 @@ PARAMETERIZATIONS = [
 CONFIG = ml.FitConfig(
     n_components=3,
     finisher=ml.LevenbergMarquardt(max_iter=30),
-    init=ml.InitConfig(near_truth=1, random=1),
+    # Truth-free starts of every kind (4 random and L - 1 = 2 split ones), screened down to 2 on
+    # a subsample, with the oracle fit beside them: every column of the record is exercised.
+    init=ml.InitConfig(
+        starts="mix", restarts=4, screen=ml.Screen(rows=30, iters=5, keep=2), oracle=True
+    ),
 )
 X_EVAL = ml.sample_inputs(jax.random.key(3), 200, 2)
 
@@ -65,13 +69,15 @@ def test_conformance(par, gating):
         "cell": (3, L),
         "weights": (3, L),
         "value_norm": (3, L),
-        "restart_risks": (3, 2),
+        "restart_risks": (3, 6),
         "cell_gate_gap": (3, L_star),
     }
     for field, value in rec._asdict().items():
         assert value.shape == shapes.get(field, (3,)), field
         if field == "cell_gate_gap":  # inf marks a cell with fewer than two atoms
             assert not bool(jnp.any(jnp.isnan(value))) and bool(jnp.all(value >= 0)), field
+        elif field == "restart_risks":  # NaN marks a restart that screening dropped
+            np.testing.assert_array_equal(jnp.sum(jnp.isfinite(value), axis=1), 2)
         else:
             assert bool(jnp.all(jnp.isfinite(value))), field
     again = run(jax.random.key(4), 57)

@@ -122,7 +122,7 @@ def test_overspecified_fits_never_beat_by_the_truth(name):
     truth = _truth_for(model)
     config = ml.FitConfig(
         n_components=3,
-        init=ml.InitConfig(near_truth=2, random=1),
+        init=ml.InitConfig(starts="oracle", near_truth=2, random=1),
         finisher=ml.LevenbergMarquardt(max_iter=1000),
     )
     rec = ml.simulate_replicates(
@@ -212,7 +212,7 @@ def test_fit_input_checks():
     with pytest.raises(ValueError, match="warmup_steps=5 but no warm-up optimizer"):
         ml.FitConfig(n_components=2, warmup_steps=5)
     with pytest.raises(ValueError, match="InitConfig needs at least one restart"):
-        ml.InitConfig(near_truth=0, random=0)
+        ml.InitConfig(starts="oracle", near_truth=0, random=0)
 
 
 def _fit_problem(n=250):

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from moe_lora.config import manifest_config
 from moe_lora.kinds import experiment_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def _experiment(run_dir: Path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     raw = manifest["config"]
     raw.setdefault("fit", {}).setdefault("jacobian", "jacfwd")
-    return experiment_from_dict(raw, manifest["name"])
+    return experiment_from_dict(manifest_config(raw), manifest["name"])
 
 
 def _cheapest(exp):

@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import pandas as pd
 
-from ..config import ConfigError
+from ..config import ConfigError, manifest_config
 from ..kinds import experiment_from_dict, manifest_entries
 from ..table import sort_rows
 from ..truth import truth_summary as truth_summary
@@ -161,7 +161,7 @@ def read_manifest(out: str | Path) -> dict:
 
 def experiment_of(m: dict):
     """The experiment a manifest was written for."""
-    return experiment_from_dict(m["config"], name=m["name"])
+    return experiment_from_dict(manifest_config(m["config"]), name=m["name"])
 
 
 def computed_part(config):
