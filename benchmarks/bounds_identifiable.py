@@ -203,8 +203,10 @@ def table() -> None:
         else:
             reading = "-"
         L = "L*" if s["extra"] == 0 else f"L* + {s['extra']}"
+        # Above an exact flat set the few remaining points say nothing about a rate.
+        a_d = "- (flat set)" if flats[0] > 0 else _a(d["exponent"])
         print(
-            f"| {s['estimator']} ({s['truth']}) | {L} | {flat} | {_a(d['exponent'])} "
+            f"| {s['estimator']} ({s['truth']}) | {L} | {flat} | {a_d} "
             f"| {_a(d2['exponent']) if d2 else '-'} | {ne} | {reading} |"
         )
 
