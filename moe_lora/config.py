@@ -551,19 +551,39 @@ class ExecutionSection(Section):
 
 @dataclasses.dataclass(frozen=True)
 class MinimaxSection(Section):
-    """``[minimax]``: ``deltas`` in (0, 1] of the family of truths whose atoms 0 and 1 merge
-    (``moe_lora.truth.merging_truth``); stored largest first."""
+    """``[minimax]``: ``deltas`` in (0, 1] of a family of truths (stored largest first).
+
+    ``family``: ``"merging"`` (default): atoms 0 and 1 merge in the parameterization the truth was
+    drawn through (``moe_lora.truth.merging_truth``), fitted by vanilla and by that
+    parameterization. ``"shared_gate"``: vanilla's hardest family, two atoms with gates S and
+    S + delta E and experts V +- Delta (``moe_lora.truth.shared_gate_truth``), a vanilla truth
+    fitted by vanilla only; the shared maps, which cannot represent it, fit their own family
+    ``maps_family`` on the same deltas (only ``"merging"``).
+    """
 
     NAME: ClassVar[str] = "minimax"
+    FAMILIES: ClassVar[tuple[str, ...]] = ("merging", "shared_gate")
+    MAPS_FAMILIES: ClassVar[tuple[str, ...]] = ("merging",)
     deltas: tuple[float, ...] = key(list)
+    family: str = key(str, "merging")
+    maps_family: str = key(str, "merging")
 
     def __post_init__(self):
+        for k, allowed in (("family", self.FAMILIES), ("maps_family", self.MAPS_FAMILIES)):
+            if getattr(self, k) not in allowed:
+                self.fail(k, f"expected one of {list(allowed)}, got {getattr(self, k)!r}")
         for x in self.deltas:
             check_type("minimax.deltas[]", x, _NUM)
         d = self.deltas
         if not d or any(not (0 < x <= 1) for x in d) or len(set(d)) != len(d):
             self.fail("deltas", f"expected distinct numbers in (0, 1], got {list(d)!r}")
         self.set("deltas", tuple(float(x) for x in sorted(d, reverse=True)))
+
+    def to_dict(self) -> dict:
+        # Keys at their defaults are left out, so the manifests of runs made before the keys
+        # existed still match.
+        out = super().to_dict()
+        return {k: v for k, v in out.items() if k == "deltas" or v != "merging"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -853,6 +873,15 @@ class Config:
         if sections["minimax"] is not None and truth.components < 2:
             raise ConfigError(
                 "minimax: the family merges true atoms 0 and 1; truth.components must be >= 2"
+            )
+        if (
+            sections["minimax"] is not None
+            and sections["minimax"].family == "shared_gate"
+            and "vanilla" not in estimators
+        ):
+            raise ConfigError(
+                "minimax.family: 'shared_gate' is a vanilla truth (only vanilla represents it); "
+                "estimators must include 'vanilla'"
             )
         return cls(
             name=raw.get("name") or name,

@@ -42,7 +42,15 @@ from .fit import FitConfig
 from .parameterization import Model, Vanilla, linear, make_model, nonlinear
 from .simulate import TRACE_COUNT, simulate_replicates
 from .table import KEY_COLUMNS, record_rows
-from .truth import Design, Truth, draw_truth, merging_truth, sample_inputs, truth_summary
+from .truth import (
+    Design,
+    Truth,
+    draw_truth,
+    merging_truth,
+    sample_inputs,
+    shared_gate_truth,
+    truth_summary,
+)
 
 #: The key of the sample that reports a family member's gate strength (``make_truth``).
 _FAMILY_GATE_KEY = 0
@@ -63,9 +71,14 @@ class TruthLabel(NamedTuple):
     through: str
     delta: float | None = None
     seed: int | None = None
+    #: None: the drawn truth or its merging family; ``"shared_gate"``: vanilla's hardest family
+    #: (``moe_lora.truth.shared_gate_truth``), written ``tanh@shared_gate=0.25``.
+    family: str | None = None
 
     def __str__(self) -> str:
-        return self.through if self.delta is None else f"{self.through}@delta={self.delta:g}"
+        if self.delta is None:
+            return self.through
+        return f"{self.through}@{self.family or 'delta'}={self.delta:g}"
 
     @classmethod
     def parse(cls, text, seed: int | None = None) -> TruthLabel:
@@ -73,6 +86,9 @@ class TruthLabel(NamedTuple):
         if isinstance(text, TruthLabel):
             return text
         through, _, delta = str(text).partition("@delta=")
+        if not delta and "@shared_gate=" in through:
+            through, _, delta = through.partition("@shared_gate=")
+            return cls(through, float(delta), seed, "shared_gate")
         return cls(through, float(delta) if delta else None, seed)
 
 
@@ -382,15 +398,27 @@ class Experiment:
             self.spec, param, key=jax.random.fold_in(self.keys(seed)[0], ESTIMATORS.index(name))
         )
 
+    @property
+    def family(self) -> str | None:
+        """The ``[minimax]`` family (``"merging"`` or ``"shared_gate"``), None without one."""
+        return None if self.config.minimax is None else self.config.minimax.family
+
     def truth_labels(self) -> list[TruthLabel]:
         """Every truth: per seed, each drawn one, then its family members (delta < 1), in
-        config order."""
+        config order. Under ``family = "shared_gate"`` the merging members (for the shared maps)
+        are followed by the shared-gate members at every delta (for vanilla; delta = 1 is not
+        the drawn truth there)."""
+        gate = [("shared_gate", x) for x in self.deltas] if self.family == "shared_gate" else []
         return [
-            TruthLabel(draw["through"], d, seed)
+            TruthLabel(draw["through"], d, seed, f)
             for seed in self.seeds
             for draw in self.config.truth.draws
             if seed in draw["seeds"]
-            for d in (None, *(x for x in self.deltas or () if x != 1))
+            for f, d in (
+                (None, None),
+                *((None, x) for x in self.deltas or () if x != 1),
+                *gate,
+            )
         ]
 
     def draw_truths(self) -> dict[TruthLabel, Truth]:
@@ -398,7 +426,18 @@ class Experiment:
         t = self.config.truth
         out = {}
         for label in self.truth_labels():
-            if label.delta is None:
+            if label.family == "shared_gate":
+                try:
+                    out[label] = shared_gate_truth(
+                        out[TruthLabel(label.through, None, label.seed)],
+                        label.delta,
+                        self.model("vanilla", label.seed),
+                        key=jax.random.key(_FAMILY_GATE_KEY),
+                        design=self.design,
+                    )
+                except ValueError as e:
+                    raise ConfigError(f"minimax.deltas: delta={label.delta} gives {e}") from None
+            elif label.delta is None:
                 key = jax.random.fold_in(self.keys(label.seed)[1], ESTIMATORS.index(label.through))
                 try:
                     out[label] = draw_truth(
@@ -446,8 +485,18 @@ class Experiment:
             (lab, e)
             for lab in self.truth_labels()
             for e in self.estimators
-            if e in fitting[lab.through, lab.seed]
+            if e in self._fitters(lab, fitting[lab.through, lab.seed])
         ]
+
+    def _fitters(self, label: TruthLabel, fitting) -> tuple[str, ...]:
+        """Estimators that fit ``label``, of those its draw names (``fitting``): under the
+        shared-gate family vanilla fits the shared-gate members and the maps their merging
+        members."""
+        if label.family == "shared_gate":
+            return tuple(e for e in fitting if e == "vanilla")
+        if label.delta is not None and self.family == "shared_gate":
+            return tuple(e for e in fitting if e == label.through)
+        return tuple(fitting)
 
 
 # Kept for the callers of the module's old home of the loader (``moe_lora.load_experiment``).

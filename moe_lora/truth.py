@@ -18,8 +18,17 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from . import checks
-from .model import Atoms, gate_strength, mixture_weights, regression_function
-from .parameterization import Model, atoms, check_finite_params, init_params, param_shapes
+from .model import Atoms, gate_strength, mixture_weights, regression_function, sym
+from .parameterization import (
+    LoRAFactors,
+    Model,
+    Vanilla,
+    atoms,
+    check_finite_params,
+    factors,
+    init_params,
+    param_shapes,
+)
 from .voronoi import check_distinct_atoms
 
 DESIGNS = ("uniform", "truncated_normal")
@@ -211,6 +220,114 @@ def merging_truth(
         )
     )
     return make_truth(truth.model, moved, key=key, design=design)
+
+
+class SharedGate(NamedTuple):
+    """The shared-gate family of a drawn truth (``shared_gate_directions``): member delta has atoms
+    (S, V + Delta) and (S + delta E, V - Delta) with equal weights, and the truth's other atoms."""
+
+    S: Float[Array, "d d"]
+    E: Float[Array, "d d"]
+    V: Float[Array, "d d_out"]
+    Delta: Float[Array, "d d_out"]
+
+
+def shared_gate_directions(truth: Truth) -> SharedGate:
+    """S, E, V and Delta of the shared-gate family of ``truth`` (docs/model.md, "Vanilla's hardest
+    truths").
+
+    With (B_Qj, A_Qj, B_Vj, A_Vj) the LoRA factors of the truth's atom j and
+    gate(B, A) = gate_scale sym(B A K0^T) / sqrt(d_k):
+
+        S     = gate(B_Q0, A_Q0)                  = S*_0, the gate of atom 0
+        E     = gate(B_Q1 - B_Q0, A_Q0)           (B_Q moves toward atom 1's, A_Q stays atom 0's)
+        V     = (V*_0 + V*_1) / 2,   Delta = (V*_0 - V*_1) / 2
+
+    so S + delta E = gate(B_Q0 + delta (B_Q1 - B_Q0), A_Q0) is a rank-r gate for every delta
+    (a gate of the truth's own S*_1 direction would not be, at d > 2 r), and V +- Delta are the
+    truth's experts V*_0 and V*_1.
+    """
+    if len(truth.atoms.c) < 2:
+        raise ValueError(
+            f"the shared-gate family uses atoms 0 and 1; the truth has {len(truth.atoms.c)} atom"
+        )
+    spec, K0 = truth.model.spec, truth.model.base.K0
+    f = factors(truth.model, truth.params)
+
+    def gate(B, A):
+        return spec.gate_scale * sym(B @ A @ K0.T) / math.sqrt(spec.d_k)
+
+    V0, V1 = truth.atoms.V[0], truth.atoms.V[1]
+    return SharedGate(
+        S=gate(f.B_Q[0], f.A_Q[0]),
+        E=gate(f.B_Q[1] - f.B_Q[0], f.A_Q[0]),
+        V=(V0 + V1) / 2,
+        Delta=(V0 - V1) / 2,
+    )
+
+
+def shared_gate_factors(truth: Truth, delta: float) -> LoRAFactors:
+    """The LoRA factors of member ``delta`` in [0, 1] of the shared-gate family of ``truth``.
+
+    Atom 0 keeps the truth's atom 0 factors (gate S, expert V + Delta = V*_0); atom 1 has
+    B_Q = B_Q0 + delta (B_Q1 - B_Q0), A_Q = A_Q0 (gate S + delta E) and the truth's atom 1 expert
+    factors (V - Delta = V*_1); both biases are log((exp c_0 + exp c_1) / 2), so the two weights
+    are equal and their sum is the truth's pi*_0 + pi*_1; atoms 2.. are the truth's. delta = 0 is
+    the exact flat set (``shared_gate_truth`` takes delta in (0, 1] only).
+    """
+    if truth.model.spec.gating != "softmax":
+        raise ValueError(
+            "the shared-gate family is defined for softmax gating (two equal gates with equal "
+            f"weights reproduce one atom only there); got gating {truth.model.spec.gating!r}"
+        )
+    if not (isinstance(delta, (int, float)) and 0 <= delta <= 1):
+        raise ValueError(f"delta must be a number in [0, 1], got {delta!r}")
+    shared_gate_directions(truth)  # checks the atom count
+    f = factors(truth.model, truth.params)
+    c_pair = jnp.log((jnp.exp(f.c[0]) + jnp.exp(f.c[1])) / 2)
+    return LoRAFactors(
+        B_Q=f.B_Q.at[1].set(f.B_Q[0] + delta * (f.B_Q[1] - f.B_Q[0])),
+        A_Q=f.A_Q.at[1].set(f.A_Q[0]),
+        B_V=f.B_V,
+        A_V=f.A_V,
+        c=f.c.at[0].set(c_pair).at[1].set(c_pair),
+    )
+
+
+def shared_gate_truth(
+    truth: Truth, delta: float, vanilla: Model, *, key: PRNGKeyArray, design: Design = Design()
+) -> Truth:
+    """Member ``delta`` in (0, 1] of vanilla's hardest family: two atoms with gates S and
+    S + delta E, experts V + Delta and V - Delta and equal weights (``shared_gate_factors``;
+    ``shared_gate_directions`` defines S, E, V, Delta from the drawn ``truth``).
+
+    As delta -> 0 the member approaches vanilla's exact flat set: at delta = 0 the two atoms
+    share their gate, so f is that of one atom (S, V) of their summed weight, whatever Delta.
+    Only vanilla represents it (a shared map ties the expert to the gate), so the member is a
+    truth of the vanilla model ``vanilla``, its raw parameters those factors inside vanilla's
+    compact space.
+
+    Raises:
+        ValueError: delta outside (0, 1], fewer than two atoms, sigmoid gating, ``vanilla`` not a
+            vanilla model, or factors outside its compact space.
+    """
+    if not (isinstance(delta, (int, float)) and 0 < delta <= 1):
+        raise ValueError(f"delta must be a number in (0, 1], got {delta!r}")
+    if not isinstance(vanilla.parameterization, Vanilla):
+        raise ValueError(
+            f"the shared-gate family is a vanilla truth; got {vanilla.parameterization.name}"
+        )
+    f = shared_gate_factors(truth, delta)
+    v = vanilla.parameterization
+    for name, x in zip(LoRAFactors._fields, f):
+        bound = v.bias_bound if name == "c" else v.bound
+        if float(jnp.max(jnp.abs(x))) >= bound:
+            raise ValueError(
+                f"factor {name} of the shared-gate member leaves vanilla's compact space "
+                f"(-{bound}, {bound})"
+            )
+    raw = LoRAFactors(*(b * jnp.arctanh(x / b) for x, b in zip(f, [v.bound] * 4 + [v.bias_bound])))
+    return make_truth(vanilla, raw, key=key, design=design)
 
 
 def truth_summary(truth: Truth) -> dict:
