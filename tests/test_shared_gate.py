@@ -176,12 +176,12 @@ def test_shared_gate_pairs_vanilla_with_its_family_and_the_map_with_its_own():
         ("tanh@shared_gate=0.25", "vanilla"),
     }
     truths = exp.draw_truths()
-    member = truths[TruthLabel("tanh", 0.25, "shared_gate")]
+    member = truths[TruthLabel("tanh", 0.25, seed=0, family="shared_gate")]
     assert member.model.parameterization.name == "vanilla"
-    g = shared_gate_directions(truths[TruthLabel("tanh")])
+    g = shared_gate_directions(truths[TruthLabel("tanh", seed=0)])
     np.testing.assert_allclose(member.atoms.S[1] - member.atoms.S[0], 0.25 * g.E, atol=1e-13)
     for label in truths:
-        assert TruthLabel.parse(str(label)) == label
+        assert TruthLabel.parse(str(label), seed=label.seed) == label
 
 
 def test_the_draft_config_loads_with_both_families():
