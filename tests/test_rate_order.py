@@ -24,7 +24,10 @@ CONFIG = {
         "min_expert_separation": 0.5,
     },
     "data": {"sigma": 0.02, "sizes": [250, 1000, 4000], "replicates": 8, "n_eval": 2000},
-    "fit": {"extra_components": [0]},
+    # From the oracle start, as test_fit's recovery test: this checks the rate of the fits in the
+    # truth's basin; the truth-free search leaves some exact-specified vanilla fits at a local
+    # minimum (docs/optimizer.md), which tests/test_restarts.py and the benchmarks measure.
+    "fit": {"extra_components": [0], "starts": "oracle"},
 }
 
 
