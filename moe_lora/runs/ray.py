@@ -2,12 +2,16 @@
 
 Ray is optional (``pip install 'moe_lora[ray]'``) and imported only when this backend runs, so
 ``import moe_lora`` never imports it. Each unit without a result file becomes one task. The task
-runs in a Ray worker, a fresh process started by the raylet (never a fork of a process that has
-started JAX), turns on float64 before any JAX computation, rebuilds the experiment from its
-resolved config (the truths are drawn once per worker process and cached), computes the unit
-with ``compute_unit`` and writes ``DIR/units/<unit id>.parquet`` atomically itself. The
-workers therefore need the driver's ``DIR`` on a shared file system. The driver appends each
-finished unit's line to ``DIR/timings.jsonl`` (one writer, so lines never interleave).
+claims its unit as the local backend does (``store.claim``, an ``flock`` on
+``DIR/units/<unit id>.lock``), so runs of any backend may share ``DIR`` and no unit is computed
+twice; a unit another run holds is left to it. The task runs in a Ray worker, a fresh process
+started by the raylet (never a fork of a process that has started JAX), turns on float64 before
+any JAX computation, rebuilds the experiment from its resolved config (the truths are drawn once
+per worker process and cached), computes the unit with ``compute_unit`` and writes
+``DIR/units/<unit id>.parquet`` atomically itself. The workers therefore need the driver's
+``DIR`` on a shared file system (one whose ``flock`` reaches every node, e.g. NFSv4). The driver
+appends each finished unit's line to ``DIR/timings.jsonl`` (one writer, so lines never
+interleave).
 
 A task that raises, or whose worker dies, is retried ``retries`` times. A unit that still fails
 is appended to ``DIR/failed.jsonl`` (unit id, error, attempts) and reported; it has no result
@@ -101,14 +105,23 @@ def worker_context(raw: dict, name: str, expected: str):
 
 def unit_task(
     raw: dict, name: str, expected: str, unit, out: str, compute: Callable = compute_unit
-) -> dict:
-    """One Ray task: compute ``unit`` and write its result file; returns its timing record."""
-    jax.config.update("jax_enable_x64", True)
-    context = worker_context(raw, name, expected)
-    cpu = time.process_time()
-    frame, seconds, compiled = compute(context, unit)
-    cpu = time.process_time() - cpu
-    store.write_unit(out, unit, frame, store.config_hash(raw))
+) -> dict | None:
+    """One Ray task: claim ``unit`` as the local backend does (``store.claim``), compute it and
+    write its result file while the claim is held.
+
+    Returns:
+        Its timing record, or None when the unit was not claimed: another live run sharing
+        ``out`` holds its claim, or its result file is present (so no unit is computed twice).
+    """
+    with store.claim(out, unit) as mine:
+        if not mine:
+            return None
+        jax.config.update("jax_enable_x64", True)
+        context = worker_context(raw, name, expected)
+        cpu = time.process_time()
+        frame, seconds, compiled = compute(context, unit)
+        cpu = time.process_time() - cpu
+        store.write_unit(out, unit, frame, store.config_hash(raw))
     return {
         "unit": unit.id,
         "fits": unit.fits,
@@ -146,9 +159,10 @@ def compute_with_ray(
 ) -> Iterator[UnitResult]:
     """The Ray backend: one task per unit of ``todo``, results as the tasks finish.
 
-    Each task rebuilds the experiment from its resolved config ``raw`` and ``name`` (through the
-    registry of kinds) and checks its truths against the driver's ``expected`` fingerprint. A
-    unit whose task failed ``retries + 1`` times comes back with its ``error`` set.
+    Each task claims its unit (``unit_task``), rebuilds the experiment from its resolved config
+    ``raw`` and ``name`` (through the registry of kinds) and checks its truths against the
+    driver's ``expected`` fingerprint. A unit whose task failed ``retries + 1`` times comes back
+    with its ``error`` set; a unit another run had claimed, or had finished, does not come back.
     """
     task = ray.remote(unit_task).options(
         max_retries=retries, retry_exceptions=True, num_cpus=1, runtime_env={"env_vars": WORKER_ENV}
@@ -160,9 +174,12 @@ def compute_with_ray(
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
                 try:
-                    yield UnitResult(refs[ref], None, ray.get(ref))
+                    timing = ray.get(ref)
                 except ray.exceptions.RayError as e:
                     yield UnitResult(refs[ref], None, None, _error_text(e))
+                    continue
+                if timing is not None:  # None: claimed or finished by another run
+                    yield UnitResult(refs[ref], None, timing)
     except (KeyboardInterrupt, GeneratorExit):
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -218,8 +235,10 @@ def run_sweep_ray(
     # A corrupt unit file counts as missing (``store.start_run`` removes it).
     todo = [u for u in mine if not store.unit_complete(out, u)]
     failed: list[dict] = []
+    tried: list = []  # units this run computed or gave up on
 
     def keep(result: UnitResult) -> None:
+        tried.append(result.unit)
         if result.error is None:
             store.record_timing(out, result.timing)
             return
@@ -256,4 +275,5 @@ def run_sweep_ray(
     finally:
         if started:
             ray.shutdown()
-    return finish(out, all_units, exp.key_columns, mine, todo, t_start, failed)
+    # Units claimed by another run sharing ``out`` count as skipped, as in ``run_sweep``.
+    return finish(out, all_units, exp.key_columns, mine, tried, t_start, failed)

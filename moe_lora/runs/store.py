@@ -222,39 +222,70 @@ def directory_lock(out: str | Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _flock(path: Path, *, blocking: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if absent); yields whether it is held.
+
+    A claim's file is removed by its holder when it lets go, so a process that opened the file
+    just before may then lock a file no longer at ``path`` while a third locks a new one there:
+    the lock counts only if ``path`` still names the locked file, else it is taken again.
+    """
     try:
         import fcntl
     except ImportError:  # not POSIX: no locking
         yield True
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
+            os.close(fd)
             yield False
             return
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # a removed claim file: lock the one at ``path`` now
+    try:
         yield True
     finally:
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def claim(out: str | Path, unit) -> Iterator[bool]:
+    """Claim ``unit`` of run directory ``out`` for this process, the one way every backend claims
+    a unit (this process's loop, ``claimed``; a Ray task, ``moe_lora.runs.ray.unit_task``).
+
+    Yields True while this process holds ``units/<id>.lock`` (an exclusive ``flock``) and the
+    unit has no result file: compute the unit and write its result inside the ``with``. Yields
+    False when another live process holds the claim or the result file is present: leave the
+    unit alone. The claim is released (and its file removed) when the ``with`` ends, and by the
+    system when its process dies, however it dies.
+    """
+    lock = Path(out) / "units" / f"{unit.id}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with _flock(lock, blocking=False) as held:
+        if not held or unit_path(out, unit).exists():
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.unlink(missing_ok=True)
+
+
 def claimed(out: str | Path, todo: list) -> Iterator:
-    """The units of ``todo`` this process claims, one at a time: each is yielded while its claim
-    (``units/<id>.lock``) is held, and only if no other live process holds it and its result
-    file is still absent. The claim is released (and its file removed) when the next unit is
-    asked for, so the caller writes a unit's result before asking for the next one."""
-    folder = Path(out) / "units"
-    folder.mkdir(parents=True, exist_ok=True)
+    """The units of ``todo`` this process claims (``claim``), one at a time: each is yielded while
+    its claim is held, and only if no other live process holds it and its result file is still
+    absent. The claim is released when the next unit is asked for, so the caller writes a unit's
+    result before asking for the next one."""
     for u in todo:
-        lock = folder / f"{u.id}.lock"
-        with _flock(lock, blocking=False) as held:
-            if not held or unit_path(out, u).exists():
-                continue
-            try:
+        with claim(out, u) as mine:
+            if mine:
                 yield u
-            finally:
-                lock.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(out: str | Path) -> list[Path]:
