@@ -162,6 +162,43 @@ def test_corrupt_and_half_written_units_are_computed_again(finished, tmp_path, c
     )
 
 
+def test_merge_refuses_a_shard_of_another_config(finished, tmp_path, capsys):
+    cfg, out = finished
+    other = tmp_path / "other"  # shard 1/4 of a run with another sigma: one unit, same name
+    assert (
+        cli.main(
+            [
+                "run",
+                str(_config(tmp_path, sigma=0.2)),
+                "--out",
+                str(other),
+                "--shard",
+                "1/4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    (foreign,) = (other / "units").glob("*.parquet")
+    run = _copy_run(out, tmp_path / "run")
+    (run / "units" / foreign.name).write_bytes(foreign.read_bytes())  # copied in by mistake
+    expected = store.config_hash(load_experiment(cfg).config.to_dict())
+    recorded = store.unit_hash(foreign)
+    assert recorded != expected
+    capsys.readouterr()
+    assert cli.main(["merge", str(run)]) == 2
+    printed = capsys.readouterr()
+    line = printed.err.strip()
+    assert printed.out == "" and len(line.splitlines()) == 1
+    assert line.startswith(f"moe-lora merge: error: {run / 'units' / foreign.name}: ")
+    assert f"config hash {recorded}, expected {expected}" in line
+    assert not (run / "results.parquet").exists()
+    # Reading the unmerged units refuses it too, partial or not.
+    for command in (["rates", str(run)], ["rates", str(run), "--partial"]):
+        assert cli.main(command) == 2
+        assert f"config hash {recorded}, expected {expected}" in _error(capsys)
+
+
 def test_a_claimed_unit_is_left_to_the_run_that_holds_it(finished, tmp_path):
     cfg, _ = finished
     units = load_experiment(cfg).units()

@@ -14,7 +14,8 @@ Layout of ``DIR``:
 * ``.lock``: held while the manifest is checked or written and while the table is merged;
 * ``timings.jsonl``: one line per computed unit (wall and CPU seconds, whether it compiled);
 * ``failed.jsonl``: one line per unit a distributed backend gave up on;
-* ``results.parquet`` and ``results.csv``: the merged table, written once every unit is present.
+* ``results.parquet`` and ``results.csv``: the merged table, written once every unit is present
+  and each records the manifest's config hash (``refuse_foreign_units``).
 
 Every function here is public: the local runner and the Ray backend (``moe_lora.runs``) share it.
 None takes an experiment: they take a manifest (a dict), units (anything with an ``id``) and the
@@ -206,6 +207,33 @@ def check_units(out: str | Path, all_units: list, expected: str, *, manifest_was
     for path in removed:
         print(f"warning: {path}: corrupt or half-written; computing it again", file=sys.stderr)
     return removed
+
+
+def manifest_hash(m: dict) -> str:
+    """The config hash every unit file of the run with manifest ``m`` must record."""
+    return config_hash(experiment_of(m).config.to_dict())
+
+
+def refuse_foreign_units(out: str | Path, all_units: list, expected: str) -> None:
+    """Refuse to merge the unit files of ``out`` if one was computed with another config: its
+    recorded config hash is not ``expected`` (a shard or unit copied in from another run). Unit
+    files without a hash (written before 0.2.0) pass: the manifest present vouches for them.
+
+    Raises:
+        ConfigError: naming the first such file, its hash and the expected one.
+        ValueError: a unit file is not a complete parquet file (naming it).
+    """
+    for u in all_units:
+        path = unit_path(out, u)
+        if not path.exists():
+            continue
+        recorded = unit_hash(path)
+        if recorded is not None and recorded != expected:
+            raise ConfigError(
+                f"{path}: computed with config hash {recorded}, expected {expected} (the config "
+                f"of {Path(out) / 'manifest.json'}); a unit of another config cannot be merged: "
+                "remove it, or merge it in the run directory of its own config"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -501,8 +529,7 @@ def start_run(out: str | Path, m: dict, all_units: list) -> dict:
         was_there = (out / "manifest.json").exists()
         m = write_or_check(out, m)
         remove_stale_temporaries(out)
-        expected = config_hash(experiment_of(m).config.to_dict())
-        check_units(out, all_units, expected, manifest_was_there=was_there)
+        check_units(out, all_units, manifest_hash(m), manifest_was_there=was_there)
     return m
 
 
@@ -633,17 +660,24 @@ def merge_run(out: str | Path) -> MergeReport:
     """Check that every unit of the experiment in ``out/manifest.json`` has its result file, then
     merge them into ``results.parquet`` and ``results.csv``.
 
-    Nothing is written while a unit is missing. The merged table is checked to hold exactly one
-    row per (truth, estimator, setting, n, replicate) of the config.
+    Nothing is written while a unit is missing. A unit file computed with another config (its
+    recorded config hash differs from the manifest's config's) is refused
+    (``refuse_foreign_units``), and the merged table is checked to hold exactly one row per
+    (truth, estimator, setting, n, replicate) of the config.
 
     Args:
         out: output directory of ``moe-lora run`` (any backend, any shards).
 
     Returns:
         A ``MergeReport``; ``results`` is None if units are missing.
+
+    Raises:
+        ConfigError: a unit file of another config, naming it and both hashes.
     """
-    exp = experiment_of(read_manifest(out))
+    m = read_manifest(out)
+    exp = experiment_of(m)
     all_units, keys = exp.units(), exp.key_columns
+    refuse_foreign_units(out, all_units, manifest_hash(m))
     missing = missing_units(all_units, out)
     failures = read_failures(out)
     if missing:
@@ -686,6 +720,7 @@ def load_results(out: str | Path, *, partial: bool = True) -> tuple[pd.DataFrame
         return with_recorded_keys(pd.read_parquet(path), m), m
     exp = experiment_of(m)
     all_units = exp.units()
+    refuse_foreign_units(out, all_units, manifest_hash(m))
     missing = missing_units(all_units, out)
     if missing and not partial:
         raise PartialRunError(
