@@ -162,7 +162,7 @@ def test_corrupt_and_half_written_units_are_computed_again(finished, tmp_path, c
     )
 
 
-def test_merge_refuses_a_shard_of_another_config(finished, tmp_path, capsys):
+def test_merge_and_run_refuse_a_shard_of_another_config(finished, tmp_path, capsys):
     cfg, out = finished
     other = tmp_path / "other"  # shard 1/4 of a run with another sigma: one unit, same name
     assert (
@@ -197,6 +197,11 @@ def test_merge_refuses_a_shard_of_another_config(finished, tmp_path, capsys):
     for command in (["rates", str(run)], ["rates", str(run), "--partial"]):
         assert cli.main(command) == 2
         assert f"config hash {recorded}, expected {expected}" in _error(capsys)
+    # A resume refuses it too, though the manifest matches the config.
+    assert cli.main(["run", str(cfg), "--out", str(run), "--quiet"]) == 2
+    line = _error(capsys)
+    assert "1 unit files were computed with another config" in line
+    assert f"config hash {recorded} in {foreign.name}, this config's is {expected}" in line
 
 
 def test_a_claimed_unit_is_left_to_the_run_that_holds_it(finished, tmp_path):
@@ -446,6 +451,68 @@ def test_replotting_an_unchanged_table_gives_identical_files(finished, tmp_path)
         assert a == b, name
         if name.endswith(".pdf"):
             assert b"/Type3" not in a and b"/CreationDate" not in a
+
+
+def test_committed_pdfs_embed_no_type3_font_and_no_creation_date():
+    pdfs = sorted((ROOT / "figures").rglob("*.pdf"))
+    assert pdfs
+    flagged = [p.name for p in pdfs if re.search(rb"/Type3|/CreationDate", p.read_bytes())]
+    assert flagged == [], "re-plot these with moe_lora.palette.save_figure"
+
+
+def _tick_labels_overlap(fig) -> list[str]:
+    """Titles of the panels whose x tick labels (major and minor, as drawn) overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    bad = []
+    for ax in fig.axes:
+        labels = [*ax.xaxis.get_majorticklabels(), *ax.xaxis.get_minorticklabels()]
+        lo, hi = sorted(ax.transData.transform([(x, 0) for x in ax.get_xlim()])[:, 0])
+        boxes = sorted(
+            (b.x0, b.x1)
+            for t in labels
+            if t.get_visible() and t.get_text()
+            for b in [t.get_window_extent()]
+            if lo - 1 <= (b.x0 + b.x1) / 2 <= hi + 1
+        )
+        if any(a[1] > b[0] for a, b in zip(boxes, boxes[1:])):
+            bad.append(ax.get_title())
+    return bad
+
+
+def test_committed_figures_have_no_empty_panel_one_style_and_readable_ticks():
+    """Re-drawn from the committed tables: the over-specified sweep (its sample-complexity figure
+    was half an empty panel) and the 18-panel head rate figure (its tick labels overlapped)."""
+    from moe_lora.head_figure import figure_rates
+    from moe_lora.palette import ESTIMATOR_COLORS, estimator_color, estimator_marker
+    from moe_lora.runs.store import experiment_of, read_manifest, with_recorded_keys
+
+    data = ROOT / "figures" / "data" / "overspecified"
+    m = read_manifest(data)
+    exp = experiment_of(m)
+    df = with_recorded_keys(pd.read_parquet(data / "results.parquet"), m)
+    figures = exp.figures(df, exp.summaries(df))
+    assert "overspecified_sample_complexity" in figures
+    for stem, fig in figures.items():
+        panels = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+        for ax in panels:
+            curves = [
+                line
+                for line in ax.get_lines()
+                if line.get_label().split(":")[0].split(" ")[0] in ESTIMATOR_COLORS
+            ]
+            if stem.endswith("_diagnostics"):
+                continue
+            assert curves, f"{stem}: empty panel {ax.get_title()!r}"
+            for line in curves:
+                est = line.get_label().split(":")[0].split(" ")[0]
+                assert line.get_color().lower() == estimator_color(est).lower(), (stem, est)
+                assert line.get_marker() == estimator_marker(est), (stem, est)
+        assert _tick_labels_overlap(fig) == [], stem
+    head = pd.read_parquet(ROOT / "figures" / "data" / "attention_head_sweeps" / "results.parquet")
+    fig = figure_rates(head, n_boot=20)
+    assert len(fig.axes) == 18 and _tick_labels_overlap(fig) == []
 
 
 # --------------------------------------------------------------------------------------------
