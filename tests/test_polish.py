@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -215,6 +216,40 @@ def test_a_claimed_unit_is_left_to_the_run_that_holds_it(finished, tmp_path):
     assert next(first).id == units[3].id
     assert [u.id for u in second] == []  # units[3] claimed by the first, [2] present
     first.close()
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked on an ``flock`` (Linux's /proc/locks lists waiters
+    with ``->``)."""
+    return any(
+        line.split()[1] == "->" and line.split()[5] == str(pid)
+        for line in Path("/proc/locks").read_text().splitlines()
+        if len(line.split()) > 5
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads Linux's /proc/locks")
+def test_two_configs_cannot_race_past_the_manifest_check(tmp_path):
+    """A run checks or writes the manifest holding DIR/.lock: while another run holds it (here the
+    test, as a run of another sigma would), it waits, then finds the other config and refuses."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mine, other = _config(tmp_path, "a.toml"), _config(tmp_path, "b.toml", sigma=0.2)
+    command = [sys.executable, "-m", "moe_lora", "run", str(mine), "--out", str(out), "--quiet"]
+    with store.directory_lock(out):
+        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while not _waits_for_a_lock(proc.pid):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert not (out / "manifest.json").exists(), "the run wrote its manifest unlocked"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        exp = load_experiment(other)
+        store.write_or_check_manifest(out, exp, exp.draw_truths())
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert "holds a different config" in err and "data.sigma: 0.2 recorded, 0.05 now" in err
+    assert json.loads((out / "manifest.json").read_text())["config"]["data"]["sigma"] == 0.2
 
 
 def test_git_commit_comes_only_from_moe_loras_own_tree(tmp_path, monkeypatch):
@@ -517,6 +552,31 @@ def test_committed_figures_have_no_empty_panel_one_style_and_readable_ticks():
 
 # --------------------------------------------------------------------------------------------
 # Version and the command
+
+
+def test_packaging_dev_without_ray_py_typed_api_reference_and_constraints():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    extras = cfg["options.extras_require"]
+    assert "ray" not in extras["dev"].lower() and "ray" in extras["ray"]
+    assert "py.typed" in cfg["options.package_data"]["moe_lora"]
+    assert (ROOT / "moe_lora" / "py.typed").exists()
+    assert (
+        "pdoc" in extras["docs"] and "pdoc moe_lora -o docs/api" in (ROOT / "README.md").read_text()
+    )
+    # constraints.txt pins every dependency, at a version its floor admits.
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    for line in cfg["options"]["install_requires"].strip().splitlines():
+        req = Requirement(line.split("#")[0].strip())
+        assert canonicalize_name(req.name) in pins, req.name
+        assert req.specifier.contains(pins[canonicalize_name(req.name)]), (req, pins[req.name])
 
 
 def test_one_version_everywhere():
