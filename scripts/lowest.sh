@@ -6,6 +6,7 @@
 #
 # The dev tools (pytest, ruff, ...) come at their newest allowed versions; only the package's own
 # dependencies are pinned low. Not part of .ci/run: it downloads and installs a second environment.
+# Last result (CHANGELOG.md, 0.2.0): 468 passed, 1 skipped, 2026-12-06.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${1:-.venv-lowest}
