@@ -469,6 +469,9 @@ def test_rates_and_plot_refuse_a_partial_run_unless_asked(finished, tmp_path, ca
     assert not (figures / "small_loss_D.pdf").exists()
     data = figures / "data" / "small"
     assert (data / "results.partial.parquet").exists() and not (data / "results.parquet").exists()
+    assert cli.main(["report", str(run), "--partial"]) == 0
+    assert not (run / "report.md").exists()
+    assert (run / "report.partial.md").read_text().startswith("**PARTIAL: 1 units missing")
 
 
 # --------------------------------------------------------------------------------------------
@@ -577,6 +580,27 @@ def test_packaging_dev_without_ray_py_typed_api_reference_and_constraints():
         req = Requirement(line.split("#")[0].strip())
         assert canonicalize_name(req.name) in pins, req.name
         assert req.specifier.contains(pins[canonicalize_name(req.name)]), (req, pins[req.name])
+
+
+@pytest.mark.slow
+def test_the_quick_start_prints_the_explained_summary_the_readme_states():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Quick start") :]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=1200
+    )
+    certified, D, L2 = res.stdout.strip().splitlines()
+    assert (
+        certified.startswith("certified: ")
+        and "fits converged at a risk <= the truth's" in certified
+    )
+    assert D.startswith("D:  ") and "Voronoi loss of the fitted atoms" in D
+    assert L2.startswith("L2: ") and "error of the fitted regression function" in L2
+    stated = re.search(r"It prints certified (\S+), D (\S+) and L2 (\S+):", section)
+    assert stated, "the README says what the quick start prints"
+    assert certified.split()[1] == stated[1]
+    assert D.split()[1] == stated[2] and L2.split()[1] == stated[3]
 
 
 def test_one_version_everywhere():
