@@ -53,8 +53,7 @@ BINS = ((0.0, 0.01), (0.01, 0.1), (0.1, np.inf))
 
 def main(units: Path, seed: int, write: bool = False) -> None:
     jax.config.update("jax_enable_x64", True)
-    from moe_lora.bounds import with_path_triangle, witness_path_triangle
-    from moe_lora.bounds.curves import has_parameters
+    from moe_lora.bounds import has_parameters, with_path_triangle, witness_path_triangle
 
     print(
         f"{'unit':22s} {'C triples':>9s} {'path max':>8s} {'C used':>7s} {'witnesses':>9s}  "
