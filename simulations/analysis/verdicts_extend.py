@@ -11,7 +11,8 @@ markdown table is printed and the rows saved as CSV. An extension may be several
 joined by commas (runs of the same sizes that fit different estimators).
 
     d=figures/data/verdicts_identifiable
-    python benchmarks/verdicts_extend.py ${d}_small_s0 ${d}_1e5_s0 ${d}_small_s1 ${d}_1e5_s1 \
+    python simulations/analysis/verdicts_extend.py ${d}_small_s0 ${d}_1e5_s0 ${d}_small_s1 \
+        ${d}_1e5_s1 \
         ${d}_small_s2 ${d}_1e5_s2 ${d}_small_s3 ${d}_1e5_s3 --summary \
         --out figures/data/verdicts_identifiable_1e5_pooled_verdicts.csv
 """
