@@ -354,7 +354,7 @@ def test_n_ratio_is_not_knife_edged():
 
 
 def test_rate_slopes_on_a_known_table():
-    slopes = hd.rate_slopes(_synthetic_table(), metrics=("function_error",), n_boot=100)
+    slopes = hd.rate_slopes(_synthetic_table(), metrics=("function_error",), bootstrap=100)
     np.testing.assert_allclose(slopes["slope"], -1.0, rtol=1e-9)
     assert (slopes["lo"] <= -1 + 1e-9).all() and (slopes["hi"] >= -1 - 1e-9).all()
 
