@@ -325,7 +325,7 @@ def _report(args) -> int:
     from .report import write_report
 
     missing = _partial_note(args.dir, args.partial)
-    path = write_report(args.dir, config_path=args.config)
+    path = write_report(args.dir, config_path=args.config, extends=args.extends or ())
     if missing:  # marked: the header, and the file's name
         marked = path.with_name(_partial_name(path.name, missing))
         note = f"**PARTIAL: {missing} units missing; read with care.**\n\n"
@@ -436,6 +436,13 @@ def parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dir", help="output directory of `moe-lora run` (a study)")
     report.add_argument("--config", help="the config it was run from, for the commands")
+    report.add_argument(
+        "--extends",
+        nargs="+",
+        metavar="BASE",
+        help="run directories this study extends to more sizes (same truths): their rows of its "
+        "truths, estimators and settings are read with it as one table",
+    )
     report.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
     report.set_defaults(func=_report)
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")
