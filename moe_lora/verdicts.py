@@ -274,10 +274,10 @@ def judge_pooled(
     else:
         slope, intercept = loglog_slope(sizes, stat)
         for k in range(stability_seeds):
-            slopes = hierarchical_slopes(
+            resampled = hierarchical_slopes(
                 cube, sizes, statistic, draws, np.random.default_rng(s.seed + k)
             )
-            intervals.append(percentile_interval(slopes, s.level))
+            intervals.append(percentile_interval(resampled, s.level))
         res = base | dict(
             slope=slope, ci_low=intervals[0][0], ci_high=intervals[0][1], intercept=intercept
         )
