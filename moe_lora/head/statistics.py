@@ -333,15 +333,15 @@ def rate_slopes(
 
     Returns columns variation, student, metric, statistic, n_min, n_max, slope, lo, hi, seeds.
     """
-    s = settings(HEAD_SLOPES if slopes is None else slopes, overrides)
-    statistic, n_boot, level = s.statistic, s.bootstrap, s.level
-    rng = np.random.default_rng(s.seed)
+    fit = settings(HEAD_SLOPES if slopes is None else slopes, overrides)
+    statistic, n_boot, level = fit.statistic, fit.bootstrap, fit.level
+    rng = np.random.default_rng(fit.seed)
     rows = []
     for variation, part in _by_variation(table):
         students = list(pd.unique(part["student"]))
         for metric in metrics:
             ns, seeds, cube = _cube(part, metric, students)
-            use = s.in_range(ns)
+            use = fit.in_range(ns)
             if use.sum() < 2:  # no slope from fewer than two sizes
                 continue
             x = np.log(ns[use])
