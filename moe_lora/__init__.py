@@ -121,6 +121,7 @@ _NAMES = {
     "VoronoiLoss": "voronoi",
     "voronoi_cells": "voronoi",
     "voronoi_loss": "voronoi",
+    "SlopeSettings": "slopes",
 }
 #: Public submodules, importable as attributes (``moe_lora.figures``) and in the API reference.
 _MODULES = (
@@ -130,6 +131,7 @@ _MODULES = (
     "experiment",
     "table",
     "rates",
+    "slopes",
     "figures",
     "palette",
     "runs",
@@ -193,6 +195,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the names above, imported eager
     from . import figures as figures
     from . import rates as rates
     from . import runs as runs
+    from . import slopes as slopes
     from . import table as table
     from .attention import AttentionWeights as AttentionWeights
     from .attention import LoRA as LoRA
@@ -276,6 +279,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the names above, imported eager
     from .simulate import replicate_keys as replicate_keys
     from .simulate import simulate_replicate as simulate_replicate
     from .simulate import simulate_replicates as simulate_replicates
+    from .slopes import SlopeSettings as SlopeSettings
     from .truth import Dataset as Dataset
     from .truth import Design as Design
     from .truth import Truth as Truth

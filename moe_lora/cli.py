@@ -171,8 +171,8 @@ def _bound(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    from .bound_stage import bound_units, run_bounds
     from .kinds import load_experiment
-    from .runs.bound import bound_units, run_bounds
 
     exp = load_experiment(args.config)
     if getattr(exp.config, "bound", None) is None:
@@ -187,7 +187,7 @@ def _bound(args) -> int:
         file=sys.stderr,
     )
     try:
-        path = run_bounds(exp, out, progress=not args.quiet)
+        path = run_bounds(exp, out, order=args.units, progress=not args.quiet)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; finished units are kept in {out}/bound. Run the same command again to "
@@ -253,6 +253,11 @@ def _plot(args) -> int:
 
     bound = Path(args.dir) / "bound.parquet"
     try:
+        if bound.exists():
+            # curves of `moe-lora bound` beside a sweep with no unit computed: no sweep to plot
+            missing = _partial_note(args.dir, True)
+            if missing == len(experiment_of(read_manifest(args.dir)).units()):
+                raise FileNotFoundError(args.dir)
         missing = _partial_note(args.dir, args.partial)
         df, manifest = load_results(args.dir)
     except FileNotFoundError:
@@ -320,7 +325,7 @@ def _report(args) -> int:
     from .report import write_report
 
     missing = _partial_note(args.dir, args.partial)
-    path = write_report(args.dir, config_path=args.config)
+    path = write_report(args.dir, config_path=args.config, extends=args.extends or ())
     if missing:  # marked: the header, and the file's name
         marked = path.with_name(_partial_name(path.name, missing))
         note = f"**PARTIAL: {missing} units missing; read with care.**\n\n"
@@ -375,6 +380,13 @@ def parser() -> argparse.ArgumentParser:
     bound.add_argument(
         "--out", help="run directory (default runs/<name>; shared with `moe-lora run`)"
     )
+    bound.add_argument(
+        "--units",
+        nargs="+",
+        metavar="ID",
+        help="compute only these units, in this order (ids as in DIR/bound/<id>.parquet, e.g. "
+        "linear__linear__L+1); a later call without --units computes the rest and merges",
+    )
     bound.add_argument("--quiet", action="store_true", help="no progress bar")
     bound.set_defaults(func=_bound)
     merge = sub.add_parser(
@@ -424,6 +436,13 @@ def parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dir", help="output directory of `moe-lora run` (a study)")
     report.add_argument("--config", help="the config it was run from, for the commands")
+    report.add_argument(
+        "--extends",
+        nargs="+",
+        metavar="BASE",
+        help="run directories this study extends to more sizes (same truths): their rows of its "
+        "truths, estimators and settings are read with it as one table",
+    )
     report.add_argument("--partial", action="store_true", help=PARTIAL_HELP)
     report.set_defaults(func=_report)
     plot = sub.add_parser("plot", help="write the figures of a run as PDF and PNG")

@@ -56,6 +56,7 @@ from .fit import JACOBIANS, SCREENS, STARTS, FitConfig, InitConfig, Screen
 from .model import FieldError, ModelSpec
 from .optimize import LevenbergMarquardt
 from .parameterization import Vanilla
+from .slopes import STATISTICS, SlopeSettings
 from .truth import Design, draw_truth
 from .verdicts import check_reference
 
@@ -586,18 +587,22 @@ class MinimaxSection(Section):
         return {k: v for k, v in out.items() if k == "deltas" or v != "merging"}
 
 
+_SLOPES = SlopeSettings()
+
+
 @dataclasses.dataclass(frozen=True)
 class RatesSection(Section):
-    """``[rates]``: fit range and bootstrap of the slope table (``moe_lora.rates.slope_table``)."""
+    """``[rates]``: the slope settings of the slope table and the verdicts (``slopes``, a
+    ``moe_lora.slopes.SlopeSettings``, whose defaults these are), and the verdict rules."""
 
     NAME: ClassVar[str] = "rates"
-    n_min: int | None = key(int, None)
-    n_max: int | None = key(int, None)
-    bootstrap: int = key(int, 1000)
-    level: float = key(_NUM, 0.95)
+    n_min: int | None = key(int, _SLOPES.n_min)
+    n_max: int | None = key(int, _SLOPES.n_max)
+    bootstrap: int = key(int, _SLOPES.bootstrap)
+    level: float = key(_NUM, _SLOPES.level)
     #: The statistic over replicates that the verdicts read (``moe_lora.verdicts``), fixed before
     #: the run.
-    statistic: str = key(str, "mean")
+    statistic: str = key(str, _SLOPES.statistic)
     #: Verdict rules, ``[[rates.verdicts]]``: label, metric, prediction, alternative, optional
     #: estimators/extra.
     verdicts: tuple = key(list, [])
@@ -609,7 +614,7 @@ class RatesSection(Section):
             self.fail("n_min", f"expected n_min <= n_max, got {self.n_min} > {self.n_max}")
         if not 0 < self.level < 1:
             self.fail("level", f"expected a number in (0, 1), got {self.level!r}")
-        if self.statistic not in ("mean", "median"):
+        if self.statistic not in STATISTICS:
             self.fail("statistic", f"expected 'mean' or 'median', got {self.statistic!r}")
         rules = []
         for i, rule in enumerate(self.verdicts):
@@ -647,9 +652,16 @@ class RatesSection(Section):
             rules.append(dict(rule))
         self.set("verdicts", tuple(rules))
 
-    def slope_kwargs(self) -> dict:
-        """Keyword arguments of ``rates.slope_table`` (fit range, bootstrap draws, level)."""
-        return dict(n_min=self.n_min, n_max=self.n_max, bootstrap=self.bootstrap, level=self.level)
+    def slopes(self, seed: int = 0) -> SlopeSettings:
+        """The slope settings of this section, with bootstrap seed ``seed``."""
+        return SlopeSettings(
+            statistic=self.statistic,
+            n_min=self.n_min,
+            n_max=self.n_max,
+            bootstrap=self.bootstrap,
+            level=self.level,
+            seed=seed,
+        )
 
 
 def parse_grid(section: Section, name: str, spec) -> tuple[float, ...]:

@@ -298,7 +298,7 @@ class Experiment:
         """``rates.csv``: the slope table, with the fit range and bootstrap of ``[rates]``."""
         from .rates import slope_table
 
-        return {"rates.csv": slope_table(df, **self.config.rates.slope_kwargs(), seed=self.seed)}
+        return {"rates.csv": slope_table(df, slopes=self.config.rates.slopes(seed=self.seed))}
 
     def format_summaries(self, summaries: dict[str, pd.DataFrame]) -> str:
         """The slope table as ``moe-lora rates`` prints it."""

@@ -35,6 +35,7 @@ from matplotlib.transforms import ScaledTranslation
 from . import rates
 from .palette import ESTIMATOR_COLORS, estimator_marker, estimator_order
 from .palette import estimator_color as estimator_color
+from .slopes import SlopeSettings, settings
 from .table import cell_patterns, dead_atoms, families, multi_cell, pooled_truth, single_truths
 
 METRIC_LABELS = {
@@ -253,12 +254,9 @@ def figure_sample_complexity(
     df: pd.DataFrame,
     metric: str = "D",
     *,
-    statistic: str = "mean",
-    n_min=None,
-    n_max=None,
     points: int = 30,
-    bootstrap: int = 1000,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> Figure | None:
     """Figure 3: sample complexity n(eps) against 1 / eps per (truth, setting), log-log.
 
@@ -273,33 +271,22 @@ def figure_sample_complexity(
     Args:
         df: the results table.
         metric: the loss column.
-        statistic: ``"mean"`` or ``"median"`` over replicates (vanilla's means are driven by a
-            heavy tail).
-        n_min, n_max: the fit range (the config's ``[rates]``).
         points: number of eps values per curve.
-        bootstrap: resamples for the band.
-        seed: bootstrap seed.
+        slopes: the statistic (vanilla's means are driven by a heavy tail), the fit range (the
+            config's ``[rates]``) and the band's bootstrap (``SlopeSettings``, or its fields as
+            keywords).
 
     Returns:
         The Figure; None when the table has no single truth or no curve spans a decade.
     """
     _check_metric(df, metric)
-    if statistic not in rates.STATISTICS:
-        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {rates.STATISTICS}")
+    s = settings(slopes, overrides)
+    statistic = s.statistic
     df = single_truths(df)
     if df.empty:
         return None
     fits = {
-        keys: rates.sample_complexity_fit(
-            sub,
-            metric,
-            statistic,
-            n_min=n_min,
-            n_max=n_max,
-            points=points,
-            bootstrap=bootstrap,
-            seed=seed,
-        )
+        keys: rates.sample_complexity_fit(sub, metric, points=points, slopes=s)
         for keys, sub in df.groupby(["truth", "extra", "estimator"])
     }
     drawn = {

@@ -9,8 +9,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
-from .head import REFERENCE, data_efficiency, error_bands, improvement, rate_slopes
+from .head import HEAD_SLOPES, REFERENCE, data_efficiency, error_bands, improvement, rate_slopes
 from .palette import STUDENT_COLORS, estimator_marker
+from .slopes import SlopeSettings, settings
 
 COLORS = STUDENT_COLORS
 LABELS = {
@@ -102,18 +103,19 @@ def figure_rates(
     table: pd.DataFrame,
     *,
     metrics=("function_error", "gate_error", "value_error"),
-    n_min: int = 16,
-    n_boot: int = 2000,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> plt.Figure:
     """Per variation (rows) and metric (columns): the median error of each student against n,
-    log-log, with 95% bootstrap bands, and the fitted slope on n >= n_min in the legend
-    (``moe_lora.head.rate_slopes``).
+    log-log, with bootstrap bands, and the fitted slope on n >= n_min in the legend
+    (``moe_lora.head.rate_slopes``, with ``slopes``: default ``HEAD_SLOPES``, or its fields as
+    keywords).
 
     Returns:
         The matplotlib Figure; nothing is saved or shown.
     """
-    slopes = rate_slopes(table, metrics=metrics, n_min=n_min, n_boot=n_boot, seed=seed)
+    fit = settings(HEAD_SLOPES if slopes is None else slopes, overrides)
+    slopes = rate_slopes(table, metrics=metrics, slopes=fit)
     variations = list(pd.unique(slopes["variation"]))
     sizes = sorted(table["n"].unique())
     fig, axes = plt.subplots(
@@ -127,8 +129,9 @@ def figure_rates(
             bands = error_bands(
                 table[table["variation"] == variation] if "variation" in table else table,
                 metric=metric,
-                n_boot=n_boot,
-                seed=seed,
+                n_boot=fit.bootstrap,
+                seed=fit.seed,
+                level=fit.level,
             )
             for student in pd.unique(bands["student"]):
                 b = bands[bands["student"] == student]
@@ -143,7 +146,8 @@ def figure_rates(
                 marker = estimator_marker(student)
                 ax.plot(b["n"], b["center"], "-", marker=marker, color=color, label=label, ms=3)
                 ax.fill_between(b["n"], b["lo"], b["hi"], color=color, alpha=0.25)
-            ax.axvline(n_min, color="0.6", ls=":", lw=1)
+            if fit.n_min is not None:
+                ax.axvline(fit.n_min, color="0.6", ls=":", lw=1)
             ax.set_xscale("log")
             ax.set_yscale("log")
             # The sizes themselves on x: the minor labels of a short log axis (2x10^1, 3x10^1,

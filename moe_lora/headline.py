@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from .figures import METRIC_LABELS, estimator_color
 from .palette import estimator_marker
 from .rates import bootstrap_indices, curve_slope
+from .slopes import SlopeSettings, settings
 from .table import single_truths
 
 
@@ -46,11 +47,15 @@ def figure_headline(
     *,
     truth: str,
     estimators=("vanilla", "tanh"),
-    n_min=None,
-    n_max=None,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> Figure:
-    """D and L2 against n for ``estimators`` fitted to one ``truth`` (module docstring)."""
+    """D and L2 against n for ``estimators`` fitted to one ``truth`` (module docstring).
+
+    ``slopes``: the fit range and bootstrap of the slopes in the legend (``SlopeSettings``, or
+    its fields as keywords; the statistic is the mean); its seed also seeds the bands."""
+    fit = settings(slopes, overrides).replace(statistic="mean")
+    seed = fit.seed
     df = single_truths(df)
     df = df[(df["truth"] == truth) & df["estimator"].isin(estimators)]
     missing = [e for e in estimators if e not in set(df["estimator"])]
@@ -68,9 +73,7 @@ def figure_headline(
                 [_intervals(sub.loc[sub["n"] == n, metric].to_numpy(float), rng) for n in sizes]
             )
             color = estimator_color(est)
-            s = curve_slope(
-                sub, metric, "mean", n_min=n_min, n_max=n_max, bootstrap=1000, seed=seed
-            )
+            s = curve_slope(sub, metric, slopes=fit)
             ax.plot(
                 sizes,
                 stats[:, 0],
@@ -147,8 +150,7 @@ def main(argv=None) -> int:
         pd.concat(frames, ignore_index=True),
         truth=args.truth,
         estimators=args.estimators,
-        n_min=rates.n_min,
-        n_max=rates.n_max,
+        slopes=SlopeSettings(n_min=rates.n_min, n_max=rates.n_max),
     )
     from .palette import save_figure
 

@@ -21,12 +21,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .slopes import STATISTICS as STATISTICS
+from .slopes import SlopeSettings, settings
 from .table import families, single_truths
 
 METRICS = ("D", "l2_error")
 #: The pieces of D in the results table (``moe_lora.simulate.decompose``).
 D_TERMS = ("D", "D_mass", "D_singleton", "D_multi", "D_S", "D_V")
-STATISTICS = ("mean", "median")
 
 
 def loglog_slope(n, y) -> tuple[float, float]:
@@ -119,48 +120,50 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float
     return float(lo), float(hi)
 
 
-def _in_range(df: pd.DataFrame, metric: str, statistic: str, n_min, n_max):
-    """The checked arguments of one curve, and its sizes in [n_min, n_max] with their cube and
-    statistic (both None for fewer than two sizes)."""
-    if statistic not in STATISTICS:
-        raise ValueError(f"Unknown statistic {statistic!r}; expected one of {STATISTICS}")
+def _in_range(df: pd.DataFrame, metric: str, s: SlopeSettings):
+    """The sizes of one curve in the fit range of ``s``, with their cube and statistic (both
+    None for fewer than two sizes)."""
     if metric not in df:
         raise ValueError(f"Unknown metric {metric!r}; the table has no such column")
-    sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
+    sel = df[s.in_range(df["n"])]
     sizes = np.sort(sel["n"].unique())
     if len(sizes) < 2:
         return sizes, None, None
     cube = value_cube(sel, metric, sizes)
-    return sizes, cube, cell_statistic(cube, statistic)
+    return sizes, cube, cell_statistic(cube, s.statistic)
 
 
-def _bootstrap_lines(cube: np.ndarray, sizes, statistic: str, draws: int, seed: int):
-    """(slopes, intercepts) of the log-log line refitted to ``draws`` bootstrap resamples of
-    ``cube`` (``bootstrap_resample``, generator ``default_rng(seed)``)."""
-    boot = bootstrap_resample(cube, draws, np.random.default_rng(seed))
+def _bootstrap_lines(cube: np.ndarray, sizes, s: SlopeSettings):
+    """(slopes, intercepts) of the log-log line refitted to ``s.bootstrap`` resamples of
+    ``cube`` (``bootstrap_resample``, generator ``default_rng(s.seed)``)."""
+    boot = bootstrap_resample(cube, s.bootstrap, np.random.default_rng(s.seed))
     log_n = np.log(np.asarray(sizes, float))
     with np.errstate(all="ignore"):
-        log_y = np.log(cell_statistic(boot, statistic))
+        log_y = np.log(cell_statistic(boot, s.statistic))
         b = loglog_slopes(log_n, log_y)
     return b, log_y.mean(-1) - b * log_n.mean()
+
+
+def _with_statistic(s: SlopeSettings, statistic: str | None) -> SlopeSettings:
+    return s if statistic is None else s.replace(statistic=statistic)
 
 
 def curve_slope(
     df: pd.DataFrame,
     metric: str,
-    statistic: str = "mean",
+    statistic: str | None = None,
     *,
-    n_min=None,
-    n_max=None,
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> dict:
     """Slope and bootstrap interval of one curve; ``df`` holds the rows of that curve only.
 
-    Several truths (distinct ``delta``) make it a minimax curve: worst statistic over them.
+    ``slopes``: the statistic, fit range and bootstrap (``moe_lora.slopes.SlopeSettings``; its
+    fields may also be given as keywords, and ``statistic`` positionally). Several truths
+    (distinct ``delta``) make it a minimax curve: worst statistic over them.
     """
-    sizes, cube, stat = _in_range(df, metric, statistic, n_min, n_max)
+    s = _with_statistic(settings(slopes, overrides), statistic)
+    sizes, cube, stat = _in_range(df, metric, s)
     nan = dict(slope=np.nan, ci_low=np.nan, ci_high=np.nan, intercept=np.nan)
     base = dict(
         n_min=int(sizes.min()) if len(sizes) else None,
@@ -170,9 +173,7 @@ def curve_slope(
     if stat is None or not np.all(stat > 0):
         return base | nan
     slope, intercept = loglog_slope(sizes, stat)
-    lo, hi = percentile_interval(
-        _bootstrap_lines(cube, sizes, statistic, bootstrap, seed)[0], level
-    )
+    lo, hi = percentile_interval(_bootstrap_lines(cube, sizes, s)[0], s.level)
     return base | dict(slope=slope, ci_low=lo, ci_high=hi, intercept=intercept)
 
 
@@ -181,13 +182,13 @@ def slope_table(
     *,
     metrics=METRICS,
     statistics=STATISTICS,
-    n_min=None,
-    n_max=None,
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> pd.DataFrame:
     """One row per (curve, metric, statistic): slope, bootstrap CI, fit range, certified fraction.
+
+    ``slopes``: fit range and bootstrap (``SlopeSettings``, or its fields as keywords); every
+    statistic of ``statistics`` is fitted, whatever ``slopes.statistic`` says.
 
     Curves are (seed, truth, estimator, extra) over the rows without ``delta`` (the drawn
     truths; ``seed`` where the table has it);
@@ -199,8 +200,7 @@ def slope_table(
         ValueError: ``n_min > n_max``, or no curve has a slope (no two sizes in the fit range).
             A slope through only two sizes gets a ``UserWarning``: it has no residual to judge it.
     """
-    if n_min is not None and n_max is not None and n_min > n_max:
-        raise ValueError(f"rates: expected n_min <= n_max, got n_min = {n_min} > n_max = {n_max}")
+    s = settings(slopes, overrides)
     rows = []
     # A study's truths are (seed, truth) pairs: each seed's curve is its own.
     axis = ["seed"] if "seed" in df else []
@@ -217,7 +217,7 @@ def slope_table(
         )
     for frame, group, prefix in curves:
         for keys, sub in frame.groupby(group, sort=True):
-            in_range = sub[(sub["n"] >= (n_min or 0)) & (sub["n"] <= (n_max or np.inf))]
+            in_range = sub[s.in_range(sub["n"])]
             per_n = ["n", "truth"] if not prefix else ["n", "delta"]
             extra = {
                 "replicates": int(in_range.groupby(per_n, dropna=False).size().min())
@@ -229,16 +229,7 @@ def slope_table(
             }
             for metric in metrics:
                 for st in statistics:
-                    res = curve_slope(
-                        sub,
-                        metric,
-                        st,
-                        n_min=n_min,
-                        n_max=n_max,
-                        bootstrap=bootstrap,
-                        level=level,
-                        seed=seed,
-                    )
+                    res = curve_slope(sub, metric, st, slopes=s)
                     rows.append(
                         dict(zip(group, keys))
                         | {"metric": metric, "statistic": prefix + st}
@@ -246,7 +237,7 @@ def slope_table(
                         | extra
                     )
     table = pd.DataFrame(rows)
-    _check_slopes(table, n_min, n_max)
+    _check_slopes(table, s.n_min, s.n_max)
     return table
 
 
@@ -372,14 +363,11 @@ MIN_SPAN_DECADES = 1.0
 def sample_complexity_fit(
     df: pd.DataFrame,
     metric: str,
-    statistic: str = "mean",
+    statistic: str | None = None,
     *,
-    n_min=None,
-    n_max=None,
     points: int = 30,
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> pd.DataFrame:
     """n(eps) of one curve from its fitted power law, with a bootstrap interval.
 
@@ -394,12 +382,10 @@ def sample_complexity_fit(
     Args:
         df: the rows of one curve.
         metric: the loss column.
-        statistic: ``"mean"`` or ``"median"`` over replicates.
-        n_min, n_max: the fit range (None: every size).
+        statistic: ``"mean"`` or ``"median"`` over replicates (default ``slopes.statistic``).
         points: eps values.
-        bootstrap: resamples.
-        level: interval level.
-        seed: bootstrap seed.
+        slopes: fit range, resamples, interval level and bootstrap seed (``SlopeSettings``, or
+            its fields as keywords).
 
     Returns:
         One row per eps: ``eps``, ``n`` (the fitted line's n(eps)), ``n_low``, ``n_high``, and per
@@ -414,7 +400,8 @@ def sample_complexity_fit(
     if points < 2:
         raise ValueError(f"points must be >= 2, got {points}")
     columns = ["eps", "n", "n_low", "n_high", "slope", "span_decades", "n_min", "n_max"]
-    sizes, cube, stat = _in_range(df, metric, statistic, n_min, n_max)
+    s = _with_statistic(settings(slopes, overrides), statistic)
+    sizes, cube, stat = _in_range(df, metric, s)
     if stat is None or not np.all(stat > 0):
         return pd.DataFrame(columns=columns)
     slope, intercept = loglog_slope(sizes, stat)
@@ -423,11 +410,11 @@ def sample_complexity_fit(
     log_n = np.log(sizes.astype(float))
     ends = intercept + slope * log_n[[0, -1]]  # the fitted line at the ends of the fit range
     log_eps = np.linspace(ends[0], ends[1], points)
-    b, a = _bootstrap_lines(cube, sizes, statistic, bootstrap, seed)
+    b, a = _bootstrap_lines(cube, sizes, s)
     with np.errstate(all="ignore"):
         log_nb = (log_eps[None, :] - a[:, None]) / b[:, None]
     log_nb = log_nb[b < 0]
-    alpha = (1 - level) / 2
+    alpha = (1 - s.level) / 2
     if len(log_nb):
         lo, hi = np.nanquantile(log_nb, [alpha, 1 - alpha], axis=0)
     else:
@@ -479,18 +466,18 @@ def asymptotic_onset(
     df: pd.DataFrame,
     metric: str,
     target: float,
-    statistic: str = "mean",
+    statistic: str | None = None,
     *,
     min_points: int = 3,
     tol: float = 0.05,
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> dict:
     """The smallest size from which one curve decays at the rate ``target`` (e.g. -0.5).
 
     For each size n_k in increasing order, the slope over [n_k, largest n] and its bootstrap
-    interval are fitted (``curve_slope``); the onset is the first n_k whose interval, widened by
+    interval are fitted (``curve_slope``, with ``slopes``' statistic and bootstrap; its n_min
+    is each n_k in turn); the onset is the first n_k whose interval, widened by
     ``tol`` on each side, contains ``target``, with at least ``min_points`` sizes in the range
     (without the widening, a curve of one replicate per size, whose interval is a point, could
     never qualify). A curve that is flat at small
@@ -505,13 +492,12 @@ def asymptotic_onset(
         raise ValueError(f"min_points must be an integer >= 2, got {min_points!r}")
     if not (np.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    s = _with_statistic(settings(slopes, overrides), statistic)
     sizes = np.sort(df["n"].unique())
     res = {"slope": np.nan, "ci_low": np.nan, "ci_high": np.nan, "points": 0}
     onset = np.nan
     for k in range(len(sizes) - min_points + 1):
-        res = curve_slope(
-            df, metric, statistic, n_min=int(sizes[k]), bootstrap=bootstrap, level=level, seed=seed
-        )
+        res = curve_slope(df, metric, slopes=s.replace(n_min=int(sizes[k])))
         if res["ci_low"] - tol <= target <= res["ci_high"] + tol:
             onset = int(sizes[k])
             break
@@ -519,7 +505,7 @@ def asymptotic_onset(
 
 
 def onset_table(
-    df: pd.DataFrame, by, metric: str, target: float, statistic: str = "mean", **kwargs
+    df: pd.DataFrame, by, metric: str, target: float, statistic: str | None = None, **kwargs
 ) -> pd.DataFrame:
     """``asymptotic_onset`` of every curve of ``df``, one row per group of the ``by`` columns.
 
@@ -542,10 +528,8 @@ def term_slopes(
     ranges,
     *,
     terms=D_TERMS,
-    statistic: str = "mean",
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> pd.DataFrame:
     """Slope and bootstrap interval of every piece of D, for every curve and size range.
 
@@ -553,7 +537,8 @@ def term_slopes(
         df: results table rows of drawn truths (``table.single_truths``).
         ranges: (n_min, n_max) pairs; None leaves an end open.
         terms: the columns to fit (``D_TERMS`` by default; missing ones are skipped).
-        statistic: ``"mean"`` or ``"median"`` over replicates.
+        slopes: statistic and bootstrap (``SlopeSettings``, or its fields as keywords); the
+            fit range is each of ``ranges`` in turn.
 
     Returns:
         One row per (truth, estimator, extra, term, range): ``slope``, ``ci_low``, ``ci_high``,
@@ -567,27 +552,19 @@ def term_slopes(
     >>> s[["term", "slope"]].round(3).values.tolist()
     [['D', -0.5], ['D_mass', -1.0]]
     """
+    s = settings(slopes, overrides)
     rows = []
     for (truth, est, extra), sub in df.groupby(["truth", "estimator", "extra"], sort=True):
         for term in (t for t in terms if t in df):
             for lo, hi in ranges:
-                res = curve_slope(
-                    sub,
-                    term,
-                    statistic,
-                    n_min=lo,
-                    n_max=hi,
-                    bootstrap=bootstrap,
-                    level=level,
-                    seed=seed,
-                )
+                res = curve_slope(sub, term, slopes=s.replace(n_min=lo, n_max=hi))
                 rows.append(
                     {
                         "truth": truth,
                         "estimator": est,
                         "extra": extra,
                         "term": term,
-                        "statistic": statistic,
+                        "statistic": s.statistic,
                     }
                     | res
                 )
@@ -597,12 +574,11 @@ def term_slopes(
 def local_slope_table(
     df: pd.DataFrame,
     metric: str,
-    statistic: str = "mean",
+    statistic: str | None = None,
     *,
     window: int = 3,
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> pd.DataFrame:
     """Slopes of one curve over sliding windows of ``window`` consecutive sizes, with intervals.
 
@@ -617,12 +593,11 @@ def local_slope_table(
     """
     if not (isinstance(window, (int, np.integer)) and window >= 2):
         raise ValueError(f"window must be an integer >= 2, got {window!r}")
+    s = _with_statistic(settings(slopes, overrides), statistic)
     sizes = np.sort(df["n"].unique())
     rows = []
     for k in range(len(sizes) - window + 1):
         lo, hi = int(sizes[k]), int(sizes[k + window - 1])
-        res = curve_slope(
-            df, metric, statistic, n_min=lo, n_max=hi, bootstrap=bootstrap, level=level, seed=seed
-        )
+        res = curve_slope(df, metric, slopes=s.replace(n_min=lo, n_max=hi))
         rows.append({"n_mid": float(np.exp(np.mean(np.log(sizes[k : k + window]))))} | res)
     return pd.DataFrame(rows)

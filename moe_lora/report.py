@@ -26,9 +26,77 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .figures import METRIC_LABELS, estimator_color
+from .runs import load_results
+from .runs.store import experiment_of
 from .table import single_truths
 from .verdict_runs import load_run
-from .verdicts import STABILITY_SEEDS, format_verdicts, verdicts_by
+from .verdicts import STABILITY_SEEDS, Run, format_verdicts, truth_summary_of, verdicts_by
+
+#: Config keys an extension may change from the runs it extends: more sizes of the same truths.
+EXTENSION_FREE = ("name", "description", "execution", "rates", "estimators")
+
+
+def _computed(config: dict) -> dict:
+    """The part of a recorded config that an extension shares with the runs it extends."""
+    part = {k: v for k, v in config.items() if k not in EXTENSION_FREE}
+    part["data"] = {k: v for k, v in part.get("data", {}).items() if k != "sizes"}
+    # which truths are drawn (families, seeds) is checked truth by truth, on the drawn truths
+    part["truth"] = {
+        k: v for k, v in part.get("truth", {}).items() if k not in ("through", "seeds", "draws")
+    }
+    return part
+
+
+def _resolved(manifest: dict) -> dict:
+    """A manifest's config with every default filled in, read as the computation that made it."""
+    return experiment_of(manifest).config.to_dict()
+
+
+def extended_run(run: Run, manifest: dict, bases) -> tuple[Run, list[str]]:
+    """``run`` (an extension: more sizes of some truths of earlier runs) with the rows of its
+    ``bases`` (run directories) for the same truths, estimators and settings, read as one table.
+
+    Each base must describe the same computation but for its sizes, estimators, truth axis, name,
+    description, ``[execution]`` and ``[rates]``, hold every truth of the extension (the same
+    recorded truth where both manifests record it) and no size of the extension. The rules are
+    the extension's.
+
+    Raises:
+        ValueError: a base that differs, lacks a truth or repeats a size.
+    """
+    keys = ["seed", "truth", "estimator", "extra"]
+    own = run.table[keys].drop_duplicates()
+    frames, names = [run.table], []
+    for base in bases:
+        df, m = load_results(base)
+        if _computed(_resolved(m)) != _computed(_resolved(manifest)):
+            raise ValueError(
+                f"{base} describes another computation than {run.where} (only the sizes, the "
+                "estimators and truth axis, name, description, [execution] and [rates] may differ)"
+            )
+        for seed, label in own[["seed", "truth"]].drop_duplicates().itertuples(index=False):
+            mine = truth_summary_of(run.truths, seed, label)
+            theirs = truth_summary_of(m.get("truths"), seed, label)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(
+                    f"{base} drew another truth {label!r} at seed {seed} than {run.where}"
+                )
+        rows = df.merge(own, on=keys)
+        if rows.empty:
+            continue
+        if set(rows["n"]) & set(run.table["n"]):
+            raise ValueError(f"{base} has sizes of {run.where}: an extension adds sizes")
+        frames.append(rows)
+        names.append(m["name"])
+    joined = pd.concat(frames, ignore_index=True)
+    found = joined.groupby(keys).size().index
+    lacking = [k for k in own.itertuples(index=False, name=None) if k not in found]
+    if len(frames) == 1:
+        raise ValueError(f"none of {list(map(str, bases))} holds a truth of {run.where}")
+    if lacking:
+        raise ValueError(f"{run.where}: the bases lack {lacking}")
+    return run._replace(table=joined), names
+
 
 #: Figures of the report, file stem -> what it shows.
 FIGURES = {"headline": "mean D and L2 error against n, per truth and pooled"}
@@ -174,13 +242,18 @@ def _rules(rates) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir, *, config_path=None) -> Path:
+def write_report(run_dir, *, config_path=None, extends=()) -> Path:
     """Write ``run_dir/report.md`` and its figures (``run_dir/report/``); returns the report's
     path. ``config_path``: the TOML the study was run from, named in the commands (default
-    ``simulations/<name>.toml``)."""
+    ``simulations/<name>.toml``). ``extends``: run directories whose rows of the same truths
+    the study extends to more sizes (``extended_run``); the report reads them together."""
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    extends = [Path(b) for b in extends]
+    joined = []
+    if extends:
+        run, joined = extended_run(run, manifest, extends)
     df = run.table
     config = manifest["config"]
     name = manifest["name"]
@@ -223,8 +296,8 @@ def write_report(run_dir, *, config_path=None) -> Path:
 
 {config.get("description", "")}
 
-Run directory `{run_dir}`; {provenance(manifest)}. {len(df)} fits, truth seeds
-{[int(s) for s in seeds]}.
+Run directory `{run_dir}`; {provenance(manifest)}.{_extension_note(joined)} {len(df)} fits,
+truth seeds {[int(s) for s in seeds]}.
 
 ## Config and truths
 
@@ -259,7 +332,7 @@ and saturated where the table records them.
 
 ```
 moe-lora run {config_path} --out {run_dir}
-moe-lora report {run_dir}
+moe-lora report {run_dir}{"".join(f" --extends {b}" for b in extends)}
 ```
 
 The first command resumes: with every unit present it recomputes nothing. To recompute from
@@ -281,6 +354,16 @@ CANONICAL = (
 #: The README's markers around the block.
 README_MARKERS = ("<!-- moe-lora report: verdict summary -->", "<!-- end -->")
 _ORDER = ("tanh", "sigmoid", "gelu", "linear", "relu", "vanilla")
+
+
+def _extension_note(names) -> str:
+    if not names:
+        return ""
+    return (
+        f" Read with the rows of the same truths, estimators and settings in {', '.join(names)}"
+        " (it extends them to more sizes; `--extends`), as one table: the verdicts, figure and "
+        "diagnostics below are of the joined table."
+    )
 
 
 def _cell(row) -> str:

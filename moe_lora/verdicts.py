@@ -56,6 +56,7 @@ from .rates import (
     percentile_interval,
     value_cube,
 )
+from .slopes import SlopeSettings, settings
 from .table import single_truths
 
 #: Reference curves of n a prediction or an alternative may name.
@@ -119,13 +120,11 @@ def verdict(ci_low: float, ci_high: float, prediction: float, alternative: float
     return UNDECIDED if ci_low <= alternative <= ci_high else AGREES
 
 
-def _references(df: pd.DataFrame, prediction, alternative, n_min, n_max):
+def _references(df: pd.DataFrame, prediction, alternative, s: SlopeSettings):
     """(sizes in range, prediction's local slope, alternative's local slope)."""
     check_reference("prediction", prediction)
     check_reference("alternative", alternative)
-    sizes = np.sort(
-        df.loc[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf)), "n"].unique()
-    )
+    sizes = np.sort(df.loc[s.in_range(df["n"]), "n"].unique())
     if len(sizes) < 2:
         return sizes, np.nan, np.nan
     return sizes, local_slope(prediction, sizes), local_slope(alternative, sizes)
@@ -168,23 +167,22 @@ def judge(
     prediction,
     alternative,
     *,
-    statistic: str = "mean",
-    n_min=None,
-    n_max=None,
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
     stability_seeds: int = STABILITY_SEEDS,
+    **overrides,
 ) -> dict:
     """Slope, interval, the two references' local slopes over the same sizes, and the verdict of
     one truth's curve (its replicates resampled at every n), judged at ``stability_seeds``
-    bootstrap seeds from ``seed`` on (module docstring, "borderline")."""
-    sizes, pred, alt = _references(df, prediction, alternative, n_min, n_max)
-    kw = dict(n_min=n_min, n_max=n_max, bootstrap=bootstrap, level=level)
-    runs = [curve_slope(df, metric, statistic, **kw, seed=seed + k) for k in range(stability_seeds)]
+    bootstrap seeds from ``slopes.seed`` on (module docstring, "borderline"). ``slopes``: the
+    statistic, fit range and bootstrap (``SlopeSettings``, or its fields as keywords)."""
+    s = settings(slopes, overrides)
+    sizes, pred, alt = _references(df, prediction, alternative, s)
+    runs = [
+        curve_slope(df, metric, slopes=s.replace(seed=s.seed + k)) for k in range(stability_seeds)
+    ]
     res = runs[0]
     decided = _decide(res, sizes, pred, alt, [(r["ci_low"], r["ci_high"]) for r in runs])
-    return _row(res, metric, statistic, prediction, alternative, decided)
+    return _row(res, metric, s.statistic, prediction, alternative, decided)
 
 
 def hierarchical_slopes(
@@ -237,20 +235,19 @@ def judge_pooled(
     alternative,
     *,
     truth_columns=("seed", "truth"),
-    statistic: str = "mean",
-    n_min=None,
-    n_max=None,
-    bootstrap: int = POOLED_DRAWS,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
     stability_seeds: int = STABILITY_SEEDS,
+    **overrides,
 ) -> dict:
     """``judge`` of the curve pooled over the truths of ``df`` (told apart by ``truth_columns``):
     the statistic at each n over every replicate of every truth; the interval of a hierarchical
-    bootstrap (``hierarchical_slopes``) with at least ``POOLED_DRAWS`` draws."""
-    sizes, pred, alt = _references(df, prediction, alternative, n_min, n_max)
-    draws = max(int(bootstrap), POOLED_DRAWS)
-    sel = df[(df["n"] >= (n_min or 0)) & (df["n"] <= (n_max or np.inf))]
+    bootstrap (``hierarchical_slopes``) with ``slopes.bootstrap`` draws, at least
+    ``POOLED_DRAWS``."""
+    s = settings(slopes, overrides)
+    statistic = s.statistic
+    sizes, pred, alt = _references(df, prediction, alternative, s)
+    draws = max(int(s.bootstrap), POOLED_DRAWS)
+    sel = df[s.in_range(df["n"])]
     base = dict(
         n_min=int(sizes.min()) if len(sizes) else None,
         n_max=int(sizes.max()) if len(sizes) else None,
@@ -277,10 +274,10 @@ def judge_pooled(
     else:
         slope, intercept = loglog_slope(sizes, stat)
         for k in range(stability_seeds):
-            slopes = hierarchical_slopes(
-                cube, sizes, statistic, draws, np.random.default_rng(seed + k)
+            resampled = hierarchical_slopes(
+                cube, sizes, statistic, draws, np.random.default_rng(s.seed + k)
             )
-            intervals.append(percentile_interval(slopes, level))
+            intervals.append(percentile_interval(resampled, s.level))
         res = base | dict(
             slope=slope, ci_low=intervals[0][0], ci_high=intervals[0][1], intercept=intercept
         )
@@ -292,13 +289,9 @@ def verdict_table(
     df: pd.DataFrame,
     rules,
     *,
-    statistic: str = "mean",
-    n_min=None,
-    n_max=None,
-    bootstrap: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
+    slopes: SlopeSettings | None = None,
     stability_seeds: int = STABILITY_SEEDS,
+    **overrides,
 ) -> pd.DataFrame:
     """One row per (rule, estimator, extra, truth) and one pooled row per (rule, estimator,
     extra) with several truths.
@@ -307,9 +300,12 @@ def verdict_table(
     ``estimators`` (default: all) and ``extra`` (L - L* settings; default: all). A truth is one
     value of the ``TRUTH_COLUMNS`` the table has (``seed`` and ``truth`` of a study; ``source``,
     the run, where several runs are pooled, ``pooled_table``): a group-by, never a relabelling.
-    Rows of drawn truths only (no minimax ``delta`` families). Per-truth intervals resample
-    replicates with ``bootstrap`` draws; the pooled one is hierarchical (``judge_pooled``).
+    Rows of drawn truths only (no minimax ``delta`` families). ``slopes``: the statistic (a
+    rule's own ``statistic`` replaces it), fit range and bootstrap (``SlopeSettings``, or its
+    fields as keywords). Per-truth intervals resample replicates with ``slopes.bootstrap``
+    draws; the pooled one is hierarchical (``judge_pooled``).
     """
+    s = settings(slopes, overrides)
     table = single_truths(df)
     truth_columns = [c for c in TRUTH_COLUMNS if c in table]
     rows = []
@@ -320,11 +316,7 @@ def verdict_table(
         if rule.get("extra") is not None:
             sel = sel[sel["extra"].isin(np.atleast_1d(rule["extra"]))]
         kw = dict(
-            statistic=rule.get("statistic", statistic),
-            n_min=n_min,
-            n_max=n_max,
-            level=level,
-            seed=seed,
+            slopes=s.replace(statistic=rule.get("statistic", s.statistic)),
             stability_seeds=stability_seeds,
         )
         args = (rule["metric"], rule["prediction"], rule["alternative"])
@@ -333,12 +325,10 @@ def verdict_table(
             groups = list(sub.groupby(truth_columns, sort=True, dropna=False))
             for keys, one in groups:
                 ids = dict(zip(truth_columns, keys))
-                res = judge(one, *args, bootstrap=bootstrap, **kw)
+                res = judge(one, *args, **kw)
                 rows.append(head | ids | {"truths": 1} | res)
             if len(groups) > 1:
-                res = judge_pooled(
-                    sub, *args, truth_columns=truth_columns, bootstrap=bootstrap, **kw
-                )
+                res = judge_pooled(sub, *args, truth_columns=truth_columns, **kw)
                 rows.append(head | {"truth": "pooled", "truths": len(groups)} | res)
     return pd.DataFrame(rows)
 
@@ -397,18 +387,9 @@ def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdicts_by(df: pd.DataFrame, rates, **kwargs) -> pd.DataFrame:
-    """``verdict_table`` of a results table by the rules, statistic and fit range of a config's
-    ``[rates]`` section (``moe_lora.config.RatesSection``)."""
-    return verdict_table(
-        df,
-        rates.verdicts,
-        statistic=rates.statistic,
-        n_min=rates.n_min,
-        n_max=rates.n_max,
-        bootstrap=rates.bootstrap,
-        level=rates.level,
-        **kwargs,
-    )
+    """``verdict_table`` of a results table by the rules and slope settings of a config's
+    ``[rates]`` section (``moe_lora.config.RatesSection.slopes``)."""
+    return verdict_table(df, rates.verdicts, slopes=rates.slopes(), **kwargs)
 
 
 class Run(NamedTuple):

@@ -72,7 +72,19 @@ def test_bound_command_resumes_and_plot_draws_the_figure(tmp_path, capsys, tiny_
     units[0].unlink()  # an interrupted computation: one unit lost
     (out / "bound.parquet").unlink()
     capsys.readouterr()
-    assert cli.main(["bound", str(config), "--out", str(out), "--quiet"]) == 0
+    # --units: only the named units, in order; vanilla's needs the unit it contains first
+    lost = units[0].stem
+    assert lost.split("__")[1] == "tanh"
+    vanilla = units[1].stem
+    again = ["bound", str(config), "--out", str(out), "--quiet", "--units"]
+    assert cli.main([*again, vanilla]) == 0  # present already: nothing to do, no merge
+    assert not (out / "bound.parquet").exists()
+    (out / "bound" / f"{vanilla}.parquet").rename(tmp_path / "vanilla.parquet")
+    assert cli.main([*again, vanilla, lost]) == 2
+    assert "neither computed nor before it" in capsys.readouterr().err
+    assert cli.main([*again, "nonesuch"]) == 2
+    (tmp_path / "vanilla.parquet").rename(out / "bound" / f"{vanilla}.parquet")
+    assert cli.main([*again, lost]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out / "bound.parquet"), curves)
     assert cli.main(["plot", str(out), "--out", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "tiny_bound_bound_tanh_L+1.png").stat().st_size > 1000

@@ -257,9 +257,9 @@ def test_with_path_triangle_raises_C_to_the_witness_paths(tanh_truth):
 
 
 def _split_params(model, truth):
-    from moe_lora.bounds.curves import _split_truth
+    from moe_lora.bounds import split_truth
 
-    return _split_truth(model, truth, 3)
+    return split_truth(model, truth, 3)
 
 
 def test_modulus_and_le_cam():

@@ -354,9 +354,16 @@ def test_n_ratio_is_not_knife_edged():
 
 
 def test_rate_slopes_on_a_known_table():
-    slopes = hd.rate_slopes(_synthetic_table(), metrics=("function_error",), n_boot=100)
+    slopes = hd.rate_slopes(_synthetic_table(), metrics=("function_error",), bootstrap=100)
     np.testing.assert_allclose(slopes["slope"], -1.0, rtol=1e-9)
     assert (slopes["lo"] <= -1 + 1e-9).all() and (slopes["hi"] >= -1 - 1e-9).all()
+    # two metrics, and the settings as one object: the same slopes for each
+    table = _synthetic_table()
+    table["gate_error"] = table["function_error"]
+    settings = hd.HEAD_SLOPES.replace(bootstrap=100)
+    both = hd.rate_slopes(table, metrics=("function_error", "gate_error"), slopes=settings)
+    np.testing.assert_allclose(both["slope"], -1.0, rtol=1e-9)
+    assert len(both) == 2 * len(slopes) and set(both["statistic"]) == {"median"}
 
 
 @pytest.mark.slow

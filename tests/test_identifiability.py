@@ -224,8 +224,7 @@ def test_bound_curves_take_in_the_flat_set():
     unit's own f and D: the eps targets alone miss it."""
     from jax.flatten_util import ravel_pytree
 
-    from moe_lora.bounds import BoundConfig, bound_curves
-    from moe_lora.bounds.curves import _split_truth
+    from moe_lora.bounds import BoundConfig, bound_curves, split_truth
 
     keys = jax.random.split(jax.random.key(0), 4)
     model = make_model(SPEC, nonlinear("tanh", 2), key=jax.random.fold_in(keys[0], 2))
@@ -251,6 +250,6 @@ def test_bound_curves_take_in_the_flat_set():
     M = rows[(rows.kind == "M")].set_index("eta")
     assert M.loc[1e-12, "source"] == "flat_edge" and bool(M.loc[1e-12, "inside"])
     assert M.loc[1e-12, "value"] > 1e-3 and M.loc[1e-12, "l2"] < 1e-14
-    unravel = ravel_pytree(_split_truth(model, truth, 3))[1]
+    unravel = ravel_pytree(split_truth(model, truth, 3))[1]
     l2, D = _check(model, truth, unravel(jax.numpy.asarray(M.loc[1e-12, "theta"])))
     assert l2 < 1e-14 and D == pytest.approx(M.loc[1e-12, "value"], rel=1e-9)

@@ -210,3 +210,32 @@ def test_term_slope_intervals_cover_known_slopes_by_range():
     assert local["slope"].iloc[0] == pytest.approx(-0.25, abs=0.1) and local["slope"].iloc[
         -1
     ] == pytest.approx(-0.5, abs=0.1)
+
+
+def test_one_slope_settings_object_for_the_sweep_and_the_head_study():
+    """The slope settings are one ``SlopeSettings``: keywords are its fields, the head study's
+    defaults are one instance of it, and a config's ``[rates]`` gives one."""
+    from moe_lora.config import RatesSection
+    from moe_lora.head import FIT_MIN_N, HEAD_SLOPES, rate_slopes
+    from moe_lora.slopes import SlopeSettings
+
+    df = _table(-0.5)
+    given = SlopeSettings(n_min=300, bootstrap=50, seed=3)
+    assert curve_slope(df, "D", slopes=given) == curve_slope(
+        df, "D", n_min=300, bootstrap=50, seed=3
+    )
+    assert curve_slope(df, "D", "median", slopes=given) == curve_slope(
+        df, "D", slopes=given.replace(statistic="median")
+    )
+    with pytest.raises(TypeError, match="n_boot"):
+        curve_slope(df, "D", n_boot=50)
+    with pytest.raises(ValueError, match="n_min <= n_max"):
+        SlopeSettings(n_min=10, n_max=5)
+    with pytest.raises(ValueError, match="statistic"):
+        SlopeSettings(statistic="mode")
+    assert HEAD_SLOPES == SlopeSettings(statistic="median", n_min=FIT_MIN_N, bootstrap=2000)
+    assert RatesSection().slopes() == SlopeSettings()
+    assert RatesSection(n_min=100, statistic="median").slopes(seed=2) == SlopeSettings(
+        statistic="median", n_min=100, seed=2
+    )
+    assert "slopes" in rate_slopes.__kwdefaults__

@@ -22,8 +22,10 @@ CONFIG = {
 }
 
 
-def _study_dir(path, *, restarts: bool):
-    exp = Experiment.from_dict(CONFIG, name="tiny_study")
+def _study_dir(path, *, restarts: bool, config=CONFIG):
+    path.mkdir(exist_ok=True)
+    name = config["name"]
+    exp = Experiment.from_dict(config, name=name)
     rng = np.random.default_rng(0)
     rows = []
     for truth, est in exp.pairs():
@@ -31,7 +33,7 @@ def _study_dir(path, *, restarts: bool):
             for r in range(exp.replicates):
                 rows.append(
                     dict(
-                        experiment="tiny_study",
+                        experiment=name,
                         seed=truth.seed,
                         truth=str(truth),
                         through=truth.through,
@@ -54,7 +56,7 @@ def _study_dir(path, *, restarts: bool):
         df["n_restarts"] = 4
         df["saturated"] = df["replicate"] % 2 == 0
     df.to_parquet(path / "results.parquet")
-    manifest = {"name": "tiny_study", "seed": 0, "kind": "sweep", "config": exp.config.to_dict()}
+    manifest = {"name": name, "seed": 0, "kind": "sweep", "config": exp.config.to_dict()}
     (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 
@@ -89,3 +91,30 @@ def test_report_has_every_section(tmp_path, capsys, restarts):
 def test_report_of_a_missing_directory_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+def test_report_of_an_extension_reads_the_runs_it_extends(tmp_path, capsys):
+    """``--extends``: a study of more sizes of some truths is read with the rows of those truths
+    in the runs it extends; a base of another computation, or with the same sizes, is refused."""
+    base = _study_dir(tmp_path / "base", restarts=False)
+    extension = CONFIG | {
+        "name": "tiny_ext",
+        "truth": {"seeds": [3]},
+        "data": CONFIG["data"] | {"sizes": [100000]},
+    }
+    ext = _study_dir(tmp_path / "ext", restarts=False, config=extension)
+    assert main(["report", str(ext), "--extends", str(base)]) == 0
+    verdicts = pd.read_csv(ext / "verdicts.csv")
+    assert set(verdicts["seed"]) == {3} and "pooled" not in set(verdicts["truth"])
+    assert (verdicts["points"] == 4).all() and (verdicts["n_max"] == 100000).all()
+    text = (ext / "report.md").read_text()
+    assert "Read with the rows of the same truths, estimators and settings in tiny_study" in text
+    assert f"moe-lora report {ext} --extends {base}" in text
+    other = _study_dir(
+        tmp_path / "other", restarts=False, config=CONFIG | {"model": {"d": 3}, "name": "other"}
+    )
+    capsys.readouterr()
+    assert main(["report", str(ext), "--extends", str(other)]) == 2
+    assert "describes another computation" in capsys.readouterr().err
+    assert main(["report", str(ext), "--extends", str(ext)]) == 2
+    assert "has sizes of" in capsys.readouterr().err

@@ -86,7 +86,7 @@ class BoundConfig:
             when L > L*; its exact witnesses (the largest D on each cell's flat set inside the
             radius) join the curves as constructed witnesses (``containment.with_flat_set``).
             0: not searched. 24 starts miss the thin flat band of the headline sigmoid truth at
-            d = p = 2 (D about 5e-4) that 96 find (``benchmarks/bounds_flat.py``).
+            d = p = 2 (D about 5e-4) that 96 find (``simulations/analysis/bounds_flat.py``).
     """
 
     etas: tuple[float, ...] = tuple(float(x) for x in np.logspace(-9, -1, 12))

@@ -23,13 +23,15 @@ import numpy as np
 import pandas as pd
 from jax.flatten_util import ravel_pytree
 
+from ..fit import truth_in
 from ..model import mixture_weights, regression_function
 from ..parameterization import Model, Vanilla, to_vanilla_params
 from ..truth import Truth
 from ..voronoi import Exponents
 from .config import BoundConfig, loss_exponents
-from .curves import _problem, _split_truth, _Unravel, has_parameters, interpolate_modulus
+from .problem import Unravel, has_parameters, interpolate_modulus, split_truth, witness_problem
 from .quadrature import Quadrature
+from .witnesses import flat_edge, flat_params
 
 
 def embed_rows(
@@ -61,10 +63,10 @@ def embed_rows(
     if rows.empty:
         return rows.iloc[:0]
     (L,) = set(rows["L"].astype(int))
-    unravel_family = ravel_pytree(_split_truth(family, truth, L))[1]
-    unravel = _Unravel(_split_truth(vanilla, truth, L))
+    unravel_family = ravel_pytree(split_truth(family, truth, L))[1]
+    unravel = Unravel(split_truth(vanilla, truth, L))
     f_star = regression_function(vanilla.spec, vanilla.base, truth.atoms, quad.X)
-    _, evaluate = _problem(vanilla, truth.atoms, quad, f_star, unravel, config)
+    _, evaluate = witness_problem(vanilla, truth.atoms, quad, f_star, unravel, config)
     evaluate = jax.jit(evaluate)
     dtype = quad.X.dtype
     out = []
@@ -195,18 +197,15 @@ def flat_set_rows(
     own f, D and neighbourhood, so nothing is copied from the search. ``source`` is
     ``"flat_edge"``. Empty when L = L*, when no cell has a flat set, or when the search is off.
     """
-    from ..fit import truth_in
-    from .witnesses import flat_edge, flat_params
-
     (L,) = set(rows["L"].astype(int))
     true_params = truth_in(estimator, truth)
     L_star = int(true_params.c.shape[0])
     k = L - L_star + 1
     if k < 2 or config.flat_edge_starts == 0 or rows.empty:
         return rows.iloc[:0]
-    unravel = _Unravel(_split_truth(estimator, truth, L))
+    unravel = Unravel(split_truth(estimator, truth, L))
     f_star = regression_function(estimator.spec, estimator.base, truth.atoms, quad.X)
-    _, evaluate = _problem(estimator, truth.atoms, quad, f_star, unravel, config)
+    _, evaluate = witness_problem(estimator, truth.atoms, quad, f_star, unravel, config)
     evaluate = jax.jit(evaluate)
     dtype = quad.X.dtype
     unit = {c: rows[c].iloc[0] for c in _UNIT_COLUMNS if c in rows.columns}

@@ -56,68 +56,29 @@ import pandas as pd
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..fit import split_biases, truth_in
-from ..losses import align_gate_shift, lora_voronoi_loss
+from ..fit import truth_in
+from ..losses import lora_voronoi_loss
 from ..model import Atoms, mixture_weights, regression_function
 from ..optimize import MAX_ITER, STOP_REASONS, LevenbergMarquardt, Stats
 from ..parameterization import Model, Vanilla, atoms, canonicalize
 from ..truth import Design, Truth
 from ..voronoi import Exponents
 from .config import D_LOSS, L2_FLOOR, BoundConfig, loss_exponents
+from .containment import contained_in_vanilla, with_flat_set
+from .problem import (
+    Unravel,
+    has_parameters,
+    interpolate_modulus,
+    safe_norm,
+    split_atoms,
+    split_truth,
+    witness_problem,
+)
 from .quadrature import Quadrature, quadrature
 from .witnesses import chord_starts, flat_params, split_witness, trace_fiber
 
 # --------------------------------------------------------------------------------------------
-# The neighbourhood, on the core's loss and alignment
-
-
-def _safe_norm(x, axis):
-    sq = jnp.sum(x**2, axis=axis)
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
-
-
-class CellTerms(NamedTuple):
-    """The loss and the neighbourhood quantities of a fit (cells of the aligned atoms)."""
-
-    loss: Float[Array, ""]
-    distance: Float[Array, " L"]
-    gate_gap: Float[Array, "L L"]
-    cell: Array
-
-
-def cell_terms(atoms_: Atoms, true_atoms: Atoms, exponents: Exponents, gating: str) -> CellTerms:
-    """D(G, G*) (``losses.lora_voronoi_loss``, gauge-aligned by ``losses.align_gate_shift``), each
-    aligned atom's distance ||(S_i + Q, V_i) - (S*, V*)_cell(i)|| and the gate gaps ||S_i - S_k||.
-
-    The alignment's cell loop is a ``lax.while_loop``: it has forward-mode derivatives (what
-    ``LevenbergMarquardt`` uses, ``jax.jacfwd``) but no reverse-mode ones.
-    """
-    aligned = align_gate_shift(atoms_, true_atoms) if gating == "softmax" else atoms_
-    out = lora_voronoi_loss(aligned, true_atoms, gating, exponents, align=False)
-    dS, dV = aligned.S - true_atoms.S[out.cell], aligned.V - true_atoms.V[out.cell]
-    flat = jnp.concatenate([dS.reshape(dS.shape[0], -1), dV.reshape(dV.shape[0], -1)], axis=1)
-    gap = _safe_norm(atoms_.S[:, None] - atoms_.S[None, :], axis=(-2, -1))
-    return CellTerms(out.total, _safe_norm(flat, axis=1), gap, out.cell)
-
-
-# --------------------------------------------------------------------------------------------
 # Starts
-
-
-def _split_truth(estimator: Model, truth: Truth, n_components: int):
-    """The truth's raw parameters in ``estimator`` as ``n_components`` atoms: the extra atoms are
-    copies of true atom 0 (``_split``). The template of every flat theta of ``n_components``."""
-    L_star = truth.atoms.c.shape[0]
-    parent = np.concatenate([np.arange(L_star), np.zeros(n_components - L_star, int)])
-    return _split(estimator, truth_in(estimator, truth), parent)
-
-
-def _split(estimator: Model, true_params, parent):
-    """Raw parameters with atom i a copy of true atom parent[i]; copies share their parent's
-    weight."""
-    fields = [x[parent] for x in true_params[:-1]]
-    return type(true_params)(*fields, split_biases(estimator, true_params.c, parent))
 
 
 def _expert_fields(estimator: Model) -> tuple[str, ...]:
@@ -158,7 +119,7 @@ def starts(
         return np.concatenate([np.arange(L_star), np.full(n_components - L_star, k % L_star, int)])
 
     for k in range(config.split_starts):
-        base = _split(estimator, true_params, parents(k))
+        base = split_atoms(estimator, true_params, parents(k))
         ks = jax.random.split(next(keys), len(base))
         out.append(
             type(base)(
@@ -181,7 +142,7 @@ def starts(
             pi_j = mixture_weights(
                 estimator.parameterization.to_compact(true_params).c, estimator.spec.gating
             )[j]
-            size = _safe_norm(u @ A_V, axis=(0, 1))
+            size = safe_norm(u @ A_V, axis=(0, 1))
             u = u * jnp.where(
                 size > 0,
                 (eps / pi_j) ** (1 / exponents.multi) / jnp.where(size > 0, size, 1.0),
@@ -190,7 +151,7 @@ def starts(
             out.append(split_witness(estimator, true_params, j, u))
             continue
         parent = jnp.concatenate([jnp.arange(L_star), jnp.full(n_components - L_star, j)])
-        base = _split(estimator, true_params, parent)
+        base = split_atoms(estimator, true_params, parent)
         sign = jnp.where(
             jnp.arange(n_components) == j, 1.0, jnp.where(jnp.asarray(parent) == j, -1.0, 0.0)
         )
@@ -203,7 +164,7 @@ def starts(
             fields.append(x)
         out.append(type(base)(*fields))
     for k in range(config.random_starts):
-        base = _split(estimator, true_params, parents(k))
+        base = split_atoms(estimator, true_params, parents(k))
         ks = jax.random.split(next(keys), len(base))
         out.append(
             type(base)(
@@ -237,67 +198,6 @@ class Witness(NamedTuple):
     atoms: Atoms
 
 
-def _problem(
-    estimator: Model, true_atoms: Atoms, quad: Quadrature, f_star, unravel, config: BoundConfig
-):
-    gating = estimator.spec.gating
-    sqrt_w = jnp.sqrt(quad.w)[:, None]
-    L = unravel.n_components
-    pairs = np.triu_indices(L, k=1)
-
-    def atoms_of(theta):
-        return atoms(estimator, unravel(theta))
-
-    def violations(a, radius):
-        terms = cell_terms(a, true_atoms, D_LOSS, gating)
-        outside = jax.nn.relu(terms.distance - radius)
-        if config.kappa is None:
-            return terms, outside, jnp.zeros(0, outside.dtype)
-        same = (terms.cell[pairs[0]] == terms.cell[pairs[1]]).astype(outside.dtype)
-        return terms, outside, same * jax.nn.relu(config.kappa - terms.gate_gap[pairs])
-
-    def residual(theta, cell, eps, exps):
-        # ``cell`` is the previous round's cell assignment: the loss reassigns cells itself (on the
-        # aligned atoms), so a round only restarts the solve; rounds end when cells stop changing.
-        a = atoms_of(theta)
-        f = regression_function(estimator.spec, estimator.base, a, quad.X)
-        loss = cell_terms(a, true_atoms, exps, gating).loss
-        _, outside, close = violations(a, config.radius)
-        return jnp.concatenate(
-            [
-                (sqrt_w * (f - f_star)).ravel(),
-                jnp.sqrt(config.penalty) * ((loss - eps) / eps)[None],
-                jnp.sqrt(config.barrier) * outside,
-                jnp.sqrt(config.barrier) * close,
-            ]
-        )
-
-    def evaluate(theta, exps):
-        a = atoms_of(theta)
-        terms, outside, close = violations(a, config.radius)
-        total = cell_terms(a, true_atoms, exps, gating).loss
-        l2 = jnp.sqrt(
-            quad.w
-            @ jnp.sum(
-                (regression_function(estimator.spec, estimator.base, a, quad.X) - f_star) ** 2, -1
-            )
-        )
-        return a, total, terms.cell, l2, jnp.maximum(jnp.max(outside), jnp.max(close, initial=0.0))
-
-    return residual, evaluate
-
-
-class _Unravel:
-    """``unravel`` of a flat raw-parameter vector, carrying the number of components."""
-
-    def __init__(self, template):
-        self.n_components = template.c.shape[0]
-        self._unravel = ravel_pytree(template)[1]
-
-    def __call__(self, theta):
-        return self._unravel(theta)
-
-
 @functools.partial(jax.jit, static_argnames=("config",))
 def _solve(
     estimator: Model,
@@ -310,9 +210,9 @@ def _solve(
     config: BoundConfig,
 ):
     """Solve every (eps, start) problem: thetas0 (E, K, P), eps (E,). One jitted unit."""
-    unravel = _Unravel(template)
+    unravel = Unravel(template)
     f_star = regression_function(estimator.spec, estimator.base, true_atoms, quad.X)
-    residual, evaluate = _problem(estimator, true_atoms, quad, f_star, unravel, config)
+    residual, evaluate = witness_problem(estimator, true_atoms, quad, f_star, unravel, config)
     lm = LevenbergMarquardt(max_iter=config.max_iter, gtol=config.gtol, xtol=1e-15)
     canonical = lambda theta: ravel_pytree(canonicalize(estimator, unravel(theta)))[0]
     dtype = quad.X.dtype
@@ -428,7 +328,7 @@ def solve_witnesses(
     # / e_singleton). Near G* the loss and the L2 distance both scale with the displacement, so this
     # start carries the cheapest direction found at a large eps down to the small ones, where
     # independent starts often fail.
-    base = ravel_pytree(canonicalize(estimator, _split_truth(estimator, truth, n_components)))[0]
+    base = ravel_pytree(canonicalize(estimator, split_truth(estimator, truth, n_components)))[0]
     D, l2 = np.asarray(first.D), np.asarray(first.l2)
     targets = np.asarray(epsilons)
     ok = (np.asarray(first.neighbourhood_violation) <= config.neighbourhood_tol) & (
@@ -603,7 +503,7 @@ def witness_path_triangle(
     par, L = estimator.parameterization, int(n_components)
     true_params = truth_in(estimator, truth)
     L_star = true_params.c.shape[0]
-    template = _split_truth(estimator, truth, L)
+    template = split_truth(estimator, truth, L)
     unravel = ravel_pytree(template)[1]
     compact = lambda theta: ravel_pytree(par.to_compact(unravel(theta)))[0]
     unravel_compact = ravel_pytree(par.to_compact(template))[1]
@@ -611,7 +511,7 @@ def witness_path_triangle(
         [
             compact(
                 ravel_pytree(
-                    _split(
+                    split_atoms(
                         estimator,
                         true_params,
                         np.concatenate([np.arange(L_star), np.full(L - L_star, k)]),
@@ -646,12 +546,6 @@ def witness_path_triangle(
         return jnp.max(jax.vmap(ratio)(s_grid))
 
     return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(W, bases.dtype)))
-
-
-def has_parameters(theta) -> bool:
-    """Whether a bound row's ``theta`` holds a witness's raw parameters (rows of G* itself, and
-    rows read from units computed before ``theta`` was stored, hold None or NaN)."""
-    return isinstance(theta, (list, tuple, np.ndarray)) and len(theta) > 0
 
 
 def with_path_triangle(truth: Truth, estimator: Model, rows: pd.DataFrame, points: int = 64):
@@ -708,7 +602,7 @@ def triangle_ratios(
     true_params = truth_in(estimator, truth)
     L_star = true_params.c.shape[0]
     parent = np.concatenate([np.arange(L_star), np.arange(n_components - L_star) % L_star])
-    base = _split(estimator, true_params, parent)
+    base = split_atoms(estimator, true_params, parent)
     gating = estimator.spec.gating
 
     def draw(k):
@@ -834,27 +728,6 @@ def _rows(w: Witness, pi, common: dict, config: BoundConfig, epsilons) -> list[d
             )
         )
     return rows
-
-
-def interpolate_modulus(m_curve, eta: float) -> float:
-    """sup { eps : m(eps) <= eta } on the m-curve interpolated log-log between its points (eps_i,
-    m_i).
-
-    A target whose m is at the round-off floor (``L2_FLOOR``) counts as m = 0 (an exact flat
-    witness): every eta reaches it. 0 when no point qualifies.
-
-    >>> round(interpolate_modulus([(0.01, 1e-4), (0.1, 1e-2)], 1e-3), 6)  # halfway in log
-    0.031623
-    """
-    pts = sorted((e, max(m, 0.0)) for e, m in m_curve)
-    best = 0.0
-    for (e0, m0), (e1, m1) in zip(pts, pts[1:] + [(None, None)]):
-        if m0 <= max(eta, L2_FLOOR):
-            best = max(best, e0)
-            if e1 is not None and m1 > eta and m0 > L2_FLOOR and m1 > m0:
-                t = (np.log(eta) - np.log(m0)) / (np.log(m1) - np.log(m0))
-                best = max(best, float(np.exp(np.log(e0) + t * (np.log(e1) - np.log(e0)))))
-    return float(best)
 
 
 def refine_targets(
@@ -1005,11 +878,7 @@ def bound_curves(
         rows += _rows(w, np.asarray(weights(w.atoms.c)), common, config, epsilons)
     df = pd.DataFrame(rows)
     if config.flat_edge_starts and n_components > L_star:
-        from .containment import with_flat_set
-
         df = with_flat_set(jax.random.fold_in(key, 2), truth, estimator, df, config, quad)
     if contained:
-        from .containment import contained_in_vanilla
-
         df = contained_in_vanilla(df, list(contained), estimator, truth, config, quad)
     return with_path_triangle(truth, estimator, df)

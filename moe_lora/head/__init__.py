@@ -43,6 +43,7 @@ from .simulate import seed_list as seed_list
 from .simulate import simulate_head as simulate_head
 from .simulate import teacher_and_test as teacher_and_test
 from .statistics import FIT_MIN_N as FIT_MIN_N
+from .statistics import HEAD_SLOPES as HEAD_SLOPES
 from .statistics import REFERENCE as REFERENCE
 from .statistics import crossing_fraction as crossing_fraction
 from .statistics import data_efficiency as data_efficiency

@@ -24,11 +24,15 @@ import numpy as np
 import pandas as pd
 
 from ..rates import bootstrap_indices
+from ..slopes import SlopeSettings, settings
 
 REFERENCE = "lora"
 STATISTICS = {"mean": np.mean, "median": np.median}
 #: The declared default fit range of the power laws: n >= FIT_MIN_N (fixed before the rerun).
 FIT_MIN_N = 16
+#: The head study's rate slopes (``rate_slopes``): the median over seeds on n >= FIT_MIN_N, 2000
+#: bootstrap draws; the other settings are ``SlopeSettings``' defaults.
+HEAD_SLOPES = SlopeSettings(statistic="median", n_min=FIT_MIN_N, bootstrap=2000)
 
 
 def _by_variation(table):
@@ -318,26 +322,26 @@ def rate_slopes(
     table: pd.DataFrame,
     *,
     metrics=("function_error", "gate_error", "value_error"),
-    statistic: str = "median",
-    n_min: int = FIT_MIN_N,
-    n_max: int | None = None,
-    n_boot: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> pd.DataFrame:
     """Per variation, student and metric: the log-log slope of the error's statistic over seeds on
-    n_min <= n <= n_max, with a bootstrap interval (seeds resampled).
+    n_min <= n <= n_max, with a bootstrap interval (seeds resampled, paired across students).
+
+    ``slopes``: the statistic, fit range and bootstrap (``SlopeSettings``; default
+    ``HEAD_SLOPES``), or its fields as keywords.
 
     Returns columns variation, student, metric, statistic, n_min, n_max, slope, lo, hi, seeds.
     """
-    rng = np.random.default_rng(seed)
+    fit = settings(HEAD_SLOPES if slopes is None else slopes, overrides)
+    statistic, n_boot, level = fit.statistic, fit.bootstrap, fit.level
+    rng = np.random.default_rng(fit.seed)
     rows = []
     for variation, part in _by_variation(table):
         students = list(pd.unique(part["student"]))
         for metric in metrics:
             ns, seeds, cube = _cube(part, metric, students)
-            top = ns.max() if n_max is None else n_max
-            use = (ns >= n_min) & (ns <= top)
+            use = fit.in_range(ns)
             if use.sum() < 2:  # no slope from fewer than two sizes
                 continue
             x = np.log(ns[use])

@@ -9,7 +9,7 @@ left out, and the sizes present are printed) and prints, per (truth, estimator):
 * local slopes of the mean D over sliding windows of 4 consecutive sizes, with intervals;
 * the share of D from cells whose atoms share a gate, and the certified fraction, at the largest n.
 
-    python benchmarks/verdict_slopes.py [runs/verdicts] [--bootstrap 1000] \
+    python simulations/analysis/verdict_slopes.py [runs/verdicts] [--bootstrap 1000] \
         [--out benchmarks/results/verdict_slopes.csv]
 """
 

@@ -2,7 +2,7 @@ r"""Containment on the headline bound units: vanilla's curves with the shared fa
 merged in (``moe_lora.bounds.containment``), and the check that vanilla's M is then at least the
 family's at every eta.
 
-    python benchmarks/bounds_contain.py benchmarks/results/bounds_recompute \
+    python simulations/analysis/bounds_contain.py benchmarks/results/bounds_recompute \
         benchmarks/results/bounds_contain > benchmarks/results/bounds_contain/report.txt
 
 For each truth (tanh, linear) and L (2, 3): the family's unit is recomputed into OUT with the
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bounds_cost import estimator_model, headline_truth  # noqa: E402
+from headline_units import estimator_model, headline_truth  # noqa: E402
 
 from moe_lora.bounds.containment import containment_failures, envelope  # noqa: E402
 

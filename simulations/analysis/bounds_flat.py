@@ -9,14 +9,14 @@ that; this applies the same step to them, with the key ``bound_curves`` uses
 - each vanilla L = 3 unit gets its own flat set and the augmented family unit of its truth
   (``containment.contained_in_vanilla``), as ``moe-lora bound`` does.
 
-    python benchmarks/bounds_flat.py figures/data/bounds/units
+    python simulations/analysis/bounds_flat.py figures/data/bounds/units
 
 Units are rewritten in place (a unit already holding a ``flat_edge`` row is skipped; with
 ``--again`` it is searched again with ``BoundConfig``'s current ``flat_edge_starts`` and the new
 witnesses merged on top, so M can only grow). Prints, per unit and loss, M(eta) at the smallest
 eta before and after, and where the M rows come from.
 
-    python benchmarks/bounds_flat.py figures/data/bounds/units --again
+    python simulations/analysis/bounds_flat.py figures/data/bounds/units --again
 
 was run after the default went from 24 to 96 starts (24 missed sigmoid's thin flat band).
 """
@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bounds_cost import estimator_model, headline_truth  # noqa: E402
 from bounds_measure import HEADLINE_LOSSES  # noqa: E402
+from headline_units import estimator_model, headline_truth  # noqa: E402
 
 FAMILIES = ("tanh", "linear", "sigmoid", "gelu")
 

@@ -6,7 +6,7 @@ be at least tanh's at every eta and L; every eta where it is not is a search art
     mkdir -p /tmp/oldunits
     for f in $(git ls-tree --name-only 1db9047^ figures/data/bounds/units/); do
         git show 1db9047^:$f > /tmp/oldunits/$(basename $f); done
-    python benchmarks/bounds_compare.py /tmp/oldunits \
+    python simulations/analysis/bounds_compare.py /tmp/oldunits \
         benchmarks/results/bounds_recompute > benchmarks/results/bounds_recompute/compare.txt
 
 The old units are the committed ones before commit 1db9047, which replaced them with the

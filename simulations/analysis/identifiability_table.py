@@ -5,7 +5,7 @@ moves on it), and per atom the largest D of an exact flat witness within the rad
 was found, the smallest gate and mean residual reached). Verdict: "flat" if a witness was found at
 some atom, "clean" if none was found and every atom's best residual is above 1e-4, else "undecided".
 
-    python benchmarks/identifiability_table.py figures/data/identifiability/map.csv \
+    python simulations/analysis/identifiability_table.py figures/data/identifiability/map.csv \
         figures/data/identifiability/map_extra2.csv > figures/data/identifiability/map.md
 """
 

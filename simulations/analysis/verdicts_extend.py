@@ -11,9 +11,14 @@ markdown table is printed and the rows saved as CSV. An extension may be several
 joined by commas (runs of the same sizes that fit different estimators).
 
     d=figures/data/verdicts_identifiable
-    python benchmarks/verdicts_extend.py ${d}_small_s0 ${d}_1e5_s0 ${d}_small_s1 ${d}_1e5_s1 \
+    python simulations/analysis/verdicts_extend.py ${d}_small_s0 ${d}_1e5_s0 ${d}_small_s1 \
+        ${d}_1e5_s1 \
         ${d}_small_s2 ${d}_1e5_s2 ${d}_small_s3 ${d}_1e5_s3 --summary \
-        --out figures/data/verdicts_identifiable_1e5_pooled_verdicts.csv
+        --out verdicts_identifiable_1e5_pooled_verdicts.csv
+
+(That table is now the report of the 1e5 study, read with the study it extends:
+``moe-lora report figures/data/verdicts_identifiable_1e5 --extends
+figures/data/verdicts_identifiable_small``; its pooled intervals are hierarchical.)
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 r"""Vanilla's median D over a shared map's, per n, on the same truth and data.
 
     d=figures/data/verdicts_inside
-    python benchmarks/verdicts_ratio.py ${d}_tanh_s4,${d}_1e6_tanh_s4 \
+    python simulations/analysis/verdicts_ratio.py ${d}_tanh_s4,${d}_1e6_tanh_s4 \
         ${d}_vanilla_s4,${d}_1e6_vanilla_s4
 
 Each argument is one or more committed run directories (comma-separated) whose tables are joined,
-as ``benchmarks/verdicts_extend.py`` joins a run and its extension. The two must hold the same
+as ``verdicts_extend.py`` joins a run and its extension. The two must hold the same
 truth (checked on the truth label and its statistics in the manifests). Prints, per n from
 ``--n-min`` (default 1000, the verdict rules' fit range), the median D of each, their ratio and
 the fraction of certified fits of each.

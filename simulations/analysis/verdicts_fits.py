@@ -1,7 +1,7 @@
 r"""The fits behind a verdict table: per run and estimator, what the slopes rest on.
 
     d=figures/data/verdicts_identifiable
-    python benchmarks/verdicts_fits.py ${d}_s0 ${d}_s1 ${d}_s2 ${d}_s3 ${d}_vanilla_s0 \
+    python simulations/analysis/verdicts_fits.py ${d}_s0 ${d}_s1 ${d}_s2 ${d}_s3 ${d}_vanilla_s0 \
         ${d}_vanilla_s1 ${d}_vanilla_s2 ${d}_vanilla_s3 > benchmarks/results/verdicts_fits.txt
 
 Over the run's fit range (``[rates] n_min``): the truth's gate strength and expert separation
@@ -24,7 +24,7 @@ whether the fit is certified, its excess risk (risk - risk_truth) n / sigma^2 on
 largest Frobenius distance between the gates of two fitted atoms in one cell; inf: one atom).
 
     d=figures/data/verdicts_identifiable
-    python benchmarks/verdicts_fits.py ${d}_s1 ${d}_s2 ${d}_s3 \
+    python simulations/analysis/verdicts_fits.py ${d}_s1 ${d}_s2 ${d}_s3 \
         figures/data/verdicts_inside_linear_s4 --tail 4 --estimator linear \
         > benchmarks/results/verdicts_tail_linear.txt
 """

@@ -1,6 +1,6 @@
 r"""The weak triangle constant of Le Cam's bound along the witnesses' own paths, per headline unit.
 
-    python benchmarks/bounds_triangle.py figures/data/bounds/units \
+    python simulations/analysis/bounds_triangle.py figures/data/bounds/units \
         > benchmarks/results/bounds_triangle.txt
 
 For each headline unit (tanh, sigmoid, gelu, linear and vanilla on the tanh and linear truths,
@@ -17,7 +17,7 @@ With ``--write``, every unit's ``triangle_constant`` is raised, per loss, to its
 largest ratio (``bounds.with_path_triangle``, as ``bound_curves`` now does; the triples' value is
 kept as ``triangle_random``), and the units are rewritten in place:
 
-    python benchmarks/bounds_triangle.py figures/data/bounds/units --write \
+    python simulations/analysis/bounds_triangle.py figures/data/bounds/units --write \
         > benchmarks/results/bounds_triangle.txt
 
 "C triples" is then the random triples' value and "C used" the larger of the two.
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bounds_cost import estimator_model, headline_truth  # noqa: E402
+from headline_units import estimator_model, headline_truth  # noqa: E402
 
 UNITS = [
     (through, est, L)
@@ -53,8 +53,7 @@ BINS = ((0.0, 0.01), (0.01, 0.1), (0.1, np.inf))
 
 def main(units: Path, seed: int, write: bool = False) -> None:
     jax.config.update("jax_enable_x64", True)
-    from moe_lora.bounds import with_path_triangle, witness_path_triangle
-    from moe_lora.bounds.curves import has_parameters
+    from moe_lora.bounds import has_parameters, with_path_triangle, witness_path_triangle
 
     print(
         f"{'unit':22s} {'C triples':>9s} {'path max':>8s} {'C used':>7s} {'witnesses':>9s}  "

@@ -2,10 +2,10 @@ r"""Lower-bound curves for issue 12's "Measurements": headline truths, near-merg
 exponents.
 
     # vanilla/linear/tanh/sigmoid/gelu, L* and L*+1
-    nice -n 10 python benchmarks/bounds_measure.py --part headline
+    nice -n 10 python simulations/analysis/bounds_measure.py --part headline
     # vanilla and tanh, L = L*, minimax.toml deltas
-    nice -n 10 python benchmarks/bounds_measure.py --part merging
-    nice -n 10 python benchmarks/bounds_measure.py --part report \
+    nice -n 10 python simulations/analysis/bounds_measure.py --part merging
+    nice -n 10 python simulations/analysis/bounds_measure.py --part report \
         > benchmarks/results/bounds_exponents.txt
 
 Each (truth, estimator, L) unit is written to figures/data/bounds/units/ (or ``--units DIR``) as it
@@ -14,9 +14,10 @@ after the other families' on the same truth and take their witnesses in, as ``mo
 does (``moe_lora.bounds.containment``). The near-merging units and sigmoid's and gelu's were
 recomputed this way with the current solver:
 
-    nice -n 10 python benchmarks/bounds_measure.py --part merging \
+    nice -n 10 python simulations/analysis/bounds_measure.py --part merging \
         --units benchmarks/results/bounds_recompute_ii
-    nice -n 10 python benchmarks/bounds_measure.py --part headline --estimators sigmoid gelu \
+    nice -n 10 python simulations/analysis/bounds_measure.py --part headline \
+        --estimators sigmoid gelu \
         --units benchmarks/results/bounds_recompute_ii
 
 ``--part report`` concatenates them into figures/data/bounds/curves.parquet
@@ -36,9 +37,9 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bounds_cost import estimator_model, headline_truth  # noqa: E402
+from headline_units import estimator_model, headline_truth  # noqa: E402
 
-OUT = Path(__file__).resolve().parents[1] / "figures" / "data" / "bounds"
+OUT = Path(__file__).resolve().parents[2] / "figures" / "data" / "bounds"
 ROOT = OUT.parents[2]
 HEADLINE_LOSSES = ("D", "D_1", "D_2", "D_3", "D_4")
 DELTAS = (0.5, 0.25, 0.125, 0.0625)

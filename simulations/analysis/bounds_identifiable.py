@@ -6,10 +6,10 @@ headers: ``simulations/bound_identifiable_vanilla_s0.toml`` for vanilla and tanh
 ``simulations/bound_identifiable_s0.toml`` for tanh, linear, sigmoid and gelu on their own truths),
 into ``figures/data/bounds_identifiable/<config name>/bound/``. Then
 
-    nice -n 10 python benchmarks/bounds_identifiable.py --part report \
+    nice -n 10 python simulations/analysis/bounds_identifiable.py --part report \
         > benchmarks/results/bounds_identifiable.txt
-    nice -n 10 python benchmarks/bounds_identifiable.py --part table
-    nice -n 10 python benchmarks/bounds_identifiable.py --part figures
+    nice -n 10 python simulations/analysis/bounds_identifiable.py --part table
+    nice -n 10 python simulations/analysis/bounds_identifiable.py --part figures
 
 ``--part report`` concatenates every unit present (the tanh units are in both directories, the
 same unit ids computed once and copied; they are read once) into
@@ -18,7 +18,7 @@ same unit ids computed once and copied; they are read once) into
 - the exact flat set: the largest D of a witness inside the neighbourhood with L2 <= 1e-13
   (``L2_FLOOR``), from the targets or the flat-set search; n(eps) is infinite for eps below it;
 - M(eta) at the smallest and the largest eta;
-- the exponent a of M(eta) ~ eta^a, read as in ``benchmarks/bounds_measure.py`` (the same points:
+- the exponent a of M(eta) ~ eta^a, read as in ``bounds_measure.py`` (the same points:
   non-dominated on-target witnesses above the floor and the flat set, the largest eps left
   out), from log m = b log eps + const, a = 1 / b, with a 95% interval (t interval of b,
   inverted) and the eps and m/eps ranges;
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "figures" / "data" / "bounds_identifiable"
 SIGMA = 0.02
 FAMILIES = ("vanilla", "tanh", "linear", "sigmoid", "gelu")
