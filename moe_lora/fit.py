@@ -159,11 +159,6 @@ class InitConfig:
         split = n_components - 1 if self.starts in ("split", "mix") else 0
         return split + (self.restarts if self.starts != "split" else 0)
 
-    @property
-    def n_restarts(self) -> int:
-        """Starts of ``"oracle"`` and ``"random"`` fits (the others depend on L: ``candidates``)."""
-        return self.near_truth + self.random if self.starts == "oracle" else self.restarts
-
 
 JACOBIANS = ("structured", "jacfwd")
 
@@ -373,8 +368,28 @@ def _problem(estimator: Model, X, Y, template, config: FitConfig) -> _Problem:
     )
 
 
-def _best(risks):
-    return jnp.argmin(jnp.where(jnp.isfinite(risks), risks, jnp.inf))
+def _chosen(unravel, thetas, stats, index, restarts=None, screened=None) -> FitResult:
+    """The ``FitResult`` of the finished restarts ``thetas`` (their ``stats``; start ``index`` of
+    each among ``restarts`` starts, all of them by default): the one of least final risk, a
+    non-finite risk never chosen. ``screened`` adds each one's screening iterations."""
+    risks = stats.risk
+    best = jnp.argmin(jnp.where(jnp.isfinite(risks), risks, jnp.inf))
+    chosen = jax.tree.map(lambda x: x[best], stats)
+    if screened is not None:
+        chosen = chosen._replace(iterations=chosen.iterations + screened[best])
+    restart_risks = (
+        risks if restarts is None else jnp.full(restarts, jnp.nan, risks.dtype).at[index].set(risks)
+    )
+    return FitResult(
+        params=unravel(thetas[best]),
+        stats=chosen,
+        converged=is_converged(stats.stop_reason[best]),
+        restart=index[best],
+        restart_risks=restart_risks,
+        finished=index,
+        finished_params=jax.vmap(unravel)(thetas),
+        finished_risks=risks,
+    )
 
 
 def fit_least_squares(estimator: Model, data: Dataset, starts, config: FitConfig) -> FitResult:
@@ -395,18 +410,7 @@ def fit_least_squares(estimator: Model, data: Dataset, starts, config: FitConfig
         )
 
     thetas, stats = jax.vmap(one)(jax.vmap(lambda s: ravel_pytree(s)[0])(starts))
-    best = _best(stats.risk)
-    pick = lambda x: x[best]
-    return FitResult(
-        params=p.unravel(thetas[best]),
-        stats=jax.tree.map(pick, stats),
-        converged=is_converged(stats.stop_reason[best]),
-        restart=best,
-        restart_risks=stats.risk,
-        finished=jnp.arange(stats.risk.shape[0]),
-        finished_params=jax.vmap(p.unravel)(thetas),
-        finished_risks=stats.risk,
-    )
+    return _chosen(p.unravel, thetas, stats, jnp.arange(thetas.shape[0]))
 
 
 def screened_fit(estimator: Model, data: Dataset, starts, config: FitConfig) -> FitResult:
@@ -444,20 +448,7 @@ def screened_fit(estimator: Model, data: Dataset, starts, config: FitConfig) -> 
         thetas, screened = states.theta, states.k
     on_full = dict(canonicalize=full.canonical, data=full.rows, normal_eqs=full.normal_eqs)
     finished, stats = jax.lax.map(lambda t: lm.run(full.residual, t, **on_full), thetas)
-    best = _best(stats.risk)
-    pick = lambda x: x[best]
-    return FitResult(
-        params=full.unravel(finished[best]),
-        stats=jax.tree.map(pick, stats)._replace(
-            iterations=stats.iterations[best] + screened[best]
-        ),
-        converged=is_converged(stats.stop_reason[best]),
-        restart=index[best],
-        restart_risks=jnp.full(R, jnp.nan, stats.risk.dtype).at[index].set(stats.risk),
-        finished=index,
-        finished_params=jax.vmap(full.unravel)(finished),
-        finished_risks=stats.risk,
-    )
+    return _chosen(full.unravel, finished, stats, index, R, screened)
 
 
 def multi_start(estimator: Model, data: Dataset, starts, config: FitConfig) -> FitResult:
