@@ -16,6 +16,7 @@ Test tiers: the notebooks (``--nbmake``) are marked ``slow`` here, like the long
 their files, so ``python -m pytest -m "not slow"`` is the fast tier of the edit-test loop.
 """
 
+import gc
 import os
 from pathlib import Path
 
@@ -52,3 +53,33 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.nodeid.endswith(".ipynb") or type(item).__name__ == "NotebookItem":
             item.add_marker(pytest.mark.slow)
+
+
+def _mappings() -> int:
+    """How many memory mappings this process holds (Linux only; -1 elsewhere)."""
+    try:
+        with open(f"/proc/{os.getpid()}/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return -1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test file (doctest modules included).
+
+    Every XLA:CPU compilation maps new memory for its code, and a pytest worker that compiles
+    the whole suite's programs reached Linux's ``vm.max_map_count`` (65530 by default): past it
+    ``mmap`` fails inside LLVM and the worker dies in ``backend_compile_and_load`` (SIGABRT or
+    SIGSEGV), in whichever test compiles next. ``jax.clear_caches()`` releases the executables
+    that no test still holds, so a worker's mappings stay bounded by one file's programs.
+    ``MOE_LORA_TEST_MAPS=FILE`` appends each file's count of mappings to FILE (a diagnostic).
+    """
+    yield
+    if os.environ.get("MOE_LORA_TEST_KEEP_CACHES") != "1":
+        jax.clear_caches()
+        gc.collect()
+    log = os.environ.get("MOE_LORA_TEST_MAPS")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {_mappings()}\n")
