@@ -77,6 +77,8 @@ class ConfigError(ValueError):
 #: vmapped together: 10^8 rows is about 10 GB per replicate, the most a workstation holds; and
 #: XLA indexes arrays with 32-bit integers, so n must stay far below 2^31 whatever the memory.
 MAX_N = 10**8
+#: Why: said in every error about ``MAX_N``.
+_WHY_MAX_N = "about 10 GB of float64 rows per replicate, and XLA's 32-bit array indices"
 #: The most replicates (or seeds) a config may ask for: each is one fit per (truth, estimator,
 #: setting, n) and one row of the table; 10^6 fits of a cell are already CPU-months.
 MAX_REPLICATES = 10**6
@@ -391,8 +393,8 @@ def parse_sizes(section: Section, spec) -> tuple[int, ...]:
         if not (1 <= lo < hi <= MAX_N) or not 2 <= count <= 1000:
             section.fail(
                 "sizes",
-                f"expected 1 <= min < max <= {MAX_N:.0e} (MAX_N: the largest supported n) and "
-                f"2 <= count <= 1000, got {spec!r}",
+                f"expected 1 <= min < max <= {MAX_N:.0e} (config.MAX_N, the largest supported n: "
+                f"{_WHY_MAX_N}) and 2 <= count <= 1000, got {spec!r}",
             )
         sizes = np.unique(np.round(np.geomspace(lo, hi, count)).astype(int))
         if len(sizes) != count:
@@ -407,7 +409,9 @@ def parse_sizes(section: Section, spec) -> tuple[int, ...]:
         section.fail("sizes", f"expected distinct positive integers, got {spec!r}")
     if max(spec) > MAX_N:
         section.fail(
-            "sizes", f"{max(spec)} is above the largest supported n, {MAX_N:.0e} (config.MAX_N)"
+            "sizes",
+            f"{max(spec)} is above the largest supported n, {MAX_N:.0e} (config.MAX_N: "
+            f"{_WHY_MAX_N})",
         )
     return tuple(sorted(int(s) for s in spec))
 
@@ -435,7 +439,10 @@ class DataSection(Section):
         if self.replicates > MAX_REPLICATES:
             self.fail("replicates", f"expected at most {MAX_REPLICATES:.0e}, got {self.replicates}")
         if self.n_eval > MAX_N:
-            self.fail("n_eval", f"expected at most {MAX_N:.0e} (config.MAX_N), got {self.n_eval}")
+            self.fail(
+                "n_eval",
+                f"expected at most {MAX_N:.0e} (config.MAX_N: {_WHY_MAX_N}), got {self.n_eval}",
+            )
         self.set("sizes", parse_sizes(self, self.sizes))
         self.set(
             "input_design", self.build(Design, kind=self.design, scale=float(self.design_scale))
