@@ -611,7 +611,8 @@ class RatesSection(Section):
     #: the run.
     statistic: str = key(str, _SLOPES.statistic)
     #: Verdict rules, ``[[rates.verdicts]]``: label, metric, prediction, alternative, optional
-    #: estimators/extra.
+    #: estimators/extra/statistic, and ``worst_case = true`` for the worst case over each family
+    #: of truths (``[minimax]``) with its drawn truth (``moe_lora.verdicts.family_rows``).
     verdicts: tuple = key(list, [])
 
     def __post_init__(self):
@@ -636,6 +637,7 @@ class RatesSection(Section):
                 "estimators",
                 "extra",
                 "statistic",
+                "worst_case",
             }
             missing = {"label", "metric", "prediction", "alternative"} - set(rule)
             if unknown or missing:
@@ -643,7 +645,12 @@ class RatesSection(Section):
                     where,
                     f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}; expected "
                     "label, metric, "
-                    "prediction, alternative and optionally estimators, extra, statistic",
+                    "prediction, alternative and optionally estimators, extra, statistic, "
+                    "worst_case",
+                )
+            if not isinstance(rule.get("worst_case", False), bool):
+                self.fail(
+                    f"{where}.worst_case", f"expected true or false, got {rule['worst_case']!r}"
                 )
             if rule["metric"] not in ("D", "l2_error"):
                 self.fail(f"{where}.metric", f"expected 'D' or 'l2_error', got {rule['metric']!r}")

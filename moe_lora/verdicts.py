@@ -300,7 +300,9 @@ def verdict_table(
     ``estimators`` (default: all) and ``extra`` (L - L* settings; default: all). A truth is one
     value of the ``TRUTH_COLUMNS`` the table has (``seed`` and ``truth`` of a study; ``source``,
     the run, where several runs are pooled, ``pooled_table``): a group-by, never a relabelling.
-    Rows of drawn truths only (no minimax ``delta`` families). ``slopes``: the statistic (a
+    Rows of drawn truths only, except under a rule with ``worst_case = true``: one row per
+    (estimator, extra, seed, family) on the worst statistic over the family's members and its
+    drawn truth (``family_rows``), with ``worst_delta``. ``slopes``: the statistic (a
     rule's own ``statistic`` replaces it), fit range and bootstrap (``SlopeSettings``, or its
     fields as keywords). Per-truth intervals resample replicates with ``slopes.bootstrap``
     draws; the pooled one is hierarchical (``judge_pooled``).
@@ -310,6 +312,9 @@ def verdict_table(
     truth_columns = [c for c in TRUTH_COLUMNS if c in table]
     rows = []
     for rule in rules:
+        if rule.get("worst_case"):
+            rows += _worst_case_rows(df, rule, s, stability_seeds)
+            continue
         sel = table
         if rule.get("estimators"):
             sel = sel[sel["estimator"].isin(rule["estimators"])]
@@ -384,6 +389,65 @@ def summary_rows(table: pd.DataFrame) -> pd.DataFrame:
     pooled = table[table["truth"] == "pooled"]
     single = table[~table.set_index(keys).index.isin(pooled.set_index(keys).index)]
     return pd.concat([single, pooled]).sort_index(kind="stable")
+
+
+def family_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of every (estimator, family) the table holds: an estimator's fits of the members
+    of a family of truths (``delta`` set) and of the drawn truth the family was made from (same
+    ``through``, ``delta`` NaN), over which a worst case is taken. Empty without a family."""
+    if "delta" not in df or df["delta"].isna().all():
+        return df.iloc[:0]
+    axis = [c for c in ("seed", "estimator", "through") if c in df]
+    fitted = df.loc[df["delta"].notna(), axis].drop_duplicates()
+    return df[df.set_index(axis).index.isin(fitted.set_index(axis).index)]
+
+
+def worst_deltas(df: pd.DataFrame, metric: str, s: SlopeSettings) -> str:
+    """The member attaining the worst case at each n of the fit range of one family's rows
+    (``family_rows`` of one estimator, seed and family): ``"n:delta"`` pairs, ``drawn`` for the
+    drawn truth itself.
+
+    >>> rows = pd.DataFrame({"n": [10, 10, 100, 100], "delta": [np.nan, 0.5] * 2,
+    ...                      "D": [1.0, 2.0, 0.5, 0.1]})
+    >>> worst_deltas(rows, "D", SlopeSettings())
+    '10:0.5,100:drawn'
+    """
+    sel = df[s.in_range(df["n"])]
+    sizes = np.sort(sel["n"].unique())
+    groups = sorted(sel["delta"].fillna(-1).unique())
+    with np.errstate(all="ignore"):
+        cube = value_cube(sel, metric, sizes)
+        per = np.nanmedian(cube, -1) if s.statistic == "median" else np.nanmean(cube, -1)
+    worst = np.nanargmax(per, axis=0)
+    name = lambda g: "drawn" if g == -1 else f"{g:g}"  # noqa: E731
+    return ",".join(f"{n:g}:{name(groups[g])}" for n, g in zip(sizes, worst))
+
+
+def _worst_case_rows(df, rule, s: SlopeSettings, stability_seeds: int) -> list[dict]:
+    """The rows of a ``worst_case`` rule: per (estimator, extra, seed, family) the slope of the
+    worst statistic at each n over the family's members and its drawn truth
+    (``moe_lora.rates.cell_statistic``), judged like one truth's curve, with the member that
+    attains it at each n (``worst_delta``)."""
+    sel = family_rows(df)
+    if rule.get("estimators"):
+        sel = sel[sel["estimator"].isin(rule["estimators"])]
+    if rule.get("extra") is not None:
+        sel = sel[sel["extra"].isin(np.atleast_1d(rule["extra"]))]
+    s = s.replace(statistic=rule.get("statistic", s.statistic))
+    args = (rule["metric"], rule["prediction"], rule["alternative"])
+    rows = []
+    axis = [c for c in ("estimator", "extra", "seed", "through") if c in sel]
+    for keys, sub in sel.groupby(axis, sort=True):
+        ids = dict(zip(axis, keys))
+        res = judge(sub, *args, slopes=s, stability_seeds=stability_seeds)
+        rows.append(
+            {"rule": rule["label"], "estimator": ids["estimator"], "extra": int(ids["extra"])}
+            | ({"seed": ids["seed"]} if "seed" in ids else {})
+            | {"truth": f"{ids['through']} (worst case)", "truths": sub["delta"].nunique() + 1}
+            | res
+            | {"worst_delta": worst_deltas(sub, rule["metric"], s)}
+        )
+    return rows
 
 
 def verdicts_by(df: pd.DataFrame, rates, **kwargs) -> pd.DataFrame:

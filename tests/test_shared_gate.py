@@ -184,7 +184,7 @@ def test_shared_gate_pairs_vanilla_with_its_family_and_the_map_with_its_own():
         assert TruthLabel.parse(str(label), seed=label.seed) == label
 
 
-def test_the_draft_config_loads_with_both_families():
+def test_the_minimax_config_loads_with_both_families_and_worst_case_rules():
     from pathlib import Path
 
     from moe_lora.experiment import load_experiment
@@ -198,7 +198,8 @@ def test_the_draft_config_loads_with_both_families():
         fitted.setdefault(e, set()).add(
             label.family or ("drawn" if label.delta is None else "merge")
         )
-    assert fitted["vanilla"] == {"drawn", "shared_gate"}
-    assert all(fitted[m] == {"drawn", "merge"} for m in ("tanh", "sigmoid", "gelu", "linear"))
+    assert fitted == {"vanilla": {"drawn", "shared_gate"}, "tanh": {"drawn", "merge"}}
+    worst = [r for r in exp.config.rates.verdicts if r.get("worst_case")]
+    assert {e for r in worst for e in r["estimators"]} == {"vanilla", "tanh"}
     for name in ("bound_identifiable_s0", "bound_identifiable_vanilla_s0"):
         assert load_experiment(root / f"{name}.toml").config.bound is not None

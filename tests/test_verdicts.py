@@ -225,3 +225,52 @@ def test_pooled_verdicts_are_fast():
     t0 = time.perf_counter()
     judge_pooled(df, "D", -0.5, -0.25)  # 5 seeds x 10,000 hierarchical draws
     assert time.perf_counter() - t0 < 10
+
+
+def _family():
+    """A drawn truth and three members of its family, fitted by vanilla at one seed: the drawn
+    truth and the two wide members fall like sqrt(log n / n); the member delta = 0.125 sits on a
+    flat set (D constant, above the others from n = 1e4 on)."""
+    rate = lambda n: np.sqrt(np.log(n) / n)  # noqa: E731
+    parts = [_table(rate, 0.05, truth="tanh", estimator="vanilla", seed=1).assign(delta=np.nan)]
+    for i, (delta, curve) in enumerate(
+        [(1.0, lambda n: 2 * rate(n)), (0.5, lambda n: 3 * rate(n)), (0.125, lambda n: 0.2 + 0 * n)]
+    ):
+        member = _table(curve, 0.05, truth=f"tanh@delta={delta}", estimator="vanilla", seed=2 + i)
+        parts.append(member.assign(delta=delta))
+    return pd.concat(parts, ignore_index=True).assign(through="tanh", seed=0)
+
+
+def test_a_worst_case_rule_reads_the_whole_family_and_names_the_worst_member():
+    from moe_lora.verdicts import family_rows
+
+    df = _family()
+    rules = [
+        dict(label="fixed", metric="D", prediction="sqrt_log_n_over_n", alternative=-0.25),
+        dict(
+            label="worst",
+            metric="D",
+            prediction="sqrt_log_n_over_n",
+            alternative=-0.25,
+            worst_case=True,
+        ),
+    ]
+    table = verdict_table(df, rules, bootstrap=200, stability_seeds=1).set_index("rule")
+    # The drawn truth alone agrees; its family's worst case is flat from 1e4 on and disagrees.
+    assert table.loc["fixed", "verdict"] == "agrees"
+    worst = table.loc["worst"]
+    assert worst["truth"] == "tanh (worst case)" and worst["truths"] == 4
+    assert worst["verdict"] == "disagrees" and worst["slope"] > -0.3
+    # At small n the widest-scaled member (3x the rate) is the worst; at large n the flat one.
+    pairs = dict(p.split(":") for p in worst["worst_delta"].split(","))
+    assert pairs[str(SIZES[0])] == "0.5" and pairs[str(SIZES[-1])] == "0.125"
+    # An estimator that fitted no member has no family rows.
+    other = df.assign(estimator="tanh", delta=np.nan)
+    assert family_rows(pd.concat([df, other])).estimator.unique().tolist() == ["vanilla"]
+
+
+def test_worst_case_must_be_a_boolean():
+    rule = dict(label="w", metric="D", prediction=-0.5, alternative=-0.25)
+    assert _config({"verdicts": [rule | {"worst_case": True}]}).rates.verdicts[0]["worst_case"]
+    with pytest.raises(ConfigError, match="worst_case: expected true or false, got 'yes'"):
+        _config({"verdicts": [rule | {"worst_case": "yes"}]})
