@@ -41,6 +41,7 @@ from .config import ESTIMATORS, Config, ConfigError
 from .fit import FitConfig
 from .parameterization import Model, Vanilla, linear, make_model, nonlinear
 from .simulate import TRACE_COUNT, simulate_replicates
+from .slopes import SlopeSettings
 from .table import KEY_COLUMNS, record_rows
 from .truth import (
     Design,
@@ -311,12 +312,14 @@ class Experiment:
         from .figures import run_figures
 
         rates = self.config.rates
-        slopes = summaries["rates.csv"]
+        rows = summaries["rates.csv"]
         if "seed" in df and df["seed"].nunique() > 1:
             # One panel per truth of the axis: its label with its seed (display only).
             df = df.assign(truth=df["truth"] + " s" + df["seed"].astype(str))
-            slopes = slopes.assign(truth=slopes["truth"] + " s" + slopes["seed"].astype(str))
-        return run_figures(df, slopes=slopes, n_min=rates.n_min, n_max=rates.n_max)
+            rows = rows.assign(truth=rows["truth"] + " s" + rows["seed"].astype(str))
+        # The config's fit range; the figures' bands keep their own bootstrap (the default).
+        fit_range = SlopeSettings(n_min=rates.n_min, n_max=rates.n_max)
+        return run_figures(df, rows, slopes=fit_range)
 
     def holds(self, other: Experiment) -> bool:
         """Whether ``other`` is a slice of this sweep: every unit of ``other`` is a unit of this

@@ -529,7 +529,11 @@ def figure_oracle(df: pd.DataFrame) -> Figure | None:
 
 
 def run_figures(
-    df: pd.DataFrame, slopes: pd.DataFrame | None = None, *, n_min=None, n_max=None
+    df: pd.DataFrame,
+    slope_rows: pd.DataFrame | None = None,
+    *,
+    slopes: SlopeSettings | None = None,
+    **overrides,
 ) -> dict[str, Figure]:
     """Every figure that applies to a run's table, keyed by its file stem.
 
@@ -541,37 +545,39 @@ def run_figures(
 
     Args:
         df: the results table.
-        slopes: ``rates.slope_table`` rows (statistic ``"mean"`` for single truths,
-            ``"minimax-mean"`` for families); computed when None.
-        n_min, n_max: the fit range of the sample-complexity fits (the config's ``[rates]``).
+        slope_rows: ``rates.slope_table`` rows (statistic ``"mean"`` for single truths,
+            ``"minimax-mean"`` for families); computed with ``slopes`` when None.
+        slopes: the fit range (the config's ``[rates]``) and bootstrap of the slopes and of the
+            sample-complexity fits, whose statistic is each figure's own (``SlopeSettings``, or
+            its fields as keywords).
 
     Returns:
         Stem -> Figure, in drawing order.
     """
+    s = settings(slopes, overrides)
     single, family = single_truths(df), families(df)
     metrics = [m for m in ("D", "l2_error") if m in df]
     figures: dict[str, Figure | None] = {}
     if not single.empty:
-        s = (
-            slopes
-            if slopes is not None
-            else rates.slope_table(single, metrics=metrics, statistics=("mean",))
+        rows = (
+            slope_rows
+            if slope_rows is not None
+            else rates.slope_table(single, metrics=metrics, statistics=("mean",), slopes=s)
         )
         for m in metrics:
-            figures[_STEMS.get(m, f"loss_{m}")] = figure_loss(single, m, slopes=s)
+            figures[_STEMS.get(m, f"loss_{m}")] = figure_loss(single, m, slopes=rows)
         if "D" in df:
-            fit_range = dict(n_min=n_min, n_max=n_max)
-            figures["sample_complexity"] = figure_sample_complexity(single, **fit_range)
-            figures["sample_complexity_median"] = figure_sample_complexity(
-                single, statistic="median", **fit_range
-            )
+            for stem, statistic in (("", "mean"), ("_median", "median")):
+                figures[f"sample_complexity{stem}"] = figure_sample_complexity(
+                    single, slopes=s.replace(statistic=statistic)
+                )
     if not family.empty and "D" in df:
-        f = (
-            slopes
-            if slopes is not None
-            else rates.slope_table(family, metrics=("D",), statistics=("mean",))
+        rows = (
+            slope_rows
+            if slope_rows is not None
+            else rates.slope_table(family, metrics=("D",), statistics=("mean",), slopes=s)
         )
-        figures["minimax"] = figure_minimax(family, slopes=f)
+        figures["minimax"] = figure_minimax(family, slopes=rows)
     figures["diagnostics"] = figure_diagnostics(df)
     figures["oracle"] = figure_oracle(df)
     return {_stem(df, stem): fig for stem, fig in figures.items() if fig is not None}

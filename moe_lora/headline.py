@@ -137,6 +137,9 @@ def main(argv=None) -> int:
         "dirs", nargs="+", help="run directories (or figures/data/<name>) holding the estimators"
     )
     ap.add_argument("--truth", default="tanh")
+    ap.add_argument(
+        "--seed", type=int, help="only the truth drawn at this seed (a study holds several)"
+    )
     ap.add_argument("--estimators", nargs="+", default=["vanilla", "tanh"])
     ap.add_argument("--out", default="figures")
     ap.add_argument("--name", default="headline")
@@ -144,6 +147,8 @@ def main(argv=None) -> int:
     frames, rates = [], None
     for d in args.dirs:
         df, manifest = load_results(d)
+        if args.seed is not None:
+            df = df[df["seed"] == args.seed]
         frames.append(df)
         rates = rates or experiment_of(manifest).config.rates
     fig = figure_headline(

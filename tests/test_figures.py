@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 from moe_lora import cli
 from moe_lora.figures import figure_loss, figure_sample_complexity, run_figures
 from moe_lora.simulate import Record
+from moe_lora.slopes import SlopeSettings
 from moe_lora.table import record_rows
 
 SIZES = [100, 562, 3162, 17783, 100000]  # 3 decades: D ~ n^-1/2 spans 1.5 decades of eps
@@ -161,6 +162,11 @@ def test_sample_complexity_is_not_drawn_over_less_than_a_decade():
     assert figure_sample_complexity(df, n_min=3162) is None
     fig = figure_sample_complexity(df)
     assert fig is not None
+    # run_figures takes the fit range as one SlopeSettings, or its fields as keywords.
+    for figures in (run_figures(df, slopes=SlopeSettings(n_min=3162)), run_figures(df, n_min=3162)):
+        assert "synthetic_sample_complexity" not in figures and "synthetic_loss_D" in figures
+    with pytest.raises(TypeError, match="slope settings are"):
+        run_figures(df, n_boot=10)
 
 
 def test_run_figures_of_a_family_draw_the_worst_member():

@@ -159,7 +159,8 @@ def test_containing_family_has_the_larger_flat_modulus(tanh_truth):
 
 
 def _map_edge(family: str, d: int, r: int, p: int, j: int, extra: int = 1):
-    """The identifiability map's search (benchmarks/identifiability_map.py) on its truth."""
+    """The identifiability map's search (simulations/analysis/identifiability_map.py) on its
+    truth."""
     from moe_lora.bounds import setting_truth
 
     _, truth, key = setting_truth(family, d, r, p)

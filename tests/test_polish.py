@@ -552,7 +552,7 @@ def test_committed_figures_have_no_empty_panel_one_style_and_readable_ticks():
                 assert line.get_marker() == estimator_marker(est), (stem, est)
         assert _tick_labels_overlap(fig) == [], stem
     head = pd.read_parquet(ROOT / "figures" / "data" / "attention_head_sweeps" / "results.parquet")
-    fig = figure_rates(head, n_boot=20)
+    fig = figure_rates(head, bootstrap=20)
     assert len(fig.axes) == 18 and _tick_labels_overlap(fig) == []
 
 

@@ -118,3 +118,52 @@ def test_report_of_an_extension_reads_the_runs_it_extends(tmp_path, capsys):
     assert "describes another computation" in capsys.readouterr().err
     assert main(["report", str(ext), "--extends", str(ext)]) == 2
     assert "has sizes of" in capsys.readouterr().err
+
+
+def test_an_extension_is_checked_against_its_seeds_truths_in_a_multi_seed_base(tmp_path, capsys):
+    """A study directory holds every seed's truths, keyed ``<label>@seed=<k>`` in its manifest:
+    an extension of one seed is checked against that seed's truth only (the verdicts_identifiable
+    study extended by verdicts_identifiable_1e6 at seed 0)."""
+    base = _study_dir(tmp_path / "base", restarts=False)
+    extension = CONFIG | {
+        "name": "tiny_ext",
+        "truth": {"seeds": [3]},
+        "data": CONFIG["data"] | {"sizes": [100000]},
+    }
+    ext = _study_dir(tmp_path / "ext", restarts=False, config=extension)
+    drawn = {"separation": 3.5}
+    for path, truths in (
+        (ext, {"tanh": drawn}),
+        (base, {"tanh@seed=1": {"separation": 1.5}, "tanh@seed=3": drawn}),
+    ):
+        manifest = json.loads((path / "manifest.json").read_text())
+        (path / "manifest.json").write_text(json.dumps(manifest | {"seed": 3, "truths": truths}))
+    assert main(["report", str(ext), "--extends", str(base)]) == 0
+    assert set(pd.read_csv(ext / "verdicts.csv")["seed"]) == {3}
+    manifest = json.loads((base / "manifest.json").read_text())
+    manifest["truths"]["tanh@seed=3"] = {"separation": 9.0}
+    (base / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["report", str(ext), "--extends", str(base)]) == 2
+    assert "drew another truth 'tanh' at seed 3" in capsys.readouterr().err
+
+
+def test_the_headline_of_one_seed_of_a_study(tmp_path, monkeypatch):
+    """``python -m moe_lora.headline DIR --seed K`` reads only the truth drawn at seed K of a
+    study directory (which holds several truths of one label)."""
+    from matplotlib.figure import Figure
+
+    from moe_lora import headline
+
+    run_dir = _study_dir(tmp_path / "study", restarts=False)
+    seen = []
+
+    def figure(df, **kwargs):
+        seen.append(sorted(df["seed"].unique()))
+        return Figure()
+
+    monkeypatch.setattr(headline, "figure_headline", figure)
+    for seed in ([], ["--seed", "3"]):
+        argv = [str(run_dir), "--truth", "tanh", "--out", str(tmp_path), *seed]
+        assert headline.main(argv) == 0
+    assert seen == [[1, 3], [3]]

@@ -156,8 +156,9 @@ def test_every_committed_single_seed_run_is_a_slice_of_one_study():
         assert len(hits) == 1, (run_dir.name, hits)
         slices.setdefault(hits[0], []).append(run_dir.name)
     assert set(slices) == set(studies)
-    # The two studies of the README's verdicts are committed as one run directory each.
-    for name in ("verdicts_inside_d2", "verdicts_inside"):
+    # The two studies of the README's verdicts, and the study their d = 3 truths were drawn from,
+    # are committed as one run directory each (their single-seed runs removed once joined).
+    for name in ("verdicts_inside_d2", "verdicts_inside", "verdicts_identifiable"):
         assert slices[name] == [name] and len(studies[name].seeds) > 1
 
 

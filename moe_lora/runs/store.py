@@ -535,7 +535,7 @@ def start_run(out: str | Path, m: dict, all_units: list) -> dict:
 
 def write_or_check_manifest(out: str | Path, exp, truths: dict) -> dict:
     """``write_or_check`` with the manifest of ``exp`` and its drawn ``truths`` (for callers that
-    hold the experiment, such as ``moe_lora.runs.bound``)."""
+    hold the experiment, such as ``moe_lora.bound_stage``)."""
     return write_or_check(out, manifest(manifest_entries(exp, truths)))
 
 

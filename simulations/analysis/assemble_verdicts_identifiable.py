@@ -5,6 +5,10 @@
 
 Each slice must be held by the study (``Experiment.holds``); the rows are concatenated and
 sorted, the manifest records the slices' provenance and the truths keyed ``<label>@seed=<k>``.
+
+Its inputs, figures/data/verdicts_identifiable_s0..s3 and verdicts_identifiable_vanilla_s0..s3,
+were removed after assembly (the study holds every row of them); to rerun it, check them out of
+git history first: ``git checkout c97bb7c -- 'figures/data/verdicts_identifiable_*s[0-3]/*'``.
 """
 
 import datetime

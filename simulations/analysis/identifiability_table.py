@@ -1,4 +1,4 @@
-r"""The identifiability map as a markdown table, from the CSVs of benchmarks/identifiability_map.py.
+r"""The identifiability map as a markdown table, from the CSVs of identifiability_map.py.
 
 One row per (family, d, r, p, L - L*): the gate fiber's dimension at each true atom (and whether V
 moves on it), and per atom the largest D of an exact flat witness within the radius (or, if none

@@ -1,8 +1,14 @@
 r"""The fits behind a verdict table: per run and estimator, what the slopes rest on.
 
-    d=figures/data/verdicts_identifiable
-    python simulations/analysis/verdicts_fits.py ${d}_s0 ${d}_s1 ${d}_s2 ${d}_s3 ${d}_vanilla_s0 \
-        ${d}_vanilla_s1 ${d}_vanilla_s2 ${d}_vanilla_s3 > benchmarks/results/verdicts_fits.txt
+    python simulations/analysis/verdicts_fits.py figures/data/verdicts_identifiable \
+        > benchmarks/results/verdicts_fits.txt
+
+(the file's first 21 lines; its last four are the seed-0 runs to n = 1e6, now read by
+``verdicts_fits.py figures/data/verdicts_identifiable_1e6``, which names them by that study.)
+
+A run directory may hold several truth seeds (a study): its rows are read per seed. A row's
+``run`` is its ``experiment``: in a study assembled from single-seed runs, the run it came from
+(verdicts_identifiable_s0, ...); otherwise the study's name, with the seed where it holds several.
 
 Over the run's fit range (``[rates] n_min``): the truth's gate strength and expert separation
 (the rejection thresholds are 0.5), the certified fraction, the fraction at the iteration cap,
@@ -23,10 +29,12 @@ whether the fit is certified, its excess risk (risk - risk_truth) n / sigma^2 on
 (negative: it fits the data better than the truth does) and each true atom's cell gate gap (the
 largest Frobenius distance between the gates of two fitted atoms in one cell; inf: one atom).
 
-    d=figures/data/verdicts_identifiable
-    python simulations/analysis/verdicts_fits.py ${d}_s1 ${d}_s2 ${d}_s3 \
-        figures/data/verdicts_inside_linear_s4 --tail 4 --estimator linear \
-        > benchmarks/results/verdicts_tail_linear.txt
+    python simulations/analysis/verdicts_fits.py figures/data/verdicts_inside --tail 4 \
+        --estimator linear > benchmarks/results/verdicts_tail_linear.txt
+
+(linear's four inside truths, seeds 1-4; the committed output was made from the single-seed runs
+they were assembled from, verdicts_identifiable_s1..s3 and verdicts_inside_linear_s4, and names
+them where this command names verdicts_inside and the seed.)
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from pathlib import Path
 
 from moe_lora.runs import load_results
 from moe_lora.runs.store import experiment_of
+from moe_lora.verdicts import truth_summary_of
 
 
 def _tail(name: str, est: str, sub, k: int) -> None:
@@ -62,10 +71,16 @@ def main(dirs: list[Path], tail: int = 0, estimator: str | None = None) -> None:
         config = experiment_of(manifest).config
         fit = df[df["n"] >= (config.rates.n_min or 0)]
         max_iter = config.fit.max_iter
-        for est, sub in fit.groupby("estimator"):
+        fit = fit.assign(
+            run=fit["experiment"] if "experiment" in fit else manifest["name"],
+            seed=fit["seed"] if "seed" in fit else manifest["seed"],
+        )
+        seeds = fit.groupby("run")["seed"].nunique()
+        for (run, seed, est), sub in fit.groupby(["run", "seed", "estimator"]):
             if estimator is not None and est != estimator:
                 continue
-            truth = manifest["truths"][str(sub["truth"].iloc[0])]
+            name = f"{run} seed {seed}" if seeds[run] > 1 else run
+            truth = truth_summary_of(manifest["truths"], seed, str(sub["truth"].iloc[0]))
             excess = (sub["risk"] - sub["risk_truth"]) * sub["n"] / sub["sigma"] ** 2
             local = sub[~sub["certified"] & (excess > 100)]
             top = sub[sub["n"] == sub["n"].max()]["D"]
@@ -73,13 +88,13 @@ def main(dirs: list[Path], tail: int = 0, estimator: str | None = None) -> None:
             share = sub["D_shared_gate"].sum() / sub["D"].sum()
             lm = f"{len(local)} ({local['D'].max():.3g})" if len(local) else "0"
             print(
-                f"{manifest['name']:36s} {est:9s} {truth['gate_strength']:5.3f} "
+                f"{name:36s} {est:9s} {truth['gate_strength']:5.3f} "
                 f"{truth['expert_separation']:5.3f} {sub['certified'].mean():6.1%} "
                 f"{(sub['iterations'] >= max_iter).mean():5.1%} {lm:>18s} "
                 f"{f'{shared} ({share:.1e})':>22s} {top.mean() / top.median():21.2f}"
             )
             if tail:
-                _tail(manifest["name"], est, sub, tail)
+                _tail(name, est, sub, tail)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ k = extra + 1 atoms (``flat_edge``: the range of D of exact witnesses within ``-
 witness checked with the package's f and D on the whole estimator. Rows are appended to the CSV
 as they are computed, so a partial run is usable.
 
-    python benchmarks/identifiability_map.py --out figures/data/identifiability/map.csv
+    python simulations/analysis/identifiability_map.py --out figures/data/identifiability/map.csv
 """
 
 from __future__ import annotations
