@@ -254,3 +254,26 @@ _TINY_DICT = {
     "model": {"d": 2, "gate_scale": 3.0},
     "data": {"sigma": 0.05, "sizes": [60], "replicates": 1, "n_eval": 50},
 }
+
+
+def test_a_run_drops_compiled_programs_only_near_the_limit_on_memory_mappings(monkeypatch):
+    from types import SimpleNamespace
+
+    from moe_lora.runs import local
+
+    cleared = []
+    monkeypatch.setattr(local.jax, "clear_caches", lambda: cleared.append(1))
+    assert not local.release_compiled_programs(mappings=lambda: (30_000, 65_530))
+    assert not local.release_compiled_programs(mappings=lambda: None)  # no /proc: nothing
+    assert cleared == []
+    assert local.release_compiled_programs(mappings=lambda: (40_000, 65_530))
+    assert cleared == [1]
+    held = local._mappings()
+    assert held is None or 0 < held[0] < held[1]
+    # The local backend checks after every unit.
+    checks = []
+    monkeypatch.setattr(local, "release_compiled_programs", lambda: checks.append(1))
+    units = [SimpleNamespace(id=f"u{i}", fits=1) for i in range(3)]
+    fake = lambda context, u: (pd.DataFrame({"unit": [u.id]}), 0.0, False)  # noqa: E731
+    results = list(local.compute_locally(None, units, compute=fake))
+    assert [r.unit.id for r in results] == ["u0", "u1", "u2"] and len(checks) == 3

@@ -39,6 +39,7 @@ from .local import (
     UnitResult,
     compute_unit,
     finish,
+    release_compiled_programs,
     require_float64,
     run_units,
     shard_units,
@@ -122,6 +123,7 @@ def unit_task(
         frame, seconds, compiled = compute(context, unit)
         cpu = time.process_time() - cpu
         store.write_unit(out, unit, frame, store.config_hash(raw))
+    release_compiled_programs()  # a Ray worker runs many units: the same limit as a local run
     return {
         "unit": unit.id,
         "fits": unit.fits,
