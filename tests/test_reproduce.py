@@ -115,6 +115,7 @@ STUDIES = {
 STANDALONE = {
     "exact",
     "minimax",
+    "minimax_shared_gate",
     "overspecified",
     "overspecified_stat",
     "quick",
