@@ -115,6 +115,7 @@ STUDIES = {
 STANDALONE = {
     "exact",
     "minimax",
+    "minimax_maps",
     "minimax_shared_gate",
     "overspecified",
     "overspecified_stat",
