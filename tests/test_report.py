@@ -93,16 +93,21 @@ def test_report_of_a_missing_directory_is_an_error(tmp_path, capsys):
     assert "no manifest" in capsys.readouterr().err
 
 
-def test_report_of_an_extension_reads_the_runs_it_extends(tmp_path, capsys):
-    """``--extends``: a study of more sizes of some truths is read with the rows of those truths
-    in the runs it extends; a base of another computation, or with the same sizes, is refused."""
+def _base_and_extension(tmp_path):
+    """A tiny study and a study of one of its seeds (3) at one more size, 1e5."""
     base = _study_dir(tmp_path / "base", restarts=False)
     extension = CONFIG | {
         "name": "tiny_ext",
         "truth": {"seeds": [3]},
         "data": CONFIG["data"] | {"sizes": [100000]},
     }
-    ext = _study_dir(tmp_path / "ext", restarts=False, config=extension)
+    return base, _study_dir(tmp_path / "ext", restarts=False, config=extension)
+
+
+def test_report_of_an_extension_reads_the_runs_it_extends(tmp_path, capsys):
+    """``--extends``: a study of more sizes of some truths is read with the rows of those truths
+    in the runs it extends; a base of another computation, or with the same sizes, is refused."""
+    base, ext = _base_and_extension(tmp_path)
     assert main(["report", str(ext), "--extends", str(base)]) == 0
     verdicts = pd.read_csv(ext / "verdicts.csv")
     assert set(verdicts["seed"]) == {3} and "pooled" not in set(verdicts["truth"])
@@ -124,13 +129,7 @@ def test_an_extension_is_checked_against_its_seeds_truths_in_a_multi_seed_base(t
     """A study directory holds every seed's truths, keyed ``<label>@seed=<k>`` in its manifest:
     an extension of one seed is checked against that seed's truth only (the verdicts_identifiable
     study extended by verdicts_identifiable_1e6 at seed 0)."""
-    base = _study_dir(tmp_path / "base", restarts=False)
-    extension = CONFIG | {
-        "name": "tiny_ext",
-        "truth": {"seeds": [3]},
-        "data": CONFIG["data"] | {"sizes": [100000]},
-    }
-    ext = _study_dir(tmp_path / "ext", restarts=False, config=extension)
+    base, ext = _base_and_extension(tmp_path)
     drawn = {"separation": 3.5}
     for path, truths in (
         (ext, {"tanh": drawn}),
