@@ -1,17 +1,18 @@
 r"""The theory's picture in one look (issue 37): the README's headline figure.
 
     python simulations/analysis/separation_figure.py figures/data/minimax_shared_gate \
-        --bounds figures/data/bounds_identifiable/curves.parquet --out figures
+        figures/data/minimax_maps --bounds figures/data/bounds_identifiable/curves.parquet \
+        --out figures
 
 Left: the lower bound's implied sample size n(eps) = sigma^2 / m(eps)^2 for the loss D in the
 identifiable setting (d = 3, r = 1, p = 2, L = L* + 1; ``curves.parquet`` is written by
 ``simulations/analysis/bounds_identifiable.py``), one line per family; vanilla's exact flat
-set is drawn as its edge, below which n(eps) is infinite. Right: from a ``[minimax]`` run with
-worst-case rules (``simulations/minimax_shared_gate.toml``), the worst mean D over each
-estimator's family and its drawn truth at each n (solid; ``moe_lora.rates.cell_statistic``),
-with the drawn truth's own mean D (faint), and the slope of each worst-case curve from the run's
-``verdicts.csv``, if present. Both panels come from committed data only; the figure is
-``OUT/separation.{pdf,png}``.
+set is drawn as its edge, below which n(eps) is infinite. Right: from ``[minimax]`` runs with
+worst-case rules (``simulations/minimax_shared_gate.toml``, ``minimax_maps.toml``), the worst
+mean D over each estimator's family and its drawn truth at each n (solid;
+``moe_lora.rates.cell_statistic``), with the drawn truth's own mean D (faint, dashed), and the
+slope of each worst-case curve from the runs' ``verdicts.csv``, if present. Both panels come
+from committed data only; the figure is ``OUT/separation.{pdf,png}``.
 """
 
 from __future__ import annotations
@@ -102,29 +103,30 @@ def _right(ax, df: pd.DataFrame, verdicts: pd.DataFrame | None) -> None:
             sizes, mean, color=color, alpha=0.35, ls="--", label=f"{est}: the drawn truth alone"
         )
     ax.set(xscale="log", yscale="log", xlabel="n", ylabel="mean D over replicates")
-    ax.set_title("Truth-free least-squares estimator: worst case over a family", fontsize=10)
+    ax.set_title("Truth-free estimator: worst case over each one's hardest family", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
 
 
-def main(run_dir: Path, bounds: Path, out: Path) -> None:
-    df, _ = load_results(run_dir)
-    verdicts = (
-        pd.read_csv(run_dir / "verdicts.csv") if (run_dir / "verdicts.csv").exists() else None
-    )
-    fig = Figure(figsize=(12, 4.8), layout="constrained")
+def main(run_dirs: list[Path], bounds: Path, out: Path) -> None:
+    df = pd.concat([load_results(d)[0] for d in run_dirs], ignore_index=True)
+    found = [d / "verdicts.csv" for d in run_dirs if (d / "verdicts.csv").exists()]
+    verdicts = pd.concat([pd.read_csv(f) for f in found]) if found else None
+    fig = Figure(figsize=(12, 5.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     _left(left, pd.read_parquet(bounds))
     _right(right, df, verdicts)
-    fig.suptitle("Vanilla LoRA against a shared map (tanh), d = 3, r = 1, p = 2", fontsize=11)
+    fig.suptitle(
+        "Vanilla LoRA against the shared maps, d = 3, r = 1, p = 2, L = L* + 1", fontsize=11
+    )
     for path in save_figure(fig, out, "separation"):
         print(path)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dir", type=Path, help="a [minimax] run directory with worst-case rules")
+    ap.add_argument("run_dirs", type=Path, nargs="+", help="[minimax] run directories")
     ap.add_argument("--bounds", type=Path, required=True, help="curves.parquet of the bound units")
     ap.add_argument("--out", type=Path, default=Path("figures"))
     args = ap.parse_args()
-    main(args.run_dir, args.bounds, args.out)
+    main(args.run_dirs, args.bounds, args.out)
