@@ -66,11 +66,16 @@ def value_cube(df: pd.DataFrame, metric: str, sizes: np.ndarray) -> np.ndarray:
     return cube
 
 
+def member_statistic(cube: np.ndarray, statistic: str) -> np.ndarray:
+    """(..., G, N, R) -> (..., G, N): per member of the family and n, the mean/median over
+    replicates."""
+    with np.errstate(all="ignore"):
+        return np.nanmedian(cube, -1) if statistic == "median" else np.nanmean(cube, -1)
+
+
 def cell_statistic(cube: np.ndarray, statistic: str) -> np.ndarray:
     """(..., G, N, R) -> (..., N): per-n mean/median, then the worst over the family G."""
-    with np.errstate(all="ignore"):
-        per = np.nanmedian(cube, -1) if statistic == "median" else np.nanmean(cube, -1)
-    return np.max(per, -2)
+    return np.max(member_statistic(cube, statistic), -2)
 
 
 def bootstrap_indices(rng: np.random.Generator, draws: int, replicates: int) -> np.ndarray:

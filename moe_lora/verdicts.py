@@ -53,6 +53,7 @@ from .rates import (
     curve_slope,
     loglog_slope,
     loglog_slopes,
+    member_statistic,
     percentile_interval,
     value_cube,
 )
@@ -415,10 +416,7 @@ def worst_deltas(df: pd.DataFrame, metric: str, s: SlopeSettings) -> str:
     sel = df[s.in_range(df["n"])]
     sizes = np.sort(sel["n"].unique())
     groups = sorted(sel["delta"].fillna(-1).unique())
-    with np.errstate(all="ignore"):
-        cube = value_cube(sel, metric, sizes)
-        per = np.nanmedian(cube, -1) if s.statistic == "median" else np.nanmean(cube, -1)
-    worst = np.nanargmax(per, axis=0)
+    worst = np.nanargmax(member_statistic(value_cube(sel, metric, sizes), s.statistic), axis=0)
     name = lambda g: "drawn" if g == -1 else f"{g:g}"  # noqa: E731
     return ",".join(f"{n:g}:{name(groups[g])}" for n, g in zip(sizes, worst))
 

@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from moe_lora.bounds import L2_FLOOR
 from moe_lora.palette import estimator_color, estimator_marker, save_figure
 from moe_lora.rates import cell_statistic, value_cube
 from moe_lora.runs import load_results
 from moe_lora.verdicts import family_rows
 
 SIGMA = 0.02
-L2_FLOOR = 1e-13  # moe_lora.bounds.L2_FLOOR, without importing jax for a figure
 FAMILIES = ("vanilla", "tanh", "linear", "sigmoid", "gelu")
 
 
