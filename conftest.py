@@ -64,7 +64,8 @@ def _release_compiled_programs():
     ``mmap`` fails inside LLVM and the worker dies in ``backend_compile_and_load`` (SIGABRT or
     SIGSEGV), in whichever test compiles next. ``jax.clear_caches()`` releases the executables
     that no test still holds, so a worker's mappings stay bounded by one file's programs.
-    ``MOE_LORA_TEST_MAPS=FILE`` appends each file's count of mappings to FILE (a diagnostic).
+    ``MOE_LORA_TEST_MAPS=FILE`` appends each file's count of mappings to FILE (a diagnostic);
+    ``MOE_LORA_TEST_KEEP_CACHES=1`` keeps the programs (to measure the growth without release).
     """
     yield
     if os.environ.get("MOE_LORA_TEST_KEEP_CACHES") != "1":
